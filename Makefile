@@ -1,0 +1,51 @@
+# alexnet-search: every target creates the environment (.venv) from pyproject.toml if needed.
+#   make search [CONFIG=tuning/cpu.toml] [STUDY=name] [DATA_DIR=path]
+#   make retrain-best [CONFIG=...] [STUDY=...] [SEEDS=3]
+#   make plan | make tensorboard | make test
+
+PYTHON ?= python3
+VENV ?= .venv
+CONFIG ?= tuning/paper.toml
+STUDY ?=
+DATA_DIR ?=
+SEEDS ?= 1
+PORT ?= 6006
+# TensorFlow's CUDA libraries come with the `cuda` extra, chosen where a GPU driver is present.
+EXTRAS ?= dev$(if $(shell command -v nvidia-smi 2>/dev/null),$(comma)cuda)
+comma := ,
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+STUDY_ARGS := --config $(CONFIG) $(if $(STUDY),--study $(STUDY)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+.PHONY: env search retrain-best plan tensorboard test test-fast clean-env
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+search: $(STAMP)
+	$(BIN)/alexnet-search search $(STUDY_ARGS)
+
+retrain-best: $(STAMP)
+	$(BIN)/alexnet-search retrain-best $(STUDY_ARGS) --seeds $(SEEDS)
+
+plan: $(STAMP)
+	$(BIN)/alexnet-search plan --config $(CONFIG)
+
+tensorboard: $(STAMP)
+	$(BIN)/alexnet-search tensorboard --port $(PORT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+clean-env:
+	rm -rf $(VENV)

@@ -1,0 +1,216 @@
+"""`alexnet-search`: the command line. Each subcommand is a thin layer over one module.
+
+Errors a user can fix print one line, `error: ...`, and exit with status 2; Ctrl-C exits with 130
+and leaves the study resumable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+DEFAULT_CONFIG = "tuning/paper.toml"
+DEFAULT_RESULTS = "results"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (and exit 2) instead of usage plus message."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def _quiet_tensorflow() -> None:
+    """Import TensorFlow with its C++ start-up chatter (CPU features, absent CUDA) held back.
+
+    That chatter is written to file descriptor 2 before any log level applies, so it is caught
+    there. It is shown after all where it explains something: when the import fails, or when
+    nvidia-smi sees a GPU that TensorFlow does not.
+    """
+    import logging
+    import shutil
+    import tempfile
+    import warnings
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    # Hyperband's promoted trials load weights only, by design; Keras warns about the optimizer.
+    warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            ok = True
+        except BaseException:
+            ok = False
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            chatter = caught.read().decode(errors="replace")
+            if not ok or (not gpus and shutil.which("nvidia-smi")):
+                sys.stderr.write(chatter)
+    tf.get_logger().setLevel(logging.ERROR)  # e.g. retracing notes, one per new trial model
+
+
+def _study_args(p: argparse.ArgumentParser, with_data: bool = True) -> None:
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help=f"preset TOML file (default: {DEFAULT_CONFIG}; tuning/cpu.toml for a CPU)")
+    p.add_argument("--study", default=None,
+                   help="study name: results go to RESULTS_DIR/STUDY/ (default: the preset's file name, e.g. cpu)")
+    p.add_argument("--results-dir", default=DEFAULT_RESULTS,
+                   help=f"folder holding all studies (default: {DEFAULT_RESULTS})")
+    if with_data:
+        p.add_argument("--data-dir", default=None,
+                       help="CIFAR-10 python-batch folder (cifar-10-batches-py) for offline machines; "
+                            "default: $CIFAR10_DIR, else download through Keras")
+
+
+def _load(args):
+    from .config import load_config
+    from .study import study_for
+
+    config = load_config(args.config)
+    return config, study_for(args.results_dir, args.study or config.name)
+
+
+def cmd_search(args) -> int:
+    from .data import source_from
+    from .search import run_search
+
+    config, study = _load(args)
+    source = source_from(args.data_dir)
+    run_search(config, study, source, overwrite=args.overwrite)
+    return 0
+
+
+def cmd_retrain_best(args) -> int:
+    from .data import source_from
+    from .retrain import retrain_best
+
+    config, study = _load(args)
+    retrain_best(config, study, source_from(args.data_dir), seeds=args.seeds)
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from .config import load_config
+    from .plan import estimate_seconds, format_duration, format_schedule, schedule_for, time_training_steps
+    from .study import describe_device
+
+    config = load_config(args.config)
+    schedule = schedule_for(config)
+    d, s = config["data"], config["search"]
+    print(f"{config.path}: Hyperband, max_epochs {s['max_epochs']}, factor {s['factor']}, "
+          f"{s['hyperband_iterations']} iteration(s); {d['train_size']} training + {d['val_size']} "
+          f"validation images at {d['image_size']}x{d['image_size']}, batch {d['batch_size']}")
+    print(format_schedule(schedule))
+    print(f"then retrain-best: {config['retrain']['epochs']} epochs per seed")
+    if args.no_estimate:
+        return 0
+    timing = time_training_steps(config)
+    search_s = estimate_seconds(config, timing, schedule)
+    retrain_s = config["retrain"]["epochs"] * (
+        d["train_size"] * timing.train_s_per_image + (d["val_size"] + d["train_size"]) * timing.eval_s_per_image
+    )
+    print(f"\nmeasured on {describe_device()}: {1 / timing.train_s_per_image:.0f} training images/s, "
+          f"{1 / timing.eval_s_per_image:.0f} inference images/s (default hyperparameters)")
+    print(f"estimated: search {format_duration(search_s)}, retrain-best {format_duration(retrain_s)} per seed "
+          f"(widths vary by trial; failed trials shorten the search)")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .predict import predict
+
+    model_path = Path(args.model) if args.model else Path(args.results_dir) / args.study / "best" / "model.keras"
+    for path, top in zip(args.images, predict(model_path, args.images, top=args.top)):
+        print(f"{path}: " + ", ".join(f"{name} {p:.1%}" for name, p in top))
+    return 0
+
+
+def cmd_tensorboard(args) -> int:
+    import shutil
+
+    exe = shutil.which("tensorboard") or str(Path(sys.executable).with_name("tensorboard"))
+    if not Path(exe).exists():
+        raise UserError("tensorboard is not installed in this environment; run `make` to create it")
+    Path(args.results_dir).mkdir(parents=True, exist_ok=True)
+    # Loopback only: TensorBoard has no authentication.
+    os.execv(exe, [exe, "--logdir", args.results_dir, "--host", "127.0.0.1", "--port", str(args.port)])
+    return 0  # not reached
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="alexnet-search",
+        description="Hyperband search over AlexNet's hyperparameters on CIFAR-10, with Keras Tuner.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("search", help="run or resume a Hyperband study",
+                       description="Run the preset's Hyperband search into RESULTS_DIR/STUDY/. "
+                                   "Running the same command again resumes it.")
+    _study_args(p)
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard the study's existing trials and start over (needed when the preset's "
+                        "search space or sizes changed)")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("retrain-best", help="retrain the best hyperparameters, test once, export",
+                       description="Train the study's best hyperparameters for the preset's retrain epochs, "
+                                   "evaluate once on the test set, export to RESULTS_DIR/STUDY/best/.")
+    _study_args(p)
+    p.add_argument("--seeds", type=int, default=1,
+                   help="train this many times with different seeds and report mean and std (default 1)")
+    p.set_defaults(func=cmd_retrain_best)
+
+    p = sub.add_parser("plan", help="print the Hyperband schedule and an estimated duration",
+                       description="Print the preset's Hyperband schedule (brackets, rounds, trials, epochs) "
+                                   "and estimate its duration from a few timed training steps on this machine.")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"preset TOML file (default: {DEFAULT_CONFIG})")
+    p.add_argument("--no-estimate", action="store_true", help="skip the timed training steps")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("predict", help="classify image files with a study's exported model",
+                       description="Print the top CIFAR-10 classes of each image (PNG/JPEG, any size).")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--study", default="paper", help="study whose best/model.keras to use (default: paper)")
+    p.add_argument("--results-dir", default=DEFAULT_RESULTS, help=f"folder holding all studies (default: {DEFAULT_RESULTS})")
+    p.add_argument("--model", default=None, help="path to a .keras file instead of the study's")
+    p.add_argument("--top", type=int, default=3, help="classes to show per image (default 3)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("tensorboard", help="serve TensorBoard for all studies on localhost",
+                       description="Serve TensorBoard over RESULTS_DIR on 127.0.0.1 only.")
+    p.add_argument("--results-dir", default=DEFAULT_RESULTS, help=f"folder holding all studies (default: {DEFAULT_RESULTS})")
+    p.add_argument("--port", type=int, default=6006, help="port (default 6006)")
+    p.set_defaults(func=cmd_tensorboard)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.func is not cmd_tensorboard:
+            _quiet_tensorflow()
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

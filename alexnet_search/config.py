@@ -1,0 +1,276 @@
+"""Presets: TOML files in tuning/, validated into one plain dict-backed `Config`.
+
+A preset may start with `extends = "other.toml"` (relative to itself): tables are merged key by
+key, so `cpu.toml` keeps `paper.toml`'s search space and changes only the sizes.
+
+Every key is checked here, once, with a message that names the file, the key and the fix; the rest
+of the package can trust a `Config`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+# section -> key -> (types, check, what a valid value looks like)
+_POSITIVE_INT = ((int,), lambda v: v >= 1, "an integer >= 1")
+_NONNEG_INT = ((int,), lambda v: v >= 0, "an integer >= 0")
+_SCHEMA: dict[str, dict[str, tuple]] = {
+    "study": {
+        "seed": _POSITIVE_INT,
+        "expects_gpu": ((bool,), lambda v: True, "true or false"),
+        "description": ((str,), lambda v: True, "a string"),
+    },
+    "data": {
+        "train_size": _POSITIVE_INT,
+        "val_size": _POSITIVE_INT,
+        "image_size": _POSITIVE_INT,
+        "batch_size": _POSITIVE_INT,
+    },
+    "model": {
+        "width_multiplier": ((int, float), lambda v: 0 < v <= 4, "a number in (0, 4]"),
+        "jit_compile": ((bool,), lambda v: True, "true or false"),
+    },
+    "search": {
+        "objective": ((str,), lambda v: v in ("val_accuracy", "val_loss"),
+                      '"val_accuracy" or "val_loss"'),
+        "max_epochs": _POSITIVE_INT,
+        "factor": ((int,), lambda v: v >= 2, "an integer >= 2"),
+        "hyperband_iterations": _POSITIVE_INT,
+        "max_consecutive_failed_trials": _POSITIVE_INT,
+        "max_retries_per_trial": _NONNEG_INT,
+    },
+    "retrain": {
+        "epochs": _POSITIVE_INT,
+    },
+}
+
+# The names the search space may use, with the bounds a value must respect whatever the preset
+# says (None: unbounded). Widths are in the paper's units; `model.width_multiplier` scales them.
+SPACE_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
+    # name: (lowest allowed, highest allowed, highest is exclusive)
+    "conv1_filters": (1, None, False),
+    "conv2_filters": (1, None, False),
+    "conv3_filters": (1, None, False),
+    "conv4_filters": (1, None, False),
+    "conv5_filters": (1, None, False),
+    "dense_units": (1, None, False),
+    "dropout": (0.0, 1.0, True),
+    "translate": (0.0, 0.5, False),
+    "lr": (0.0, None, False),
+    "momentum": (0.0, 1.0, True),
+    "weight_decay": (0.0, None, False),
+}
+_STRICTLY_POSITIVE = {"lr"}
+_SPACE_KEYS = {
+    "float": {"min", "max", "default", "step", "sampling"},
+    "int": {"min", "max", "default", "step"},
+    "choice": {"values", "default"},
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated preset. `data` is the merged TOML as plain dicts (JSON-serialisable)."""
+
+    data: dict[str, Any]
+    path: str
+
+    def __getitem__(self, section: str) -> dict[str, Any]:
+        return self.data[section]
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).stem
+
+    @property
+    def space(self) -> dict[str, dict[str, Any]]:
+        return self.data["space"]
+
+    def search_identity(self) -> dict[str, Any]:
+        """What must not change under a study's existing trials: space, sizes, Hyperband settings."""
+        keep = {"space", "search", "data", "model"}
+        ident = {k: v for k, v in self.data.items() if k in keep}
+        ident["study"] = {"seed": self.data["study"]["seed"]}
+        return json.loads(json.dumps(ident, sort_keys=True))
+
+    def to_json(self) -> str:
+        return json.dumps({"preset": self.path, **self.data}, indent=2, sort_keys=True)
+
+
+def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"config file {path} not found; presets live in tuning/ (e.g. tuning/cpu.toml)")
+    if path.resolve() in seen:
+        raise UserError(f"{path}: 'extends' loops back to itself")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid TOML ({exc}); fix the syntax at that spot") from None
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise UserError(f"{path}: 'extends' must be a file name string, e.g. extends = \"paper.toml\"")
+    base = _read_toml(path.parent / parent, seen + (path.resolve(),))
+    return _merge(base, raw)
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            # A space entry is replaced whole: merging {"values": [...]} into a float range
+            # would leave a mix of both.
+            out[key] = value if _is_space_entry(value) else _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _is_space_entry(value: dict) -> bool:
+    return "type" in value
+
+
+def _type_name(types: tuple) -> str:
+    return " or ".join(t.__name__ for t in types)
+
+
+def _check_value(where: str, value: Any, spec: tuple) -> None:
+    types, check, want = spec
+    is_bool = isinstance(value, bool)
+    if (is_bool and bool not in types) or not isinstance(value, types) or not check(value):
+        raise UserError(f"{where} = {value!r} is invalid: it must be {want}")
+
+
+def _check_space_entry(where: str, name: str, entry: Any) -> None:
+    if name not in SPACE_BOUNDS:
+        raise UserError(
+            f"{where}: unknown hyperparameter '{name}'; the model takes "
+            + ", ".join(sorted(SPACE_BOUNDS))
+        )
+    if not isinstance(entry, dict):
+        raise UserError(f"{where} must be a table with type, min/max or values, and default")
+    kind = entry.get("type")
+    if kind not in _SPACE_KEYS:
+        raise UserError(f'{where}.type = {kind!r} is invalid: use "float", "int" or "choice"')
+    unknown = set(entry) - _SPACE_KEYS[kind] - {"type"}
+    if unknown:
+        raise UserError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))} for a {kind}; "
+            f"allowed: {', '.join(sorted(_SPACE_KEYS[kind]))}"
+        )
+    if "default" not in entry:
+        raise UserError(f"{where}: missing 'default' (the seed's value for {name})")
+
+    number = (int,) if kind == "int" else (int, float)
+    if kind == "choice":
+        values = entry.get("values")
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{where}.values must be a non-empty list, e.g. values = [0.0, 0.9]")
+        candidates = values
+        if entry["default"] not in values:
+            raise UserError(f"{where}.default = {entry['default']!r} is not one of values {values}")
+    else:
+        for key in ("min", "max"):
+            if key not in entry:
+                raise UserError(f"{where}: missing '{key}'")
+            v = entry[key]
+            if isinstance(v, bool) or not isinstance(v, number):
+                raise UserError(f"{where}.{key} = {v!r} is invalid: it must be {_type_name(number)}")
+        lo, hi = entry["min"], entry["max"]
+        if lo > hi:
+            raise UserError(f"{where}: min {lo} is larger than max {hi}; swap them")
+        step = entry.get("step")
+        if step is not None and (isinstance(step, bool) or not isinstance(step, number) or step <= 0):
+            raise UserError(f"{where}.step = {step!r} is invalid: it must be a positive {_type_name(number)}")
+        sampling = entry.get("sampling", "linear")
+        if sampling not in ("linear", "log"):
+            raise UserError(f'{where}.sampling = {sampling!r} is invalid: use "linear" or "log"')
+        if sampling == "log" and lo <= 0:
+            raise UserError(f"{where}: log sampling needs min > 0 (got {lo})")
+        default = entry["default"]
+        if isinstance(default, bool) or not isinstance(default, number) or not lo <= default <= hi:
+            raise UserError(f"{where}.default = {default!r} must be a {_type_name(number)} in [{lo}, {hi}]")
+        candidates = [lo, hi, default]
+
+    low, high, high_exclusive = SPACE_BOUNDS[name]
+    for v in candidates:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise UserError(f"{where}: value {v!r} is not a finite number")
+        too_low = low is not None and (v <= low if name in _STRICTLY_POSITIVE else v < low)
+        too_high = high is not None and (v >= high if high_exclusive else v > high)
+        if too_low or too_high:
+            lo_txt = f"> {low}" if name in _STRICTLY_POSITIVE else f">= {low}"
+            hi_txt = "" if high is None else (f" and < {high}" if high_exclusive else f" and <= {high}")
+            raise UserError(f"{where}: {name} = {v!r} is out of range; {name} must be {lo_txt}{hi_txt}")
+        if name.endswith(("_filters", "_units")) and not float(v).is_integer():
+            raise UserError(f"{where}: {name} = {v!r} must be a whole number")
+
+
+def validate(data: dict[str, Any], where: str) -> None:
+    """Raise UserError for the first unknown key, missing key, wrong type or bad value."""
+    known = set(_SCHEMA) | {"space"}
+    for section in data:
+        if section not in known:
+            raise UserError(
+                f"{where}: unknown section [{section}]; sections are " + ", ".join(sorted(known))
+            )
+    for section, keys in _SCHEMA.items():
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise UserError(f"{where}: '{section}' must be a table ([{section}])")
+        for key in table:
+            if key not in keys:
+                raise UserError(
+                    f"{where}: unknown key '{section}.{key}'; [{section}] takes "
+                    + ", ".join(sorted(keys))
+                )
+        for key, spec in keys.items():
+            if key not in table:
+                if section == "study" and key in ("expects_gpu", "description"):
+                    continue
+                if section == "model" and key in ("width_multiplier", "jit_compile"):
+                    continue
+                if section == "search" and key == "max_retries_per_trial":
+                    continue
+                raise UserError(f"{where}: missing key '{section}.{key}' ({spec[2]})")
+            _check_value(f"{where}: {section}.{key}", table[key], spec)
+    space = data.get("space")
+    if not isinstance(space, dict) or not space:
+        raise UserError(f"{where}: no [space.*] tables; declare at least one hyperparameter")
+    for name, entry in space.items():
+        _check_space_entry(f"{where}: space.{name}", name, entry)
+
+
+def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+    data.setdefault("study", {}).setdefault("expects_gpu", False)
+    data["study"].setdefault("description", "")
+    model = data.setdefault("model", {})
+    model.setdefault("width_multiplier", 1.0)
+    model.setdefault("jit_compile", False)
+    data["search"].setdefault("max_retries_per_trial", 0)
+    return data
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, merge (`extends`) and validate a preset."""
+    path = Path(path)
+    data = _read_toml(path)
+    validate(data, str(path))
+    # Imported here: model imports keras, and a bad preset should fail before that cost.
+    from .model import check_image_size
+
+    try:
+        check_image_size(data["data"]["image_size"])
+    except UserError as exc:
+        raise UserError(f"{path}: data.{exc}") from None
+    return Config(_with_defaults(data), str(path))

@@ -1,0 +1,84 @@
+"""The Keras Tuner HyperModel: maps `hp` onto `model.build_alexnet` and `model.compile_alexnet`.
+
+The search space itself (names, ranges, defaults) lives in the preset's [space.*] tables; this
+module only declares those entries on `hp`. Every default is the seed's value, so
+`build(keras_tuner.HyperParameters())` is the seed's model.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import keras_tuner
+
+from .config import Config
+from .model import build_alexnet, compile_alexnet
+
+_MODEL_ARGS = set(inspect.signature(build_alexnet).parameters) - {"image_size", "num_classes"}
+_COMPILE_ARGS = set(inspect.signature(compile_alexnet).parameters) - {"model", "jit_compile"}
+_DEFAULTS = {k: p.default for k, p in inspect.signature(build_alexnet).parameters.items()}
+_WIDTHS = {"conv1_filters", "conv2_filters", "conv3_filters", "conv4_filters", "conv5_filters", "dense_units"}
+
+
+def declare(hp: keras_tuner.HyperParameters, name: str, entry: dict[str, Any]):
+    """Declare one [space.NAME] table on `hp` and return its current value."""
+    kind = entry["type"]
+    if kind == "choice":
+        return hp.Choice(name, entry["values"], default=entry["default"])
+    if kind == "int":
+        return hp.Int(name, entry["min"], entry["max"], step=entry.get("step"), default=entry["default"])
+    return hp.Float(
+        name, float(entry["min"]), float(entry["max"]), step=entry.get("step"),
+        sampling=entry.get("sampling", "linear"), default=float(entry["default"]),
+    )
+
+
+def clean_value(value: Any) -> Any:
+    """Round away float noise from stepped ranges (0.6000000000000001 -> 0.6)."""
+    return float(f"{value:.10g}") if isinstance(value, float) else value
+
+
+class AlexNetHyperModel(keras_tuner.HyperModel):
+    """AlexNet over the preset's search space.
+
+    `width_multiplier` scales every conv and dense width after the hyperparameters are read, so
+    a CPU preset can search the paper's space (in the paper's units) on a narrower network.
+    """
+
+    def __init__(self, space: dict[str, dict[str, Any]], image_size: int = 128,
+                 width_multiplier: float = 1.0, jit_compile: bool = False):
+        super().__init__(name="alexnet")
+        self.space = space
+        self.image_size = image_size
+        self.width_multiplier = width_multiplier
+        self.jit_compile = jit_compile
+
+    @classmethod
+    def from_config(cls, config: Config) -> "AlexNetHyperModel":
+        return cls(
+            space=config.space,
+            image_size=config["data"]["image_size"],
+            width_multiplier=config["model"]["width_multiplier"],
+            jit_compile=config["model"]["jit_compile"],
+        )
+
+    def values(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
+        """The searched values for this `hp`, declaring any not yet declared."""
+        return {name: clean_value(declare(hp, name, entry)) for name, entry in self.space.items()}
+
+    def build(self, hp: keras_tuner.HyperParameters):
+        values = self.values(hp)
+        model_args = {k: v for k, v in values.items() if k in _MODEL_ARGS}
+        compile_args = {k: v for k, v in values.items() if k in _COMPILE_ARGS}
+        # Widths not in the space keep the seed's value; all of them are scaled.
+        for name in _WIDTHS:
+            width = model_args.get(name, _DEFAULTS[name])
+            model_args[name] = max(1, round(width * self.width_multiplier))
+        model = build_alexnet(image_size=self.image_size, **model_args)
+        return compile_alexnet(model, jit_compile=self.jit_compile, **compile_args)
+
+    def fit(self, hp, model, *args, **kwargs):
+        # Keras Tuner passes its callbacks (checkpointing, TensorBoard, HParams) and Hyperband's
+        # epochs/initial_epoch through kwargs: forward all of them.
+        return model.fit(*args, **kwargs)

@@ -1,0 +1,150 @@
+"""What a Hyperband study will cost, before anything trains.
+
+The schedule is read off Keras Tuner's own `HyperbandOracle` (its bracket sizes and epoch budgets),
+so it cannot drift from what `search` will do. It assumes every trial completes: failed trials
+promote fewer configurations and spend less.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import Config
+
+
+@dataclass(frozen=True)
+class Round:
+    bracket: int
+    round: int
+    trials: int
+    epochs: int  # cumulative epochs a model of this round has trained when it ends
+    new_configs: int  # 0 for promoted rounds
+    epochs_spent: int  # epochs this round trains, promoted trials continuing from the last round
+
+
+@dataclass(frozen=True)
+class Schedule:
+    rounds: tuple[Round, ...]
+    iterations: int
+
+    @property
+    def trials(self) -> int:
+        return self.iterations * sum(r.trials for r in self.rounds)
+
+    @property
+    def new_configs(self) -> int:
+        return self.iterations * sum(r.new_configs for r in self.rounds)
+
+    @property
+    def epochs(self) -> int:
+        return self.iterations * sum(r.epochs_spent for r in self.rounds)
+
+    @property
+    def brackets(self) -> int:
+        return len({r.bracket for r in self.rounds})
+
+
+def hyperband_schedule(max_epochs: int, factor: int, iterations: int = 1) -> Schedule:
+    """One Hyperband iteration's rounds, in the order Keras Tuner runs them."""
+    from keras_tuner.src.tuners.hyperband import HyperbandOracle
+
+    oracle = HyperbandOracle(objective="val_accuracy", max_epochs=max_epochs, factor=factor, seed=1)
+    rounds = []
+    # Keras Tuner starts at the most exploratory bracket and counts down to 0.
+    for bracket in reversed(range(oracle._get_num_brackets())):
+        previous_epochs = 0
+        for rnd in range(oracle._get_num_rounds(bracket)):
+            trials = oracle._get_size(bracket, rnd)
+            epochs = oracle._get_epochs(bracket, rnd)
+            rounds.append(
+                Round(
+                    bracket=bracket,
+                    round=rnd,
+                    trials=trials,
+                    epochs=epochs,
+                    new_configs=trials if rnd == 0 else 0,
+                    epochs_spent=trials * (epochs - previous_epochs),
+                )
+            )
+            previous_epochs = epochs
+    return Schedule(tuple(rounds), iterations)
+
+
+def schedule_for(config: Config) -> Schedule:
+    s = config["search"]
+    return hyperband_schedule(s["max_epochs"], s["factor"], s["hyperband_iterations"])
+
+
+def format_schedule(schedule: Schedule) -> str:
+    lines = [
+        f"{'bracket':>7} {'round':>5} {'trials':>6} {'epochs each':>11} {'new configs':>11} {'epochs spent':>12}",
+    ]
+    for r in schedule.rounds:
+        lines.append(
+            f"{r.bracket:>7} {r.round:>5} {r.trials:>6} {r.epochs:>11} {r.new_configs:>11} {r.epochs_spent:>12}"
+        )
+    it = f" x {schedule.iterations} iterations" if schedule.iterations > 1 else ""
+    lines.append(
+        f"total{it}: {schedule.brackets} brackets, {schedule.trials} trials "
+        f"({schedule.new_configs} new configurations, the rest promoted), {schedule.epochs} epochs"
+    )
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    train_s_per_image: float
+    eval_s_per_image: float
+
+
+def time_training_steps(config: Config, steps: int = 3) -> StepTiming:
+    """Time a few training and inference steps of the default model at the preset's size.
+
+    The first step of each is a warm-up (graph tracing) and is not counted.
+    """
+    import tensorflow as tf
+
+    from .hypermodel import AlexNetHyperModel
+
+    import keras_tuner
+
+    batch = config["data"]["batch_size"]
+    model = AlexNetHyperModel.from_config(config).build(keras_tuner.HyperParameters())
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, batch)
+    ds = tf.data.Dataset.from_tensors((x, y)).repeat(steps + 1)
+    model.fit(ds.take(1), verbose=0)
+    start = time.perf_counter()
+    model.fit(ds.take(steps), verbose=0)
+    train = (time.perf_counter() - start) / (steps * batch)
+    model.evaluate(ds.take(1), verbose=0)
+    start = time.perf_counter()
+    model.evaluate(ds.take(steps), verbose=0)
+    evaluate = (time.perf_counter() - start) / (steps * batch)
+    return StepTiming(train, evaluate)
+
+
+def estimate_seconds(config: Config, timing: StepTiming, schedule: Schedule | None = None) -> float:
+    """Search duration: epochs x (training images + validation images), at the measured rates."""
+    schedule = schedule or schedule_for(config)
+    d = config["data"]
+    per_epoch = d["train_size"] * timing.train_s_per_image + d["val_size"] * timing.eval_s_per_image
+    return schedule.epochs * per_epoch
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {seconds:02d}s"
+    return f"{seconds}s"

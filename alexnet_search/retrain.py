@@ -1,0 +1,192 @@
+"""retrain-best: the study's best hyperparameters, trained for the preset's full epoch count.
+
+The model is rebuilt through the same HyperModel (so it is the searched architecture, not a
+checkpoint trained for a trial's short budget), trained from scratch, evaluated once on the test
+set, and exported to `results/<study>/best/`:
+
+    model.keras               Keras model; `keras.models.load_model(...).predict(uint8 images)`
+    serving/                  TensorFlow SavedModel (`model.export`), endpoint `serve`
+    hyperparameters.json      what was trained
+    metrics.json              train/val/test accuracy and loss, epochs, wall time, per seed
+
+Both exports are loaded back and must predict the same classes as the model in memory before
+they replace an earlier `best/`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import keras
+import numpy as np
+
+from .config import Config
+from .data import Source, make_dataset, make_splits
+from .errors import UserError
+from .model import CIFAR_SHAPE
+from .plan import format_duration
+from .progress import EpochReporter, Progress
+from .search import load_finished_tuner, searched_values
+from .study import Study, replace_dir_atomic, write_json_atomic, write_provenance
+
+_VERIFY_IMAGES = 512
+
+
+def export_model(model: keras.Model, folder: Path) -> None:
+    """model.keras and serving/ (a SavedModel whose `serve` endpoint takes uint8 (N, 32, 32, 3))."""
+    import tensorflow as tf
+
+    model.save(folder / "model.keras")
+    # Not `model.export()`: it calls the model without training=False, and Keras' random
+    # augmentation layers default to training mode, so served predictions would be randomly
+    # flipped and shifted. The endpoint below is inference-only.
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name="serve",
+        fn=lambda images: model.call(images, training=False),
+        input_signature=[tf.TensorSpec((None, *CIFAR_SHAPE), tf.uint8, name="image")],
+    )
+    archive.write_out(str(folder / "serving"), verbose=False)
+
+
+def verify_exports(model: keras.Model, folder: Path, images: np.ndarray, tolerance: float = 1e-4) -> int:
+    """Load both exports back; raise unless they give `model`'s probabilities and classes.
+
+    Classes are compared where the top two probabilities differ by more than `tolerance`: on a
+    near-tie, float rounding in another graph may legitimately pick the other class.
+    """
+    import tensorflow as tf
+
+    expected = model.predict(images, verbose=0)
+    top2 = np.sort(expected, axis=1)[:, -2:]
+    decided = (top2[:, 1] - top2[:, 0]) > tolerance
+    reloaded = keras.models.load_model(folder / "model.keras", safe_mode=True)
+    serving = tf.saved_model.load(str(folder / "serving"))
+    for name, got in (("model.keras", reloaded.predict(images, verbose=0)),
+                      ("serving/", serving.serve(tf.constant(images)).numpy())):
+        worst = float(np.abs(expected - got).max())
+        wrong = int((expected.argmax(1) != got.argmax(1))[decided].sum())
+        if worst > tolerance or wrong:
+            raise RuntimeError(
+                f"exported {name} disagrees with the trained model (max probability difference "
+                f"{worst:.2g}, {wrong} classes differ); the earlier export was left in place"
+            )
+    return len(images)
+
+
+def _evaluate(model: keras.Model, x, y, batch_size: int) -> dict[str, float]:
+    loss, acc = model.evaluate(make_dataset(x, y, batch_size), verbose=0)
+    return {"loss": float(loss), "accuracy": float(acc)}
+
+
+def train_and_evaluate(hypermodel, hp, splits, test, config: Config, seed: int, log_dir: Path,
+                       progress: Progress, label: str) -> tuple[keras.Model, dict[str, Any]]:
+    """One from-scratch training run of `hp` for the preset's retrain epochs, then evaluation."""
+    d, epochs = config["data"], config["retrain"]["epochs"]
+    keras.utils.set_random_seed(seed)
+    keras.backend.clear_session()
+    model = hypermodel.build(hp)
+    train = make_dataset(splits.x_train, splits.y_train, d["batch_size"], shuffle=True, seed=seed)
+    val = make_dataset(splits.x_val, splits.y_val, d["batch_size"])
+    progress.begin(label, 0, epochs, f"(seed {seed})")
+    started = time.monotonic()
+    model.fit(
+        train, validation_data=val, epochs=epochs, verbose=0, shuffle=False,
+        callbacks=[
+            keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0),
+            EpochReporter(progress),
+        ],
+    )
+    wall = time.monotonic() - started
+    result = {"seed": seed, "epochs": epochs, "train_wall_s": round(wall, 1)}
+    # Accuracy without augmentation or dropout, on each split; the test set only here, once.
+    for split, (x, y) in {"train": (splits.x_train, splits.y_train), "val": (splits.x_val, splits.y_val),
+                          "test": test}.items():
+        for metric, value in _evaluate(model, x, y, d["batch_size"]).items():
+            result[f"{split}_{metric}"] = value
+    progress.end(epochs, f"test accuracy {result['test_accuracy']:.4f} (val {result['val_accuracy']:.4f}) "
+                         f"in {format_duration(wall)}")
+    return model, result
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("test_accuracy", "val_accuracy", "train_accuracy", "test_loss"):
+        values = [r[key] for r in runs]
+        out[f"{key}_mean"] = statistics.fmean(values)
+        out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return out
+
+
+def retrain_best(config: Config, study: Study, source: Source, seeds: int = 1,
+                 out: TextIO = sys.stdout) -> dict[str, Any]:
+    """Retrain the best trial's hyperparameters `seeds` times and export the best-validating run."""
+    if seeds < 1:
+        raise UserError(f"SEEDS/--seeds must be >= 1 (got {seeds})")
+    tuner = load_finished_tuner(config, study)
+    best = tuner.oracle.get_best_trials(1)[0]
+    values = searched_values(best.hyperparameters.values)
+    say = lambda line: print(line, file=out, flush=True)  # noqa: E731
+    say(f"best trial {best.trial_id}: {tuner.oracle.objective.name} {best.score:.4f} after "
+        f"{best.hyperparameters.values.get('tuner/epochs')} epochs\n    {values}")
+
+    d = config["data"]
+    x, y = source.train()
+    splits = make_splits(x, y, d["train_size"], d["val_size"])
+    test = source.test()
+    say(f"data: {source.describe()}: {splits.note}; test set {len(test[0])} images")
+    del x, y
+
+    started = time.monotonic()
+    epochs = config["retrain"]["epochs"]
+    progress = Progress(seeds, seeds * epochs, out=out)
+    base_seed = config["study"]["seed"]
+    runs, best_model, best_val = [], None, -1.0
+    for i in range(seeds):
+        seed = base_seed + i
+        model, result = train_and_evaluate(
+            tuner.hypermodel, best.hyperparameters, splits, test, config, seed,
+            study.tensorboard_dir / "retrain-best" / f"seed{seed}", progress, f"retrain {i + 1}/{seeds}",
+        )
+        runs.append(result)
+        if result["val_accuracy"] > best_val:
+            best_model, best_val, exported_seed = model, result["val_accuracy"], seed
+
+    for stale in study.root.glob(".best.staging-*"):  # left by a run killed while exporting
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = study.root / f".best.staging-{os.getpid()}"
+    staging.mkdir(parents=True)
+    export_model(best_model, staging)
+    checked = verify_exports(best_model, staging, test[0][:_VERIFY_IMAGES])
+    metrics = {
+        "trial_id": best.trial_id,
+        "search_score": best.score,
+        "epochs": epochs,
+        "seeds": [r["seed"] for r in runs],
+        "exported_seed": exported_seed,
+        "runs": runs,
+        **summarize(runs),
+        "wall_time_s": round(time.monotonic() - started, 1),
+        "data": splits.note,
+        "exports_verified_on_images": checked,
+    }
+    write_json_atomic(staging / "hyperparameters.json", values)
+    write_json_atomic(staging / "metrics.json", metrics)
+    write_provenance(staging, config, extra={"data_source": source.describe()})
+    replace_dir_atomic(staging, study.best_dir)
+
+    spread = f" +- {metrics['test_accuracy_std']:.4f} over {seeds} seeds" if seeds > 1 else ""
+    say(
+        f"\ntest accuracy {metrics['test_accuracy_mean']:.4f}{spread} (train {metrics['train_accuracy_mean']:.4f}, "
+        f"val {metrics['val_accuracy_mean']:.4f}) in {format_duration(metrics['wall_time_s'])}\n"
+        f"exported to {study.best_dir}/: model.keras, serving/, hyperparameters.json, metrics.json "
+        f"(both exports reloaded and checked on {checked} test images)"
+    )
+    return metrics

@@ -1,0 +1,224 @@
+"""A study's folder, `results/<study>/`, and what is written next to every result.
+
+    results/<study>/
+        study.json          the search identity (space, sizes, Hyperband settings, seed)
+        config.json         the resolved preset (after `extends`), as the search ran it
+        versions.json       Python, TensorFlow, Keras, Keras Tuner, numpy, git commit, device
+        tuner/              Keras Tuner's state: oracle.json, trial_*/ (trial.json, checkpoints)
+        tensorboard/        one run per trial (<trial_id>/execution0), plus retrain runs
+        best_hyperparameters.json
+        best/               retrain-best's exports and metrics
+
+JSON files are written atomically (a temporary file, then a rename), so a crash never leaves a
+half-written file where a good one stood.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .errors import UserError
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def replace_dir_atomic(staging: Path, target: Path) -> None:
+    """Put a fully written `staging` folder at `target`, keeping the old one until the swap."""
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def describe_device() -> str:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return f"CPU ({os.cpu_count()} cores; no GPU visible to TensorFlow)"
+    names = []
+    for gpu in gpus:
+        try:
+            names.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
+        except Exception:  # details are best-effort; the count is what matters
+            names.append(gpu.name)
+    return f"{len(gpus)} GPU(s): " + ", ".join(names)
+
+
+def versions() -> dict[str, Any]:
+    import keras
+    import keras_tuner
+    import numpy
+    import tensorboard
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "keras_tuner": keras_tuner.__version__,
+        "tensorboard": tensorboard.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "git_commit": git_commit(),
+        "device": describe_device(),
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+@dataclass(frozen=True)
+class Study:
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def tuner_dir(self) -> Path:
+        return self.root / "tuner"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def best_dir(self) -> Path:
+        return self.root / "best"
+
+    @property
+    def identity_file(self) -> Path:
+        return self.root / "study.json"
+
+    def exists(self) -> bool:
+        return self.identity_file.is_file()
+
+
+
+def write_provenance(folder: Path, config: Config, extra: dict | None = None) -> None:
+    """config.json (the resolved preset) and versions.json into `folder`, atomically."""
+    resolved = json.loads(config.to_json())
+    if extra:
+        resolved.update(extra)
+    write_json_atomic(folder / "config.json", resolved)
+    write_json_atomic(folder / "versions.json", versions())
+
+
+def study_for(results_dir: str | Path, name: str) -> Study:
+    if not name or "/" in name or name.startswith("."):
+        raise UserError(f"study name {name!r} is invalid: use a plain folder name such as 'cpu'")
+    return Study(Path(results_dir) / name)
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def prepare_search(study: Study, config: Config, overwrite: bool) -> bool:
+    """Make the study folder ready for a search; return True when resuming existing trials.
+
+    A study made from a different search (space, sizes, Hyperband settings or seed) is refused
+    unless `overwrite`, so trials of two searches never mix. Nothing is written before the checks.
+    """
+    identity = config.search_identity()
+    resuming = False
+    if study.exists() and not overwrite:
+        try:
+            old = read_json(study.identity_file)["identity"]
+        except (OSError, ValueError, KeyError):
+            raise UserError(
+                f"{study.identity_file} is unreadable; rerun with --overwrite to start {study.name} over"
+            ) from None
+        diff = _differences(old, identity)
+        if diff:
+            shown = ", ".join(diff[:5]) + (" ..." if len(diff) > 5 else "")
+            raise UserError(
+                f"{study.root} holds a study of a different search (differs in {shown}); use "
+                f"--study NEW_NAME for a new study, or --overwrite to discard this one"
+            )
+        resuming = study.tuner_dir.exists()
+    try:
+        study.root.mkdir(parents=True, exist_ok=True)
+        probe = study.root / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(
+            f"cannot write to {study.root} ({exc.strerror or exc}); choose another --results-dir"
+        ) from None
+    if overwrite:
+        for sub in (study.tuner_dir, study.tensorboard_dir, study.best_dir):
+            shutil.rmtree(sub, ignore_errors=True)
+        for leftover in study.root.glob("*.json"):
+            leftover.unlink()
+    write_json_atomic(study.identity_file, {"preset": config.path, "identity": identity})
+    return resuming
+
+
+def require_study(study: Study) -> None:
+    if not study.exists():
+        raise UserError(
+            f"no study at {study.root}; run `make search` (or `alexnet-search search`) with the same "
+            f"CONFIG/--study first"
+        )

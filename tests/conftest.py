@@ -1,0 +1,100 @@
+"""Shared fixtures: a tiny CIFAR-10 folder written by the test, tiny presets, the CLI runner."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def write_batch(path: Path, images: np.ndarray, labels, protocol: int = 2) -> None:
+    """A batch file in CIFAR-10's python layout: rows are the red, green, blue planes."""
+    data = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)
+    batch = {
+        b"batch_label": path.name.encode(),
+        b"labels": [int(v) for v in labels],
+        b"data": data,
+        b"filenames": [f"img_{i}.png".encode() for i in range(len(images))],
+    }
+    with open(path, "wb") as f:
+        pickle.dump(batch, f, protocol=protocol)
+
+
+def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose colour depends on the class, so a few epochs learn something."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    palette = rng.integers(0, 256, (10, 3))
+    noise = rng.normal(0, 40, (n, 32, 32, 3))
+    images = np.clip(palette[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8)
+    return images, labels
+
+
+@pytest.fixture
+def cifar_dir(tmp_path) -> Path:
+    """Two training batches of 300 images and a test batch of 200."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for i in (1, 2):
+        write_batch(folder / f"data_batch_{i}", *synthetic_images(300, seed=i))
+    write_batch(folder / "test_batch", *synthetic_images(200, seed=99))
+    return folder
+
+
+@pytest.fixture
+def shared_cifar() -> Path:
+    """The real CIFAR-10 folder beside the checkout (or $CIFAR10_DIR); skipped where absent."""
+    for candidate in (os.environ.get("CIFAR10_DIR"), REPO.parent / "shared/datasets/cifar-10-batches-py"):
+        if candidate and (Path(candidate) / "test_batch").is_file():
+            return Path(candidate)
+    pytest.skip("no CIFAR-10 folder on this machine")
+
+
+TINY_PRESET = """
+extends = "{base}"
+
+[data]
+train_size = 256
+val_size = 96
+image_size = 32
+batch_size = 64
+
+[model]
+width_multiplier = 0.125
+
+[search]
+# 2 brackets: 5 trials (4 configurations, 1 promoted), 7 epochs
+max_epochs = 2
+factor = 2
+
+[retrain]
+epochs = 2
+"""
+
+
+@pytest.fixture
+def tiny_config(tmp_path) -> Path:
+    """cpu.toml's search space on a tiny budget: 32x32, 256 images, 2-epoch Hyperband."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_PRESET.format(base=REPO / "tuning" / "cpu.toml"))
+    return path
+
+
+def run_cli(*args, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m alexnet_search ARGS`, as a user runs it, with output captured."""
+    # The data source is always explicit in tests: no CIFAR10_DIR leaks in from the machine.
+    full_env = {k: v for k, v in os.environ.items() if k != "CIFAR10_DIR"}
+    full_env["PYTHONPATH"] = str(REPO)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "alexnet_search", *map(str, args)],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )

@@ -1,0 +1,202 @@
+"""The real command line, end to end, on a tiny study: search, resume, retrain-best, predict, plan.
+
+Slow (each run imports TensorFlow and trains); the whole file takes a minute or two on 2 cores.
+"""
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run_cli
+
+slow = pytest.mark.slow
+
+
+def _events(folder):
+    import tensorflow as tf
+
+    for path in sorted(folder.rglob("events.out.tfevents.*")):
+        yield from tf.compat.v1.train.summary_iterator(str(path))
+
+
+def _plugins_and_tags(folder):
+    plugins, tags = set(), set()
+    for event in _events(folder):
+        for value in event.summary.value:
+            tags.add(value.tag)
+            if value.metadata.plugin_data.plugin_name:
+                plugins.add(value.metadata.plugin_data.plugin_name)
+    return plugins, tags
+
+
+@pytest.fixture
+def searched(tmp_path, cifar_dir, tiny_config):
+    """A finished tiny study: 5 Hyperband trials (4 configurations and 1 promotion)."""
+    result = run_cli("search", "--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp_path / "results" / "tiny", result
+
+
+@slow
+def test_search_runs_hyperband_with_progress_and_tensorboard(searched):
+    study, result = searched
+    out = result.stdout
+    assert "device: CPU" in out
+    assert "study tiny: 5 trials, 7 epochs" in out
+    for k in range(1, 6):
+        assert f"--- trial {k}/5" in out
+    assert "continues trial" in out  # Hyperband promoted a configuration
+    assert "left" in out and "elapsed" in out and "epoch 2/2" in out
+    assert "best trials:" in out and "next: make retrain-best" in out
+    assert "Traceback" not in result.stderr and "absl::InitializeLog" not in result.stderr
+
+    trials = [json.loads(p.read_text()) for p in sorted((study / "tuner").glob("trial_*/trial.json"))]
+    assert [t["status"] for t in trials] == ["COMPLETED"] * 5
+    for name in ("study.json", "config.json", "versions.json", "best_hyperparameters.json"):
+        assert (study / name).is_file(), name
+    best = json.loads((study / "best_hyperparameters.json").read_text())
+    assert set(best["hyperparameters"]) >= {"dropout", "conv3_filters", "lr"}
+    assert not any(k.startswith("tuner/") for k in best["hyperparameters"])
+
+    tb = study / "tensorboard"
+    for t in trials:
+        run = tb / t["trial_id"] / "execution0"
+        plugins, _ = _plugins_and_tags(run)
+        assert "hparams" in plugins, f"trial {t['trial_id']} has no HParams session"
+        _, tags = _plugins_and_tags(run / "validation")
+        assert "epoch_accuracy" in tags and "epoch_loss" in tags
+    root_plugins = set()
+    for event in tf_events_in(tb):
+        root_plugins |= {v.metadata.plugin_data.plugin_name for v in event.summary.value}
+    assert "hparams" in root_plugins  # the experiment config, so the dashboard lists every trial
+
+
+def tf_events_in(folder):
+    """Events of the files directly in `folder` (not in its runs)."""
+    import tensorflow as tf
+
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        yield from tf.compat.v1.train.summary_iterator(str(path))
+
+
+@slow
+def test_running_again_resumes_without_redoing_trials(searched, tmp_path, cifar_dir, tiny_config):
+    study, _ = searched
+    before = {p: p.stat().st_mtime_ns for p in (study / "tuner").glob("trial_*/trial.json")}
+    again = run_cli("search", "--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results",
+                    cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming with 5 finished" in again.stdout
+    assert "--- trial" not in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+@slow
+def test_an_interrupted_search_resumes_where_it_stopped(tmp_path, cifar_dir, tiny_config):
+    args = [sys.executable, "-m", "alexnet_search", "search", "--config", str(tiny_config),
+            "--data-dir", str(cifar_dir), "--results-dir", str(tmp_path / "results")]
+    env = {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:
+        if "trial 2/5 done" in line:
+            proc.send_signal(signal.SIGKILL)  # no chance to clean up
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+    again = run_cli(*args[3:], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming with 2 finished" in again.stdout
+    assert "--- trial 1/5" not in again.stdout and "--- trial 2/5" not in again.stdout
+    trials = [json.loads(p.read_text()) for p in sorted((tmp_path / "results/tiny/tuner").glob("trial_*/trial.json"))]
+    assert [t["status"] for t in trials] == ["COMPLETED"] * 5
+
+
+@slow
+def test_retrain_best_exports_models_that_load_and_predict(searched, tmp_path, cifar_dir, tiny_config):
+    study, _ = searched
+    result = run_cli("retrain-best", "--config", tiny_config, "--data-dir", cifar_dir,
+                     "--results-dir", tmp_path / "results", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "retrain 1/1" in result.stdout and "test accuracy" in result.stdout
+    best = study / "best"
+    metrics = json.loads((best / "metrics.json").read_text())
+    for key in ("train_accuracy", "val_accuracy", "test_accuracy", "train_loss", "val_loss", "test_loss"):
+        assert 0 <= metrics["runs"][0][key] < 100
+    assert metrics["epochs"] == 2 and metrics["wall_time_s"] > 0 and metrics["exports_verified_on_images"] > 0
+    hps = json.loads((best / "hyperparameters.json").read_text())
+    assert hps == json.loads((study / "best_hyperparameters.json").read_text())["hyperparameters"]
+    assert (best / "config.json").is_file() and (best / "versions.json").is_file()
+
+    import keras
+    import tensorflow as tf
+
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    model = keras.models.load_model(best / "model.keras")
+    probs = model.predict(images, verbose=0)
+    assert probs.shape == (6, 10)
+    serving = tf.saved_model.load(str(best / "serving"))  # kept alive: its endpoints reference its variables
+    served = serving.serve(tf.constant(images)).numpy()
+    np.testing.assert_allclose(served, probs, atol=1e-5)
+
+    from PIL import Image
+
+    Image.fromarray(images[0]).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((60, 100, 3), np.uint8)).convert("L").save(tmp_path / "b.jpg")
+    predicted = run_cli("predict", "--study", "tiny", "--results-dir", tmp_path / "results",
+                        tmp_path / "a.png", tmp_path / "b.jpg", cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    lines = predicted.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(str(tmp_path / "a.png"))
+    assert any(name in lines[1] for name in ("airplane", "cat", "truck", "frog", "ship", "dog", "horse", "bird",
+                                             "deer", "automobile"))
+
+
+def _one_line_error(result, expected):
+    assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-2000:])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert expected in lines[0]
+
+
+@slow
+def test_user_errors_are_one_line_and_exit_2(searched, tmp_path, cifar_dir, tiny_config):
+    results = tmp_path / "results"
+    _one_line_error(run_cli("search", "--config", REPO / "tuning/cpu.toml", "--study", "tiny", "--data-dir", cifar_dir,
+                            "--results-dir", results, cwd=tmp_path), "different search")
+    _one_line_error(run_cli("search", "--config", tiny_config, "--data-dir", tmp_path / "nowhere", "--results-dir",
+                            results, cwd=tmp_path), "does not exist")
+    _one_line_error(run_cli("retrain-best", "--config", tiny_config, "--study", "other", "--data-dir", cifar_dir,
+                            "--results-dir", results, cwd=tmp_path), "no study at")
+    _one_line_error(run_cli("retrain-best", "--config", tiny_config, "--seeds", "three", cwd=tmp_path),
+                    "invalid int value: 'three'")
+    _one_line_error(run_cli("predict", "--study", "other", "--results-dir", results, tmp_path / "x.png",
+                            cwd=tmp_path), "no exported model")
+    assert json.loads((results / "tiny" / "study.json").read_text())["preset"] == str(tiny_config)
+
+
+def test_help_lists_every_subcommand_and_flag_with_text(tmp_path):
+    from alexnet_search.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == {"search", "retrain-best", "plan", "predict", "tensorboard"}
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help text"
+    top = run_cli("--help", cwd=tmp_path)
+    assert top.returncode == 0 and all(name in top.stdout for name in sub.choices)
+
+
+@slow
+def test_plan_prints_the_schedule_and_an_estimate(tmp_path, tiny_config):
+    result = run_cli("plan", "--config", tiny_config, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "5 trials (4 new configurations" in result.stdout and "7 epochs" in result.stdout
+    assert "training images/s" in result.stdout and "estimated: search" in result.stdout

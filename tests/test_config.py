@@ -1,0 +1,88 @@
+"""config.py: presets load and merge; every bad value is one clear UserError."""
+
+import pytest
+
+from alexnet_search.config import load_config
+from alexnet_search.errors import UserError
+
+from conftest import REPO
+
+SEED_DEFAULTS = {
+    "dropout": 0.5, "conv1_filters": 96, "conv2_filters": 256, "conv3_filters": 384, "conv4_filters": 384,
+    "conv5_filters": 256, "dense_units": 4096, "lr": 1e-3, "momentum": 0.0, "weight_decay": 0.0, "translate": 0.1,
+}
+
+
+def test_presets_load_and_share_one_search_space():
+    paper = load_config(REPO / "tuning" / "paper.toml")
+    cpu = load_config(REPO / "tuning" / "cpu.toml")
+    assert paper.space == cpu.space
+    assert {name: entry["default"] for name, entry in paper.space.items()} == SEED_DEFAULTS
+    assert paper["data"]["image_size"] == 128 and paper["retrain"]["epochs"] == 64
+    assert paper["data"]["train_size"] == 10000
+    assert cpu["data"]["image_size"] == 32 and cpu["search"]["factor"] == paper["search"]["factor"]
+    assert paper.name == "paper" and cpu.name == "cpu"
+
+
+def test_every_preset_key_has_a_comment_saying_why():
+    """Plain keys need a comment right above them; a [space.*] table needs one right below its header."""
+    for preset in (REPO / "tuning").glob("*.toml"):
+        lines = [line.strip() for line in preset.read_text().splitlines()]
+        section = ""
+        for i, line in enumerate(lines):
+            if line.startswith("["):
+                section = line
+                if section.startswith("[space."):
+                    assert lines[i + 1].startswith("#"), f"{preset.name}:{i + 1}: {section} has no comment"
+            elif "=" in line and not line.startswith("#") and not section.startswith("[space."):
+                assert lines[i - 1].startswith("#"), f"{preset.name}:{i + 1} has no comment: {line}"
+
+
+def _write(tmp_path, text, name="bad.toml"):
+    path = tmp_path / name
+    path.write_text(f'extends = "{REPO / "tuning" / "cpu.toml"}"\n{text}\n')
+    return path
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[data]\ntrian_size = 5", "unknown key 'data.trian_size'"),
+    ("[dat]\nx = 1", r"unknown section \[dat\]"),
+    ('[data]\ntrain_size = "many"', "data.train_size = 'many' is invalid: it must be an integer >= 1"),
+    ("[data]\nbatch_size = 1.5", "data.batch_size = 1.5 is invalid"),
+    ("[retrain]\nepochs = 0", "retrain.epochs = 0 is invalid: it must be an integer >= 1"),
+    ("[search]\nmax_epochs = 0", "search.max_epochs = 0 is invalid"),
+    ("[search]\nfactor = 1", "search.factor = 1 is invalid: it must be an integer >= 2"),
+    ("[study]\nseed = 0", "study.seed = 0 is invalid: it must be an integer >= 1"),
+    ("[data]\nimage_size = 16", "image_size >= "),
+    ('[space.lr]\ntype = "float"\nmin = 0.0\nmax = 0.1\ndefault = 0.001', "lr = 0.0 is out of range; lr must be > 0"),
+    ('[space.lr]\ntype = "float"\nmin = -1.0\nmax = 0.1\ndefault = 0.001', "lr must be > 0"),
+    ('[space.dropout]\ntype = "float"\nmin = 0.1\nmax = 1.0\ndefault = 0.5', "dropout must be >= 0.0 and < 1.0"),
+    ('[space.dropout]\ntype = "choice"\nvalues = []\ndefault = 0.5', "values must be a non-empty list"),
+    ('[space.dropout]\ntype = "choice"\nvalues = [0.1]\ndefault = 0.5', "default = 0.5 is not one of values"),
+    ('[space.dropout]\ntype = "float"\nmin = 0.7\nmax = 0.2\ndefault = 0.5', "min 0.7 is larger than max 0.2"),
+    ('[space.dropout]\ntype = "float"\nmin = 0.2\nmax = 0.7\ndefault = 0.9', "default = 0.9 must be"),
+    ('[space.dropout]\ntype = "gaussian"\ndefault = 0.5', 'use "float", "int" or "choice"'),
+    ('[space.dropout]\ntype = "float"\nmin = 0.2\nmax = 0.7\ndefault = 0.5\nstepp = 0.1', "unknown key.* stepp"),
+    ('[space.kernel_size]\ntype = "int"\nmin = 3\nmax = 5\ndefault = 3', "unknown hyperparameter 'kernel_size'"),
+    ('[space.conv1_filters]\ntype = "float"\nmin = 1.5\nmax = 9.0\ndefault = 2.0', "must be a whole number"),
+    ("[data\ntrain_size = 5", "is not valid TOML"),
+])
+def test_bad_presets_give_one_clear_line(tmp_path, text, message):
+    with pytest.raises(UserError, match=message) as info:
+        load_config(_write(tmp_path, text))
+    assert "\n" not in str(info.value)
+    assert str(tmp_path) in str(info.value)  # names the file
+
+
+def test_missing_file_and_extends_loop(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    (tmp_path / "a.toml").write_text('extends = "b.toml"\n')
+    (tmp_path / "b.toml").write_text('extends = "a.toml"\n')
+    with pytest.raises(UserError, match="loops"):
+        load_config(tmp_path / "a.toml")
+
+
+def test_override_replaces_a_space_entry_whole(tmp_path):
+    config = load_config(_write(tmp_path, '[space.momentum]\ntype = "float"\nmin = 0.0\nmax = 0.9\ndefault = 0.0'))
+    assert config.space["momentum"] == {"type": "float", "min": 0.0, "max": 0.9, "default": 0.0}

@@ -1,0 +1,85 @@
+"""hypermodel.py: the preset's space on `hp`, seed defaults, every corner builds, fit forwards."""
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+
+from alexnet_search.config import load_config
+from alexnet_search.hypermodel import AlexNetHyperModel
+
+from conftest import REPO
+
+PAPER = load_config(REPO / "tuning" / "paper.toml")
+
+
+def _layer_widths(model):
+    return {name: model.get_layer(name).filters for name in ("conv1", "conv2", "conv3", "conv4", "conv5")} | {
+        "dense": model.get_layer("fc1").units}
+
+
+def test_empty_hyperparameters_build_the_seed_model():
+    model = AlexNetHyperModel.from_config(PAPER).build(keras_tuner.HyperParameters())
+    assert _layer_widths(model) == {"conv1": 96, "conv2": 256, "conv3": 384, "conv4": 384, "conv5": 256, "dense": 4096}
+    assert model.get_layer("drop1").rate == 0.5
+    assert model.get_layer("translate").height_factor == 0.1
+    opt = model.optimizer
+    assert float(opt.learning_rate) == pytest.approx(1e-3)
+    assert opt.momentum == 0.0 and not opt.weight_decay
+    assert model.count_params() == keras.models.clone_model(model).count_params()
+
+
+def _corner(space, end):
+    values = {}
+    for name, entry in space.items():
+        if entry["type"] == "choice":
+            values[name] = sorted(entry["values"])[0 if end == "min" else -1]
+        else:
+            values[name] = entry[end]
+    return values
+
+
+@pytest.mark.parametrize("end", ["min", "max"])
+def test_every_corner_of_the_space_builds_and_trains(end):
+    values = _corner(PAPER.space, end)
+    hp = keras_tuner.HyperParameters()
+    hypermodel = AlexNetHyperModel.from_config(PAPER)
+    hypermodel.build(hp)  # declare the space
+    hp.values.update(values)
+    model = hypermodel.build(hp)  # at the paper's 128x128
+    assert model.get_layer("conv1").filters == values["conv1_filters"]
+    assert model.get_layer("fc1").units == values["dense_units"]
+    small = AlexNetHyperModel(PAPER.space, image_size=32, width_multiplier=0.125).build(hp)
+    x = np.zeros((4, 32, 32, 3), np.uint8)
+    small.fit(x, np.arange(4), epochs=1, verbose=0)
+
+
+def test_width_multiplier_scales_every_width_but_not_the_hyperparameters():
+    hp = keras_tuner.HyperParameters()
+    model = AlexNetHyperModel(PAPER.space, image_size=32, width_multiplier=0.25).build(hp)
+    assert _layer_widths(model) == {"conv1": 24, "conv2": 64, "conv3": 96, "conv4": 96, "conv5": 64, "dense": 1024}
+    assert hp.get("conv1_filters") == 96
+
+
+def test_fit_forwards_callbacks_and_hyperband_epochs():
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(epoch)
+
+    hypermodel = AlexNetHyperModel(PAPER.space, image_size=32, width_multiplier=0.125)
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    x = np.zeros((4, 32, 32, 3), np.uint8)
+    history = hypermodel.fit(hp, model, x, np.arange(4), epochs=3, initial_epoch=1, verbose=0, callbacks=[Record()])
+    assert seen == [1, 2]
+    assert len(history.history["loss"]) == 2
+
+
+def test_stepped_floats_are_clean():
+    hp = keras_tuner.HyperParameters()
+    hypermodel = AlexNetHyperModel(PAPER.space, image_size=32)
+    hypermodel.build(hp)
+    hp.values["dropout"] = 0.6000000000000001
+    assert hypermodel.values(hp)["dropout"] == 0.6

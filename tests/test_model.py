@@ -1,0 +1,78 @@
+"""model.py: the seed's AlexNet at 128x128, the input-size rule, and inference behaviour."""
+
+import numpy as np
+import pytest
+
+from alexnet_search.errors import UserError
+from alexnet_search.model import (
+    build_alexnet, check_image_size, compile_alexnet, conv1_stride, feature_sizes, smallest_image_size,
+)
+
+
+def _conv(k, cin, cout):
+    return k * k * cin * cout + cout
+
+
+def test_default_model_at_128_matches_the_seed_description():
+    model = build_alexnet()
+    shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in model.layers}
+    assert shapes["resize"] == (128, 128, 3)
+    assert shapes["conv1"] == (30, 30, 96)  # 11x11 stride 4, valid
+    assert shapes["pool1"] == (14, 14, 96)
+    assert shapes["conv2"] == (14, 14, 256)
+    assert shapes["pool2"] == (6, 6, 256)
+    assert shapes["conv3"] == (6, 6, 384)
+    assert shapes["conv4"] == (6, 6, 384)
+    assert shapes["conv5"] == (6, 6, 256)
+    assert shapes["pool3"] == (2, 2, 256)
+    assert shapes["flatten"] == (1024,)
+    assert shapes["fc1"] == (4096,) and shapes["fc2"] == (4096,)
+    assert shapes["predictions"] == (10,)
+    assert model.get_layer("drop1").rate == 0.5 and model.get_layer("drop2").rate == 0.5
+    assert model.get_layer("conv1").strides == (4, 4)
+
+    convs = _conv(11, 3, 96) + _conv(5, 96, 256) + _conv(3, 256, 384) + _conv(3, 384, 384) + _conv(3, 384, 256)
+    dense = (1024 * 4096 + 4096) + (4096 * 4096 + 4096) + (4096 * 10 + 10)
+    batch_norm = 4 * 96 + 4 * 256  # gamma, beta, moving mean, moving variance
+    assert model.count_params() == convs + dense + batch_norm
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == convs + dense + 2 * (96 + 256)
+
+
+@pytest.mark.parametrize("size, stride, last", [(128, 4, 2), (96, 3, 2), (64, 2, 2), (32, 1, 1)])
+def test_size_rule_keeps_the_stack_valid(size, stride, last):
+    assert conv1_stride(size) == stride
+    assert feature_sizes(size).pool3 == last
+    model = build_alexnet(image_size=size)
+    assert tuple(model.get_layer("pool3").output.shape[1:3]) == (last, last)
+
+
+def test_too_small_size_names_the_smallest_that_works():
+    smallest = smallest_image_size()
+    assert feature_sizes(smallest) is not None and feature_sizes(smallest - 1) is None
+    with pytest.raises(UserError, match=f"image_size >= {smallest}"):
+        check_image_size(smallest - 1)
+    with pytest.raises(UserError, match="too small"):
+        build_alexnet(image_size=8)
+
+
+def test_takes_uint8_images_and_predicts_deterministically_at_inference():
+    model = build_alexnet(image_size=32, conv1_filters=8, conv2_filters=8, conv3_filters=8,
+                          conv4_filters=8, conv5_filters=8, dense_units=16)
+    assert model.inputs[0].dtype == "uint8"
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    a = np.asarray(model(x, training=False))
+    b = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(a, b)  # augmentation and dropout are off
+    np.testing.assert_allclose(a.sum(axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(np.asarray(model(x, training=True)), a)  # and on in training
+
+
+def test_compile_uses_sgd_with_the_given_settings():
+    model = compile_alexnet(build_alexnet(image_size=32, dense_units=16), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    opt = model.optimizer
+    assert opt.__class__.__name__ == "SGD"
+    assert float(opt.learning_rate) == pytest.approx(0.01)
+    assert opt.momentum == pytest.approx(0.9) and opt.weight_decay == pytest.approx(5e-4)
+    x = np.zeros((2, 32, 32, 3), np.uint8)
+    history = model.fit(x, np.array([0, 1]), epochs=1, verbose=0)
+    assert "accuracy" in history.history

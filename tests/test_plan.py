@@ -1,0 +1,51 @@
+"""plan.py: the Hyperband schedule equals what Keras Tuner's oracle really runs."""
+
+import random
+
+import pytest
+from keras_tuner.src.tuners.hyperband import HyperbandOracle
+
+from alexnet_search.plan import format_duration, format_schedule, hyperband_schedule
+
+
+@pytest.mark.parametrize("max_epochs, trials, configs, epochs", [
+    (10, 30, 22, 120), (20, 30, 22, 226), (30, 90, 62, 576), (81, 211, 143, 1767), (27, 70, 49, 375), (9, 23, 17, 75),
+])
+def test_schedule_totals(max_epochs, trials, configs, epochs):
+    s = hyperband_schedule(max_epochs, 3)
+    assert (s.trials, s.new_configs, s.epochs) == (trials, configs, epochs)
+    assert hyperband_schedule(max_epochs, 3, iterations=2).epochs == 2 * epochs
+
+
+@pytest.mark.parametrize("max_epochs, factor, iterations", [(9, 3, 1), (2, 2, 2), (27, 3, 1), (12, 4, 1)])
+def test_schedule_matches_a_simulated_oracle(tmp_path, max_epochs, factor, iterations):
+    """Drive Keras Tuner's own oracle to the end, every trial completing with a random score."""
+    import keras_tuner
+
+    oracle = HyperbandOracle(objective=keras_tuner.Objective("val_accuracy", "max"), max_epochs=max_epochs,
+                             factor=factor, hyperband_iterations=iterations, seed=1)
+    hp = keras_tuner.HyperParameters()
+    hp.Float("x", 0, 1)
+    oracle.update_space(hp)
+    oracle._set_project_dir(str(tmp_path), "sim")
+    rng = random.Random(0)
+    trials = epochs = 0
+    while True:
+        trial = oracle.create_trial("tuner0")
+        if trial.status == "STOPPED":
+            break
+        values = trial.hyperparameters.values
+        trials += 1
+        epochs += values["tuner/epochs"] - values["tuner/initial_epoch"]
+        oracle.update_trial(trial.trial_id, {"val_accuracy": rng.random()})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    schedule = hyperband_schedule(max_epochs, factor, iterations)
+    assert (trials, epochs) == (schedule.trials, schedule.epochs)
+
+
+def test_format_schedule_and_duration():
+    text = format_schedule(hyperband_schedule(9, 3))
+    assert "23 trials (17 new configurations" in text and "75 epochs" in text
+    assert format_duration(59) == "59s" and format_duration(61) == "1m 01s"
+    assert format_duration(3 * 3600 + 120) == "3h 02m" and format_duration(2 * 86400 + 3600) == "2d 1h"

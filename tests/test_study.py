@@ -1,0 +1,75 @@
+"""study.py: atomic writes, provenance, and refusing to mix two searches in one study."""
+
+import json
+
+import pytest
+
+from alexnet_search.config import load_config
+from alexnet_search.errors import UserError
+from alexnet_search.study import (
+    prepare_search, replace_dir_atomic, study_for, write_json_atomic, write_provenance,
+)
+
+from conftest import REPO
+
+
+def test_atomic_json_leaves_no_temporary_files(tmp_path):
+    write_json_atomic(tmp_path / "a.json", {"x": 1})
+    write_json_atomic(tmp_path / "a.json", {"x": 2})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_atomic_json_keeps_the_old_file_when_writing_fails(tmp_path):
+    write_json_atomic(tmp_path / "a.json", {"x": 1})
+    with pytest.raises(TypeError):
+        write_json_atomic(tmp_path / "a.json", {"x": object.__new__(type("Unserialisable", (), {"__str__": None}))})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_replace_dir_swaps_a_finished_folder_in(tmp_path):
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "old").write_text("old")
+    (tmp_path / "staging").mkdir()
+    (tmp_path / "staging" / "new").write_text("new")
+    replace_dir_atomic(tmp_path / "staging", tmp_path / "best")
+    assert [p.name for p in (tmp_path / "best").iterdir()] == ["new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+
+
+def test_provenance_records_config_and_versions(tmp_path):
+    config = load_config(REPO / "tuning" / "cpu.toml")
+    write_provenance(tmp_path, config)
+    resolved = json.loads((tmp_path / "config.json").read_text())
+    assert resolved["data"]["image_size"] == 32 and resolved["space"]["lr"]["default"] == 0.001
+    versions = json.loads((tmp_path / "versions.json").read_text())
+    for key in ("python", "tensorflow", "keras", "keras_tuner", "numpy", "git_commit", "device"):
+        assert key in versions
+
+
+def test_a_study_of_another_search_is_refused_unless_overwritten(tmp_path):
+    cpu = load_config(REPO / "tuning" / "cpu.toml")
+    paper = load_config(REPO / "tuning" / "paper.toml")
+    study = study_for(tmp_path, "mine")
+    assert prepare_search(study, cpu, overwrite=False) is False
+    (study.tuner_dir).mkdir()
+    assert prepare_search(study, cpu, overwrite=False) is True  # same search: resume
+    with pytest.raises(UserError, match="different search .*data.image_size.*--overwrite"):
+        prepare_search(study, paper, overwrite=False)
+    assert json.loads(study.identity_file.read_text())["preset"].endswith("cpu.toml")  # untouched
+    assert prepare_search(study, paper, overwrite=True) is False
+    assert not study.tuner_dir.exists()
+
+
+def test_unwritable_results_folder_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where the results folder should be")
+    with pytest.raises(UserError, match="cannot write to .*--results-dir"):
+        prepare_search(study_for(blocker, "x"), load_config(REPO / "tuning" / "cpu.toml"), overwrite=False)
+
+
+def test_study_names_must_be_plain_folder_names(tmp_path):
+    for bad in ("", "a/b", ".hidden"):
+        with pytest.raises(UserError, match="study name"):
+            study_for(tmp_path, bad)
