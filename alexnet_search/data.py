@@ -189,11 +189,52 @@ def make_splits(x: np.ndarray, y: np.ndarray, train_size: int, val_size: int) ->
     )
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False, seed: int | None = None):
-    """A tf.data pipeline of uint8 batches; shuffled afresh each epoch when `shuffle`."""
+def augment(translate: float):
+    """Per-image training augmentation: a random horizontal flip and a random shift.
+
+    The shift is the paper's random crop: the image is reflect-padded by `translate` x 32 pixels
+    on each side and a random 32x32 window is cut from it (the paper cut 224 of 256: up to ~6%
+    each way). Works on uint8; no pixel values are interpolated.
+    """
+    import tensorflow as tf
+
+    pad = int(round(translate * 32))
+
+    def fn(image, label):
+        image = tf.image.random_flip_left_right(image)
+        if pad:
+            image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+            image = tf.image.random_crop(image, (32, 32, 3))
+        return image, label
+
+    return fn
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False,
+                 seed: int | None = None, translate: float | None = None):
+    """A tf.data pipeline of uint8 batches.
+
+    `shuffle`: reshuffled each epoch. `translate`: augment each image (None: no augmentation).
+    """
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    if translate is not None:
+        ds = ds.map(augment(translate), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Training images for `HyperModel.fit`, which builds the augmented pipeline from `hp`."""
+
+    x: np.ndarray
+    y: np.ndarray
+    batch_size: int
+    seed: int | None = None
+
+    def dataset(self, translate: float = 0.1):
+        """Shuffled, augmented batches; 0.1 is the seed's augmentation strength."""
+        return make_dataset(self.x, self.y, self.batch_size, shuffle=True, seed=self.seed, translate=translate)

@@ -1,4 +1,5 @@
-"""The Keras Tuner HyperModel: maps `hp` onto `model.build_alexnet` and `model.compile_alexnet`.
+"""The Keras Tuner HyperModel: maps `hp` onto `model.build_alexnet`, `model.compile_alexnet` and,
+in `fit`, the augmentation of `data.TrainingSet`.
 
 The search space itself (names, ranges, defaults) lives in the preset's [space.*] tables; this
 module only declares those entries on `hp`. Every default is the seed's value, so
@@ -13,10 +14,12 @@ from typing import Any
 import keras_tuner
 
 from .config import Config
+from .data import TrainingSet
 from .model import build_alexnet, compile_alexnet
 
 _MODEL_ARGS = set(inspect.signature(build_alexnet).parameters) - {"image_size", "num_classes"}
 _COMPILE_ARGS = set(inspect.signature(compile_alexnet).parameters) - {"model", "jit_compile"}
+_DATA_ARGS = set(inspect.signature(TrainingSet.dataset).parameters) - {"self"}
 _DEFAULTS = {k: p.default for k, p in inspect.signature(build_alexnet).parameters.items()}
 _WIDTHS = {"conv1_filters", "conv2_filters", "conv3_filters", "conv4_filters", "conv5_filters", "dense_units"}
 
@@ -78,7 +81,14 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
         model = build_alexnet(image_size=self.image_size, **model_args)
         return compile_alexnet(model, jit_compile=self.jit_compile, **compile_args)
 
-    def fit(self, hp, model, *args, **kwargs):
-        # Keras Tuner passes its callbacks (checkpointing, TensorBoard, HParams) and Hyperband's
-        # epochs/initial_epoch through kwargs: forward all of them.
-        return model.fit(*args, **kwargs)
+    def fit(self, hp, model, x, *args, **kwargs):
+        """`model.fit`, with a `TrainingSet` turned into its augmented pipeline for this `hp`.
+
+        Keras Tuner passes its callbacks (checkpointing, TensorBoard, HParams) and Hyperband's
+        epochs/initial_epoch through kwargs: all are forwarded.
+        """
+        if isinstance(x, TrainingSet):
+            values = self.values(hp)
+            x = x.dataset(**{k: v for k, v in values.items() if k in _DATA_ARGS})
+            kwargs.setdefault("shuffle", False)  # the pipeline reshuffles each epoch itself
+        return model.fit(x, *args, **kwargs)

@@ -3,10 +3,14 @@
 This module knows nothing of Keras Tuner: every knob is a plain keyword argument whose default
 is the seed script's value, so `build_alexnet()` is the hand-picked model the project started from.
 
-The model takes raw CIFAR images, uint8 of shape (N, 32, 32, 3). Scaling, augmentation and the
-resize to `image_size` happen inside the graph, per batch: the data stays uint8 at 32x32 in memory
-(30 MB for 10,000 images instead of 2 GB of float32 at 128x128), and an exported model needs no
-preprocessing code on the caller's side.
+The model takes raw CIFAR images, uint8 of shape (N, 32, 32, 3). Scaling and the resize to
+`image_size` happen inside the graph, per batch: the data stays uint8 at 32x32 in memory (30 MB for
+10,000 images instead of 2 GB of float32 at 128x128), and an exported model needs no preprocessing
+code on the caller's side.
+
+Augmentation is not in the model but in the input pipeline (`data.augment`), as the paper did it:
+Keras' RandomTranslation cannot be XLA-compiled (it would silently turn `jit_compile` off for the
+whole model), and random layers inside a model default to training mode when exported.
 """
 
 from __future__ import annotations
@@ -99,27 +103,18 @@ def build_alexnet(
     conv5_filters: int = 256,
     dense_units: int = 4096,
     dropout: float = 0.5,
-    translate: float = 0.1,
     num_classes: int = NUM_CLASSES,
 ) -> keras.Model:
     """The seed's single-branch AlexNet, uncompiled.
 
     Input: uint8 images (N, 32, 32, 3). Output: class probabilities (float32 even under a mixed
     precision policy, so losses and exported scores keep full precision).
-
-    `translate` is the random-translation fraction of the training-time augmentation (the paper's
-    random 224 crops of 256 images move the content by up to ~6% each way); 0 turns it off.
-    Random horizontal flips are always on in training, as in the paper.
     """
     check_image_size(image_size)
     stride = conv1_stride(image_size)
 
     inputs = keras.Input(shape=CIFAR_SHAPE, dtype="uint8", name="image")
     x = layers.Rescaling(1.0 / 255, name="scale")(inputs)
-    # Augment at 32x32, before the resize: the same effect for a fraction of the work.
-    x = layers.RandomFlip("horizontal", name="flip")(x)
-    if translate > 0:
-        x = layers.RandomTranslation(translate, translate, fill_mode="reflect", name="translate")(x)
     if image_size != CIFAR_SHAPE[0]:
         x = layers.Resizing(image_size, image_size, name="resize")(x)
 

@@ -27,12 +27,12 @@ import keras
 import numpy as np
 
 from .config import Config
-from .data import Source, make_dataset, make_splits
+from .data import Source, TrainingSet, make_dataset, make_splits
 from .errors import UserError
 from .model import CIFAR_SHAPE
 from .plan import format_duration
 from .progress import EpochReporter, Progress
-from .search import load_finished_tuner, searched_values
+from .search import load_finished_tuner, ranked_trials, searched_values
 from .study import Study, replace_dir_atomic, write_json_atomic, write_provenance
 
 _VERIFY_IMAGES = 512
@@ -93,12 +93,12 @@ def train_and_evaluate(hypermodel, hp, splits, test, config: Config, seed: int, 
     keras.utils.set_random_seed(seed)
     keras.backend.clear_session()
     model = hypermodel.build(hp)
-    train = make_dataset(splits.x_train, splits.y_train, d["batch_size"], shuffle=True, seed=seed)
+    train = TrainingSet(splits.x_train, splits.y_train, d["batch_size"], seed=seed)
     val = make_dataset(splits.x_val, splits.y_val, d["batch_size"])
     progress.begin(label, 0, epochs, f"(seed {seed})")
     started = time.monotonic()
-    model.fit(
-        train, validation_data=val, epochs=epochs, verbose=0, shuffle=False,
+    hypermodel.fit(
+        hp, model, train, validation_data=val, epochs=epochs, verbose=0,
         callbacks=[
             keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0),
             EpochReporter(progress),
@@ -131,7 +131,7 @@ def retrain_best(config: Config, study: Study, source: Source, seeds: int = 1,
     if seeds < 1:
         raise UserError(f"SEEDS/--seeds must be >= 1 (got {seeds})")
     tuner = load_finished_tuner(config, study)
-    best = tuner.oracle.get_best_trials(1)[0]
+    best = ranked_trials(tuner.oracle)[0]
     values = searched_values(best.hyperparameters.values)
     say = lambda line: print(line, file=out, flush=True)  # noqa: E731
     say(f"best trial {best.trial_id}: {tuner.oracle.objective.name} {best.score:.4f} after "

@@ -15,7 +15,7 @@ import keras_tuner
 from keras_tuner.src.tuners.hyperband import HyperbandOracle
 
 from .config import Config
-from .data import Source, make_dataset, make_splits
+from .data import Source, TrainingSet, make_dataset, make_splits
 from .errors import UserError
 from .hypermodel import AlexNetHyperModel, clean_value
 from .plan import estimate_seconds, format_duration, schedule_for, time_training_steps
@@ -93,7 +93,7 @@ class AlexNetTuner(keras_tuner.Hyperband):
         super().on_trial_end(trial)
         if self.progress:
             trial = self.oracle.get_trial(trial.trial_id)
-            best = [t for t in self.oracle.get_best_trials(1) if t.status == "COMPLETED"]
+            best = ranked_trials(self.oracle)
             objective = self.oracle.objective.name
             if trial.status == "COMPLETED":
                 result = f"best {objective} {trial.score:.4f} at epoch {_best_epoch(trial)}"
@@ -137,6 +137,18 @@ def completed_trials(tuner: AlexNetTuner) -> list:
     return [t for t in tuner.oracle.trials.values() if t.status == "COMPLETED"]
 
 
+def ranked_trials(oracle) -> list:
+    """Completed trials, best first; ties go to the earlier trial.
+
+    Keras Tuner's `get_best_trials` breaks ties by dictionary order, which differs between the
+    search process and a reloaded study (trial files are globbed), so two commands could name
+    different "best" trials.
+    """
+    sign = -1 if oracle.objective.direction == "max" else 1
+    done = [t for t in oracle.trials.values() if t.status == "COMPLETED"]
+    return sorted(done, key=lambda t: (sign * t.score, t.trial_id))
+
+
 def load_finished_tuner(config: Config, study: Study) -> AlexNetTuner:
     """The study's tuner, reloaded; UserError when it has no completed trial."""
     require_study(study)
@@ -168,7 +180,7 @@ def write_hparams_config(tuner: AlexNetTuner, logdir: str) -> None:
 
 
 def best_trials_table(tuner: AlexNetTuner, n: int = 5) -> str:
-    best = [t for t in tuner.oracle.get_best_trials(n) if t.status == "COMPLETED"]
+    best = ranked_trials(tuner.oracle)[:n]
     if not best:
         return "no completed trials"
     names = list(searched_values(best[0].hyperparameters.values))
@@ -220,21 +232,19 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
     write_hparams_config(tuner, str(study.tensorboard_dir))
 
     seed = config["study"]["seed"]
-    train = make_dataset(splits.x_train, splits.y_train, d["batch_size"], shuffle=True, seed=seed)
+    train = TrainingSet(splits.x_train, splits.y_train, d["batch_size"], seed=seed)
     val = make_dataset(splits.x_val, splits.y_val, d["batch_size"])
     callbacks = [
         keras.callbacks.TensorBoard(log_dir=str(study.tensorboard_dir), write_graph=False, profile_batch=0),
         EpochReporter(progress),
     ]
-    # shuffle=False: tf.data already reshuffles each epoch (Keras would only warn that it ignores it).
-    tuner.search(train, validation_data=val, callbacks=callbacks, shuffle=False,
-                 verbose=1 if out.isatty() else 0)
+    tuner.search(train, validation_data=val, callbacks=callbacks, verbose=1 if out.isatty() else 0)
 
     done = completed_trials(tuner)
     say(f"\nsearch finished in {format_duration(progress.clock() - progress.start)} "
         f"({len(done)} trials completed, {len(tuner.oracle.trials) - len(done)} not)")
     if done:
-        best = tuner.oracle.get_best_trials(1)[0]
+        best = ranked_trials(tuner.oracle)[0]
         write_json_atomic(study.root / "best_hyperparameters.json", {
             "trial_id": best.trial_id,
             config["search"]["objective"]: best.score,

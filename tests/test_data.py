@@ -138,3 +138,26 @@ def test_dataset_yields_uint8_batches_reshuffled_each_epoch():
     assert sorted(first) == list(range(64)) and first != second
     xb, _ = next(iter(ds))
     assert xb.dtype == "uint8" and tuple(xb.shape) == (16, 32, 32, 3)
+
+
+def test_augmentation_flips_and_shifts_without_inventing_pixels():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    tf.random.set_seed(0)
+    flips = [data.augment(0.0)(tf.constant(image), 0)[0].numpy() for _ in range(20)]
+    assert all(np.array_equal(f, image) or np.array_equal(f, image[:, ::-1]) for f in flips)
+    assert any(np.array_equal(f, image[:, ::-1]) for f in flips) and any(np.array_equal(f, image) for f in flips)
+
+    shifted = [data.augment(0.25)(tf.constant(image), 0)[0].numpy() for _ in range(20)]
+    assert any(not np.array_equal(s, image) and not np.array_equal(s, image[:, ::-1]) for s in shifted)
+    assert all(s.dtype == np.uint8 and s.shape == (32, 32, 3) for s in shifted)
+    # a shift by up to 8 pixels keeps the centre 16x16 of the image somewhere in the output
+    centre = image[8:24, 8:24]
+    for s in shifted:
+        found = any(
+            np.array_equal(s[i:i + 16, j:j + 16], c) for c in (centre, centre[:, ::-1])
+            for i in range(17) for j in range(17)
+        )
+        assert found

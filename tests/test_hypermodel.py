@@ -22,7 +22,6 @@ def test_empty_hyperparameters_build_the_seed_model():
     model = AlexNetHyperModel.from_config(PAPER).build(keras_tuner.HyperParameters())
     assert _layer_widths(model) == {"conv1": 96, "conv2": 256, "conv3": 384, "conv4": 384, "conv5": 256, "dense": 4096}
     assert model.get_layer("drop1").rate == 0.5
-    assert model.get_layer("translate").height_factor == 0.1
     opt = model.optimizer
     assert float(opt.learning_rate) == pytest.approx(1e-3)
     assert opt.momentum == 0.0 and not opt.weight_decay
@@ -75,6 +74,25 @@ def test_fit_forwards_callbacks_and_hyperband_epochs():
     history = hypermodel.fit(hp, model, x, np.arange(4), epochs=3, initial_epoch=1, verbose=0, callbacks=[Record()])
     assert seen == [1, 2]
     assert len(history.history["loss"]) == 2
+
+
+def test_fit_builds_the_augmented_pipeline_from_hp():
+    from alexnet_search.data import TrainingSet
+
+    asked = []
+
+    class Recording(TrainingSet):
+        def dataset(self, translate=0.1):
+            asked.append(translate)
+            return super().dataset(translate)
+
+    hypermodel = AlexNetHyperModel(PAPER.space, image_size=32, width_multiplier=0.125)
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    hp.values["translate"] = 0.15
+    train = Recording(np.zeros((8, 32, 32, 3), np.uint8), np.arange(8) % 10, batch_size=4)
+    history = hypermodel.fit(hp, model, train, epochs=1, verbose=0)
+    assert asked == [0.15] and len(history.history["loss"]) == 1
 
 
 def test_stepped_floats_are_clean():

@@ -62,9 +62,17 @@ def test_takes_uint8_images_and_predicts_deterministically_at_inference():
     x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     a = np.asarray(model(x, training=False))
     b = np.asarray(model(x, training=False))
-    np.testing.assert_allclose(a, b)  # augmentation and dropout are off
+    np.testing.assert_allclose(a, b)  # dropout is off, and nothing else is random
     np.testing.assert_allclose(a.sum(axis=1), 1.0, rtol=1e-5)
-    assert not np.allclose(np.asarray(model(x, training=True)), a)  # and on in training
+    assert not np.allclose(np.asarray(model(x, training=True)), a)  # dropout is on in training
+
+
+def test_the_model_can_be_xla_compiled():
+    # Keras turns jit_compile off for a whole model holding a layer that cannot be compiled
+    # (RandomTranslation is one), which is why augmentation lives in the input pipeline.
+    from keras.src.trainers.trainer import model_supports_jit
+
+    assert model_supports_jit(build_alexnet(image_size=32, dense_units=16))
 
 
 def test_compile_uses_sgd_with_the_given_settings():
