@@ -8,6 +8,8 @@ interrupted. Its state files are written atomically here, so a crash mid-write c
 from __future__ import annotations
 
 import sys
+import time
+from pathlib import Path
 from typing import Any, TextIO
 
 import keras
@@ -20,7 +22,9 @@ from .errors import UserError
 from .hypermodel import AlexNetHyperModel, clean_value
 from .plan import estimate_seconds, format_duration, schedule_for, time_training_steps
 from .progress import EpochReporter, Progress
-from .study import Study, describe_device, prepare_search, require_study, write_json_atomic, write_provenance
+from .study import (
+    Study, describe_device, prepare_search, read_json, require_study, write_json_atomic, write_provenance,
+)
 
 _TUNER_KEYS = {"tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round", "tuner/trial_id"}
 
@@ -61,6 +65,29 @@ class AlexNetTuner(keras_tuner.Hyperband):
         )
         self.seed = config["study"]["seed"]
         self.progress = progress
+        self.summary_file = Path(directory) / "search_summary.json"
+        self.schedule = schedule_for(config)
+        self._started = time.monotonic()
+        self._earlier_wall = 0.0
+        if self.summary_file.is_file() and not overwrite:
+            self._earlier_wall = float(read_json(self.summary_file).get("wall_time_s", 0.0))
+
+    def write_summary(self, finished: bool = False) -> dict:
+        """search_summary.json: wall time summed over every run of this study, and trial counts."""
+        trials = list(self.oracle.trials.values())
+        done = [t for t in trials if t.status in ("COMPLETED", "FAILED", "INVALID")]
+        summary = {
+            "wall_time_s": round(self._earlier_wall + time.monotonic() - self._started, 1),
+            "trials_scheduled": self.schedule.trials,
+            "trials_started": len(trials),
+            "trials_completed": sum(t.status == "COMPLETED" for t in trials),
+            "trials_failed": sum(t.status in ("FAILED", "INVALID") for t in trials),
+            "epochs_scheduled": self.schedule.epochs,
+            "epochs_spent": sum(trial_epochs(t) for t in done),
+            "finished": finished,
+        }
+        write_json_atomic(self.summary_file, summary)
+        return summary
 
     def save(self):
         if not self._is_worker():
@@ -91,6 +118,7 @@ class AlexNetTuner(keras_tuner.Hyperband):
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
+        self.write_summary()
         if self.progress:
             trial = self.oracle.get_trial(trial.trial_id)
             best = ranked_trials(self.oracle)
@@ -196,8 +224,12 @@ def best_trials_table(tuner: AlexNetTuner, n: int = 5) -> str:
 
 
 def run_search(config: Config, study: Study, source: Source, overwrite: bool = False,
-               out: TextIO = sys.stdout) -> AlexNetTuner:
-    """Run (or resume) the study's Hyperband search to the end of its schedule."""
+               out: TextIO = sys.stdout, callbacks: tuple = ()) -> AlexNetTuner:
+    """Run (or resume) the study's Hyperband search to the end of its schedule.
+
+    `callbacks` are added to every trial's fit; Keras Tuner deep-copies them per trial, so one
+    that collects across trials must share its state through `__deepcopy__` (see EpochReporter).
+    """
     import tensorflow as tf
 
     resuming = prepare_search(study, config, overwrite)
@@ -237,12 +269,15 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
     callbacks = [
         keras.callbacks.TensorBoard(log_dir=str(study.tensorboard_dir), write_graph=False, profile_batch=0),
         EpochReporter(progress),
+        *callbacks,
     ]
     tuner.search(train, validation_data=val, callbacks=callbacks, verbose=1 if out.isatty() else 0)
 
+    summary = tuner.write_summary(finished=True)
     done = completed_trials(tuner)
     say(f"\nsearch finished in {format_duration(progress.clock() - progress.start)} "
-        f"({len(done)} trials completed, {len(tuner.oracle.trials) - len(done)} not)")
+        f"({format_duration(summary['wall_time_s'])} over all runs of this study; "
+        f"{summary['trials_completed']} trials completed, {summary['trials_failed']} failed)")
     if done:
         best = ranked_trials(tuner.oracle)[0]
         write_json_atomic(study.root / "best_hyperparameters.json", {
@@ -254,6 +289,6 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
         say("best trials:\n" + best_trials_table(tuner))
     say(
         f"\nwritten to {study.root}/: tuner/ (Keras Tuner state), tensorboard/ (make tensorboard), "
-        f"best_hyperparameters.json, config.json, versions.json\nnext: make retrain-best CONFIG={config.path}"
+        f"best_hyperparameters.json, search_summary.json, config.json, versions.json\nnext: make retrain-best CONFIG={config.path}"
     )
     return tuner
