@@ -1,6 +1,8 @@
 # alexnet-search: every target creates the environment (.venv) from pyproject.toml if needed.
 #   make search [CONFIG=tuning/cpu.toml] [STUDY=name] [DATA_DIR=path]
 #   make retrain-best [CONFIG=...] [STUDY=...] [SEEDS=3]
+#   make baseline [CONFIG=...] [STUDY=...] [SEEDS=3]
+#   make report [CONFIG=...] [STUDY=...]
 #   make plan | make tensorboard | make test
 
 PYTHON ?= python3
@@ -18,7 +20,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 STUDY_ARGS := --config $(CONFIG) $(if $(STUDY),--study $(STUDY)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: env search retrain-best plan tensorboard test test-fast clean-env
+.PHONY: env search retrain-best baseline report plan tensorboard test test-fast clean-env
 
 env: $(STAMP)
 
@@ -34,6 +36,12 @@ search: $(STAMP)
 
 retrain-best: $(STAMP)
 	$(BIN)/alexnet-search retrain-best $(STUDY_ARGS) --seeds $(SEEDS)
+
+baseline: $(STAMP)
+	$(BIN)/alexnet-search baseline $(STUDY_ARGS) --seeds $(SEEDS)
+
+report: $(STAMP)
+	$(BIN)/alexnet-search report --config $(CONFIG) $(if $(STUDY),--study $(STUDY))
 
 plan: $(STAMP)
 	$(BIN)/alexnet-search plan --config $(CONFIG)

@@ -102,6 +102,24 @@ def cmd_retrain_best(args) -> int:
     return 0
 
 
+def cmd_baseline(args) -> int:
+    from .data import source_from
+    from .retrain import train_baseline
+
+    config, study = _load(args)
+    train_baseline(config, study, source_from(args.data_dir), seeds=args.seeds)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    _, study = _load(args)
+    path = write_report(study)
+    print(f"wrote {path} (plots in {path.parent / 'report'}/)")
+    return 0
+
+
 def cmd_plan(args) -> int:
     from .config import load_config
     from .plan import estimate_seconds, format_duration, format_schedule, schedule_for, time_training_steps
@@ -173,6 +191,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1,
                    help="train this many times with different seeds and report mean and std (default 1)")
     p.set_defaults(func=cmd_retrain_best)
+
+    p = sub.add_parser("baseline", help="train the seed's hyperparameters on retrain-best's budget",
+                       description="Train every hyperparameter at its default (the seed's values) through "
+                                   "retrain-best's pipeline and epochs, evaluate once on the test set, and write "
+                                   "RESULTS_DIR/STUDY/baseline/: the fair comparison for the tuned model.")
+    _study_args(p)
+    p.add_argument("--seeds", type=int, default=1,
+                   help="train this many times with different seeds and report mean and std (default 1)")
+    p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("report", help="write RESULTS_DIR/STUDY/report.md with plots",
+                       description="Write a Markdown report of the study (best trials, plots per hyperparameter, "
+                                   "learning curves, warnings, tuned vs baseline test accuracy) beside its results.")
+    _study_args(p, with_data=False)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("plan", help="print the Hyperband schedule and an estimated duration",
                        description="Print the preset's Hyperband schedule (brackets, rounds, trials, epochs) "

@@ -69,6 +69,8 @@ SPACE_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "weight_decay": (0.0, None, False),
 }
 _STRICTLY_POSITIVE = {"lr"}
+# Hyperparameters whose values are names, not numbers: the names each may take.
+SPACE_NAMES = {"lr_schedule": ("constant", "plateau", "cosine")}
 _SPACE_KEYS = {
     "float": {"min", "max", "default", "step", "sampling"},
     "int": {"min", "max", "default", "step"},
@@ -151,10 +153,10 @@ def _check_value(where: str, value: Any, spec: tuple) -> None:
 
 
 def _check_space_entry(where: str, name: str, entry: Any) -> None:
-    if name not in SPACE_BOUNDS:
+    if name not in SPACE_BOUNDS and name not in SPACE_NAMES:
         raise UserError(
             f"{where}: unknown hyperparameter '{name}'; the model takes "
-            + ", ".join(sorted(SPACE_BOUNDS))
+            + ", ".join(sorted([*SPACE_BOUNDS, *SPACE_NAMES]))
         )
     if not isinstance(entry, dict):
         raise UserError(f"{where} must be a table with type, min/max or values, and default")
@@ -169,6 +171,18 @@ def _check_space_entry(where: str, name: str, entry: Any) -> None:
         )
     if "default" not in entry:
         raise UserError(f"{where}: missing 'default' (the seed's value for {name})")
+
+    if name in SPACE_NAMES:
+        allowed = SPACE_NAMES[name]
+        values = entry.get("values")
+        if kind != "choice" or not isinstance(values, list) or not values:
+            raise UserError(f'{where} must be a choice, e.g. type = "choice", values = {list(allowed)}')
+        for v in values:
+            if v not in allowed:
+                raise UserError(f"{where}: {v!r} is not a {name}; use one of {', '.join(allowed)}")
+        if entry["default"] not in values:
+            raise UserError(f"{where}.default = {entry['default']!r} is not one of values {values}")
+        return
 
     number = (int,) if kind == "int" else (int, float)
     if kind == "choice":

@@ -15,10 +15,12 @@ import keras_tuner
 
 from .config import Config
 from .data import TrainingSet
-from .model import build_alexnet, compile_alexnet
+from .model import build_alexnet, compile_alexnet, lr_schedule_callback
+from .study import clean_value
 
 _MODEL_ARGS = set(inspect.signature(build_alexnet).parameters) - {"image_size", "num_classes"}
 _COMPILE_ARGS = set(inspect.signature(compile_alexnet).parameters) - {"model", "jit_compile"}
+_COMPILE_DEFAULTS = {k: p.default for k, p in inspect.signature(compile_alexnet).parameters.items()}
 _DATA_ARGS = set(inspect.signature(TrainingSet.dataset).parameters) - {"self"}
 _DEFAULTS = {k: p.default for k, p in inspect.signature(build_alexnet).parameters.items()}
 _WIDTHS = {"conv1_filters", "conv2_filters", "conv3_filters", "conv4_filters", "conv5_filters", "dense_units"}
@@ -37,33 +39,32 @@ def declare(hp: keras_tuner.HyperParameters, name: str, entry: dict[str, Any]):
     )
 
 
-def clean_value(value: Any) -> Any:
-    """Round away float noise from stepped ranges (0.6000000000000001 -> 0.6)."""
-    return float(f"{value:.10g}") if isinstance(value, float) else value
-
-
 class AlexNetHyperModel(keras_tuner.HyperModel):
     """AlexNet over the preset's search space.
 
     `width_multiplier` scales every conv and dense width after the hyperparameters are read, so
     a CPU preset can search the paper's space (in the paper's units) on a narrower network.
+    `horizon` is the epoch count a learning-rate schedule spans: Hyperband's max_epochs in a
+    search, the retrain's epochs in retrain-best.
     """
 
     def __init__(self, space: dict[str, dict[str, Any]], image_size: int = 128,
-                 width_multiplier: float = 1.0, jit_compile: bool = False):
+                 width_multiplier: float = 1.0, jit_compile: bool = False, horizon: int = 64):
         super().__init__(name="alexnet")
         self.space = space
         self.image_size = image_size
         self.width_multiplier = width_multiplier
         self.jit_compile = jit_compile
+        self.horizon = horizon
 
     @classmethod
-    def from_config(cls, config: Config) -> "AlexNetHyperModel":
+    def from_config(cls, config: Config, horizon: int | None = None) -> "AlexNetHyperModel":
         return cls(
             space=config.space,
             image_size=config["data"]["image_size"],
             width_multiplier=config["model"]["width_multiplier"],
             jit_compile=config["model"]["jit_compile"],
+            horizon=horizon or config["search"]["max_epochs"],
         )
 
     def values(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
@@ -87,8 +88,13 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
         Keras Tuner passes its callbacks (checkpointing, TensorBoard, HParams) and Hyperband's
         epochs/initial_epoch through kwargs: all are forwarded.
         """
+        values = self.values(hp)
         if isinstance(x, TrainingSet):
-            values = self.values(hp)
             x = x.dataset(**{k: v for k, v in values.items() if k in _DATA_ARGS})
             kwargs.setdefault("shuffle", False)  # the pipeline reshuffles each epoch itself
+        schedule = lr_schedule_callback(
+            values.get("lr_schedule", "constant"), values.get("lr", _COMPILE_DEFAULTS["lr"]), self.horizon
+        )
+        if schedule is not None:
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), schedule]
         return model.fit(x, *args, **kwargs)

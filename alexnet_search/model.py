@@ -15,6 +15,7 @@ whole model), and random layers inside a model default to training mode when exp
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import keras
@@ -160,3 +161,27 @@ def compile_alexnet(
         jit_compile=jit_compile,
     )
     return model
+
+
+LR_SCHEDULES = ("constant", "plateau", "cosine")
+
+
+def lr_schedule_callback(kind: str, lr: float, horizon: int) -> keras.callbacks.Callback | None:
+    """The learning-rate schedule as a callback, or None for the seed's constant rate.
+
+    "plateau": divide by 10 when validation loss has not improved for about a tenth of the run,
+    as the paper did by hand. "cosine": anneal from `lr` towards 0 over `horizon` epochs. Both
+    key on the epoch index, so a Hyperband trial continuing from epoch k picks up where its parent
+    left off.
+    """
+    if kind == "constant":
+        return None
+    if kind == "plateau":
+        return keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.1, patience=max(2, horizon // 10), min_lr=lr * 1e-3, verbose=0
+        )
+    if kind == "cosine":
+        return keras.callbacks.LearningRateScheduler(
+            lambda epoch: lr * 0.5 * (1 + math.cos(math.pi * min(epoch, horizon) / horizon)), verbose=0
+        )
+    raise ValueError(f"unknown learning-rate schedule {kind!r}; use one of {', '.join(LR_SCHEDULES)}")

@@ -1,16 +1,20 @@
-"""retrain-best: the study's best hyperparameters, trained for the preset's full epoch count.
+"""retrain-best and baseline: hyperparameters trained for the preset's full epoch count.
 
-The model is rebuilt through the same HyperModel (so it is the searched architecture, not a
-checkpoint trained for a trial's short budget), trained from scratch, evaluated once on the test
-set, and exported to `results/<study>/best/`:
+retrain-best trains the study's best trial; baseline trains the seed's defaults through the very
+same pipeline and budget, so the two test accuracies compare fairly (`SEEDS=N` gives each a mean
+and standard deviation over N weight-initialisation and shuffling seeds).
+
+Models are rebuilt through the same HyperModel (the searched architecture, not a checkpoint
+trained for a trial's short budget), trained from scratch, evaluated once on the test set.
+retrain-best exports the run that validated best to `results/<study>/best/`:
 
     model.keras               Keras model; `keras.models.load_model(...).predict(uint8 images)`
-    serving/                  TensorFlow SavedModel (`model.export`), endpoint `serve`
+    serving/                  TensorFlow SavedModel, inference-only endpoint `serve`
     hyperparameters.json      what was trained
-    metrics.json              train/val/test accuracy and loss, epochs, wall time, per seed
+    metrics.json              train/val/test accuracy and loss per seed, mean and std, wall time
 
-Both exports are loaded back and must predict the same classes as the model in memory before
-they replace an earlier `best/`.
+Both exports are loaded back and must predict like the model in memory before they replace an
+earlier `best/`; baseline writes the same JSON files to `results/<study>/baseline/`.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from .errors import UserError
 from .model import CIFAR_SHAPE
 from .plan import format_duration
 from .progress import EpochReporter, Progress
-from .search import load_finished_tuner, ranked_trials, searched_values
-from .study import Study, replace_dir_atomic, write_json_atomic, write_provenance
+from .hypermodel import AlexNetHyperModel
+from .search import load_finished_tuner, ranked_trials
+from .study import Study, replace_dir_atomic, searched_values, write_json_atomic, write_provenance
 
 _VERIFY_IMAGES = 512
 
@@ -88,7 +93,13 @@ def _evaluate(model: keras.Model, x, y, batch_size: int) -> dict[str, float]:
 
 def train_and_evaluate(hypermodel, hp, splits, test, config: Config, seed: int, log_dir: Path,
                        progress: Progress, label: str) -> tuple[keras.Model, dict[str, Any]]:
-    """One from-scratch training run of `hp` for the preset's retrain epochs, then evaluation."""
+    """One from-scratch training run of `hp` for the preset's retrain epochs, then evaluation.
+
+    The run logs to `log_dir` with an HParams session, so TensorBoard's HParams tab shows it
+    beside the search's trials.
+    """
+    from tensorboard.plugins.hparams import api as hp_api
+
     d, epochs = config["data"], config["retrain"]["epochs"]
     keras.utils.set_random_seed(seed)
     keras.backend.clear_session()
@@ -101,6 +112,7 @@ def train_and_evaluate(hypermodel, hp, splits, test, config: Config, seed: int, 
         hp, model, train, validation_data=val, epochs=epochs, verbose=0,
         callbacks=[
             keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0),
+            hp_api.KerasCallback(str(log_dir), hypermodel.values(hp), trial_id=f"{log_dir.parent.name}/{log_dir.name}"),
             EpochReporter(progress),
         ],
     )
@@ -117,6 +129,7 @@ def train_and_evaluate(hypermodel, hp, splits, test, config: Config, seed: int, 
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample standard deviation (0 for one run) of each split's accuracy and test loss."""
     out: dict[str, Any] = {}
     for key in ("test_accuracy", "val_accuracy", "train_accuracy", "test_loss"):
         values = [r[key] for r in runs]
@@ -125,68 +138,85 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def retrain_best(config: Config, study: Study, source: Source, seeds: int = 1,
-                 out: TextIO = sys.stdout) -> dict[str, Any]:
-    """Retrain the best trial's hyperparameters `seeds` times and export the best-validating run."""
+def _retrain(config: Config, study: Study, source: Source, hp, seeds: int, name: str, target: Path,
+             export: bool, extra: dict[str, Any], out: TextIO) -> dict[str, Any]:
+    """Train `hp` `seeds` times, evaluate each once on test, write `target/` in one swap."""
     if seeds < 1:
         raise UserError(f"SEEDS/--seeds must be >= 1 (got {seeds})")
-    tuner = load_finished_tuner(config, study)
-    best = ranked_trials(tuner.oracle)[0]
-    values = searched_values(best.hyperparameters.values)
     say = lambda line: print(line, file=out, flush=True)  # noqa: E731
-    say(f"best trial {best.trial_id}: {tuner.oracle.objective.name} {best.score:.4f} after "
-        f"{best.hyperparameters.values.get('tuner/epochs')} epochs\n    {values}")
-
     d = config["data"]
     x, y = source.train()
     splits = make_splits(x, y, d["train_size"], d["val_size"])
     test = source.test()
-    say(f"data: {source.describe()}: {splits.note}; test set {len(test[0])} images")
     del x, y
+    try:
+        study.root.mkdir(parents=True, exist_ok=True)
+        for stale in study.root.glob(f".{target.name}.staging-*"):  # left by a run killed mid-write
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = study.root / f".{target.name}.staging-{os.getpid()}"
+        staging.mkdir()
+    except OSError as exc:
+        raise UserError(f"cannot write to {study.root} ({exc.strerror or exc}); choose another --results-dir") from None
+    say(f"data: {source.describe()}: {splits.note}; test set {len(test[0])} images")
 
-    started = time.monotonic()
     epochs = config["retrain"]["epochs"]
+    hypermodel = AlexNetHyperModel.from_config(config, horizon=epochs)
+    values = hypermodel.values(hp)
+    started = time.monotonic()
     progress = Progress(seeds, seeds * epochs, out=out)
-    base_seed = config["study"]["seed"]
-    runs, best_model, best_val = [], None, -1.0
+    runs, kept, kept_val, kept_seed = [], None, -1.0, None
     for i in range(seeds):
-        seed = base_seed + i
+        seed = config["study"]["seed"] + i
         model, result = train_and_evaluate(
-            tuner.hypermodel, best.hyperparameters, splits, test, config, seed,
-            study.tensorboard_dir / "retrain-best" / f"seed{seed}", progress, f"retrain {i + 1}/{seeds}",
+            hypermodel, hp, splits, test, config, seed, study.tensorboard_dir / name / f"seed{seed}",
+            progress, f"{name} {i + 1}/{seeds}",
         )
         runs.append(result)
-        if result["val_accuracy"] > best_val:
-            best_model, best_val, exported_seed = model, result["val_accuracy"], seed
+        if result["val_accuracy"] > kept_val:  # chosen on validation, never on test
+            kept, kept_val, kept_seed = model, result["val_accuracy"], seed
 
-    for stale in study.root.glob(".best.staging-*"):  # left by a run killed while exporting
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = study.root / f".best.staging-{os.getpid()}"
-    staging.mkdir(parents=True)
-    export_model(best_model, staging)
-    checked = verify_exports(best_model, staging, test[0][:_VERIFY_IMAGES])
-    metrics = {
-        "trial_id": best.trial_id,
-        "search_score": best.score,
-        "epochs": epochs,
-        "seeds": [r["seed"] for r in runs],
-        "exported_seed": exported_seed,
-        "runs": runs,
-        **summarize(runs),
-        "wall_time_s": round(time.monotonic() - started, 1),
-        "data": splits.note,
-        "exports_verified_on_images": checked,
-    }
+    metrics = {**extra, "epochs": epochs, "seeds": [r["seed"] for r in runs], "runs": runs, **summarize(runs),
+               "data": splits.note}
+    if export:
+        export_model(kept, staging)
+        metrics["exported_seed"] = kept_seed
+        metrics["exports_verified_on_images"] = verify_exports(kept, staging, test[0][:_VERIFY_IMAGES])
+    metrics["wall_time_s"] = round(time.monotonic() - started, 1)
     write_json_atomic(staging / "hyperparameters.json", values)
     write_json_atomic(staging / "metrics.json", metrics)
     write_provenance(staging, config, extra={"data_source": source.describe()})
-    replace_dir_atomic(staging, study.best_dir)
+    replace_dir_atomic(staging, target)
 
     spread = f" +- {metrics['test_accuracy_std']:.4f} over {seeds} seeds" if seeds > 1 else ""
-    say(
-        f"\ntest accuracy {metrics['test_accuracy_mean']:.4f}{spread} (train {metrics['train_accuracy_mean']:.4f}, "
-        f"val {metrics['val_accuracy_mean']:.4f}) in {format_duration(metrics['wall_time_s'])}\n"
-        f"exported to {study.best_dir}/: model.keras, serving/, hyperparameters.json, metrics.json "
-        f"(both exports reloaded and checked on {checked} test images)"
-    )
+    say(f"\n{name}: test accuracy {metrics['test_accuracy_mean']:.4f}{spread} (train "
+        f"{metrics['train_accuracy_mean']:.4f}, val {metrics['val_accuracy_mean']:.4f}) in "
+        f"{format_duration(metrics['wall_time_s'])}")
+    return metrics
+
+
+def retrain_best(config: Config, study: Study, source: Source, seeds: int = 1,
+                 out: TextIO = sys.stdout) -> dict[str, Any]:
+    """Retrain the best trial's hyperparameters `seeds` times; export the best-validating run to best/."""
+    tuner = load_finished_tuner(config, study)
+    best = ranked_trials(tuner.oracle)[0]
+    print(f"best trial {best.trial_id}: {tuner.oracle.objective.name} {best.score:.4f} after "
+          f"{best.hyperparameters.values.get('tuner/epochs')} epochs\n    "
+          f"{searched_values(best.hyperparameters.values)}", file=out, flush=True)
+    metrics = _retrain(config, study, source, best.hyperparameters, seeds, "retrain-best", study.best_dir,
+                       export=True, extra={"trial_id": best.trial_id, "search_score": best.score}, out=out)
+    print(f"exported to {study.best_dir}/: model.keras, serving/, hyperparameters.json, metrics.json (both "
+          f"exports reloaded and checked on {metrics['exports_verified_on_images']} test images)",
+          file=out, flush=True)
+    return metrics
+
+
+def train_baseline(config: Config, study: Study, source: Source, seeds: int = 1,
+                   out: TextIO = sys.stdout) -> dict[str, Any]:
+    """The seed's hyperparameters (every default) through retrain-best's pipeline and budget, into baseline/."""
+    import keras_tuner
+
+    print("baseline: the seed's hyperparameters (every search-space default)", file=out, flush=True)
+    metrics = _retrain(config, study, source, keras_tuner.HyperParameters(), seeds, "baseline",
+                       study.root / "baseline", export=False, extra={}, out=out)
+    print(f"written to {study.root / 'baseline'}/: hyperparameters.json, metrics.json", file=out, flush=True)
     return metrics

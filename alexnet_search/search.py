@@ -7,9 +7,10 @@ interrupted. Its state files are written atomically here, so a crash mid-write c
 
 from __future__ import annotations
 
+import math
+import shutil
 import sys
 import time
-from pathlib import Path
 from typing import Any, TextIO
 
 import keras
@@ -19,24 +20,71 @@ from keras_tuner.src.tuners.hyperband import HyperbandOracle
 from .config import Config
 from .data import Source, TrainingSet, make_dataset, make_splits
 from .errors import UserError
-from .hypermodel import AlexNetHyperModel, clean_value
+from .hypermodel import AlexNetHyperModel
 from .plan import estimate_seconds, format_duration, schedule_for, time_training_steps
 from .progress import EpochReporter, Progress
 from .study import (
-    Study, describe_device, prepare_search, read_json, require_study, write_json_atomic, write_provenance,
+    Study, describe_device, failure_reason, prepare_search, rank_key, read_json, require_study, searched_values,
+    write_json_atomic, write_provenance,
 )
 
-_TUNER_KEYS = {"tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round", "tuner/trial_id"}
 
 
 class _AtomicHyperbandOracle(HyperbandOracle):
-    """Keras Tuner's Hyperband oracle, writing oracle.json and trial.json atomically."""
+    """Keras Tuner's Hyperband oracle, crash-safe.
+
+    Its files are written atomically, and `reload` repairs the two states a kill between two of
+    Keras Tuner's writes leaves behind (oracle.json and trial.json are separate files):
+    - a trial whose trial.json says it finished while oracle.json still lists it as running
+      (end_trial saves before it forgets the running trial): Keras Tuner would run it again;
+    - a trial.json that oracle.json never recorded (create_trial saves the trial first): Keras
+      Tuner would keep it as a phantom that never runs.
+    """
 
     def save(self):
         write_json_atomic(self._get_oracle_fname(), self.get_state())
 
     def _save_trial(self, trial):
         write_json_atomic(self._get_trial_dir(trial.trial_id) + "/trial.json", trial.get_state())
+
+    def reload(self):
+        super().reload()
+        for trial_id in [t for t in self.trials if t not in self.start_order]:
+            del self.trials[trial_id]  # its id is reused by the next trial, which rewrites its folder
+        for trial_id in list(self._retry_queue):
+            if self.trials[trial_id].status in ("COMPLETED", "FAILED"):
+                self._retry_queue.remove(trial_id)
+                if trial_id not in self.end_order:
+                    self.end_order.append(trial_id)
+        self.save()
+
+
+class _TrialGuard(keras.callbacks.Callback):
+    """Stops a trial whose training loss is no longer finite, or has diverged, and says why.
+
+    Checked per epoch (a per-batch check would force a device sync every step). With Keras'
+    probability clipping the cross-entropy of 10 classes tops out near 16; a model at chance
+    scores ln 10 = 2.3, so an epoch mean above 3 x ln 10 means confidently wrong: diverged.
+    One instance serves every trial (Keras Tuner deep-copies search callbacks per trial).
+    """
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.limit = 3 * math.log(num_classes)
+        self.reason: str | None = None
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def on_train_begin(self, logs=None):
+        self.reason = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and (not math.isfinite(loss) or loss > self.limit):
+            kind = "became non-finite" if not math.isfinite(loss) else f"diverged (above {self.limit:.1f})"
+            self.reason = f"training loss {kind}: {loss:.4g} at epoch {epoch + 1}"
+            self.model.stop_training = True
 
 
 class AlexNetTuner(keras_tuner.Hyperband):
@@ -46,7 +94,7 @@ class AlexNetTuner(keras_tuner.Hyperband):
     study's total trial count and time left.
     """
 
-    def __init__(self, hypermodel: AlexNetHyperModel, config: Config, directory: str,
+    def __init__(self, hypermodel: AlexNetHyperModel, config: Config, study: Study,
                  overwrite: bool = False, progress: Progress | None = None, **kwargs):
         s = config["search"]
         oracle = _AtomicHyperbandOracle(
@@ -60,12 +108,14 @@ class AlexNetTuner(keras_tuner.Hyperband):
         )
         # Hyperband.__init__ only builds its oracle; build ours and go to the Tuner base directly.
         keras_tuner.Tuner.__init__(
-            self, oracle=oracle, hypermodel=hypermodel, directory=directory,
-            project_name="tuner", overwrite=overwrite, **kwargs,
+            self, oracle=oracle, hypermodel=hypermodel, directory=str(study.root),
+            project_name=study.tuner_dir.name, overwrite=overwrite, **kwargs,
         )
         self.seed = config["study"]["seed"]
         self.progress = progress
-        self.summary_file = Path(directory) / "search_summary.json"
+        self._guard = _TrialGuard()
+        self.summary_file = study.root / "search_summary.json"
+        self.tensorboard_dir = study.tensorboard_dir
         self.schedule = schedule_for(config)
         self._started = time.monotonic()
         self._earlier_wall = 0.0
@@ -94,12 +144,28 @@ class AlexNetTuner(keras_tuner.Hyperband):
             self.oracle.save()
         write_json_atomic(self._get_tuner_fname(), self.get_state())
 
+    def _log_epochs(self, trial) -> None:
+        """The epochs a trial's model has trained, as the HParams tab's `epochs` metric."""
+        import tensorflow as tf
+
+        run = self.tensorboard_dir / trial.trial_id / "execution0"
+        if run.is_dir():
+            with tf.summary.create_file_writer(str(run)).as_default():
+                tf.summary.scalar("epochs", int(trial.hyperparameters.values.get("tuner/epochs", 0)), step=0)
+
     def on_search_begin(self):
+        from keras_tuner.src import config as kt_config
+
         self.oracle.verbose = 0
+        # Keras Tuner prints every failed trial's traceback; the trial line says why in one line
+        # and trial.json keeps the whole traceback.
+        kt_config.DEBUG = False
         super().on_search_begin()
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
+        # A trial interrupted by a crash is re-run from scratch: drop its half-written curves.
+        shutil.rmtree(self.tensorboard_dir / trial.trial_id, ignore_errors=True)
         if self.progress:
             hp = trial.hyperparameters.values
             parent = hp.get("tuner/trial_id")
@@ -112,13 +178,25 @@ class AlexNetTuner(keras_tuner.Hyperband):
             )
 
     def run_trial(self, trial, *args, **kwargs):
+        """Keras Tuner's trial, seeded, and failed with a one-line reason on NaN, divergence or OOM."""
+        import tensorflow as tf
+
         # Weights and shuffling follow the study seed, offset per trial so that trials differ.
         keras.utils.set_random_seed(self.seed * 100_003 + int(trial.trial_id))
-        return super().run_trial(trial, *args, **kwargs)
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), self._guard]
+        try:
+            histories = super().run_trial(trial, *args, **kwargs)
+        except (tf.errors.ResourceExhaustedError, MemoryError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise keras_tuner.errors.FailedTrialError(f"out of memory: {first}") from None
+        if self._guard.reason:
+            raise keras_tuner.errors.FailedTrialError(self._guard.reason)
+        return histories
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
         self.write_summary()
+        self._log_epochs(trial)
         if self.progress:
             trial = self.oracle.get_trial(trial.trial_id)
             best = ranked_trials(self.oracle)
@@ -126,8 +204,9 @@ class AlexNetTuner(keras_tuner.Hyperband):
             if trial.status == "COMPLETED":
                 result = f"best {objective} {trial.score:.4f} at epoch {_best_epoch(trial)}"
             else:
-                reason = (trial.message or "").strip().splitlines()
-                result = f"{trial.status.lower()}: {reason[-1] if reason else 'no reason recorded'}"
+                result = f"{trial.status.lower()}: {failure_reason(trial.message)}"
+                if "FailedTrialError" not in (trial.message or ""):
+                    result += f" (traceback in {self.get_trial_dir(trial.trial_id)}/trial.json)"
             lead = f"best so far {best[0].score:.4f} (trial {best[0].trial_id})" if best else "none completed yet"
             self.progress.end(trial_epochs(trial), f"{result}; {lead}")
 
@@ -150,15 +229,7 @@ def _short(value: Any) -> str:
 
 
 def make_tuner(config: Config, study: Study, overwrite: bool = False, progress: Progress | None = None) -> AlexNetTuner:
-    return AlexNetTuner(
-        AlexNetHyperModel.from_config(config), config, directory=str(study.root),
-        overwrite=overwrite, progress=progress,
-    )
-
-
-def searched_values(hp_values: dict[str, Any]) -> dict[str, Any]:
-    """A trial's hyperparameters without Hyperband's bookkeeping entries."""
-    return {k: clean_value(v) for k, v in hp_values.items() if k not in _TUNER_KEYS}
+    return AlexNetTuner(AlexNetHyperModel.from_config(config), config, study, overwrite=overwrite, progress=progress)
 
 
 def completed_trials(tuner: AlexNetTuner) -> list:
@@ -166,15 +237,9 @@ def completed_trials(tuner: AlexNetTuner) -> list:
 
 
 def ranked_trials(oracle) -> list:
-    """Completed trials, best first; ties go to the earlier trial.
-
-    Keras Tuner's `get_best_trials` breaks ties by dictionary order, which differs between the
-    search process and a reloaded study (trial files are globbed), so two commands could name
-    different "best" trials.
-    """
-    sign = -1 if oracle.objective.direction == "max" else 1
+    """Completed trials, best first; ties go to the earlier trial (see `study.rank_key`)."""
     done = [t for t in oracle.trials.values() if t.status == "COMPLETED"]
-    return sorted(done, key=lambda t: (sign * t.score, t.trial_id))
+    return sorted(done, key=lambda t: rank_key(t.score, t.trial_id, oracle.objective.direction))
 
 
 def load_finished_tuner(config: Config, study: Study) -> AlexNetTuner:
@@ -200,6 +265,7 @@ def write_hparams_config(tuner: AlexNetTuner, logdir: str) -> None:
     metrics = [
         hp_api.Metric("epoch_accuracy", group="validation", display_name="val accuracy"),
         hp_api.Metric("epoch_loss", group="validation", display_name="val loss"),
+        hp_api.Metric("epochs", display_name="epochs"),
         hp_api.Metric("epoch_accuracy", group="train", display_name="train accuracy"),
         hp_api.Metric("epoch_loss", group="train", display_name="train loss"),
     ]
@@ -232,12 +298,16 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
     """
     import tensorflow as tf
 
+    say = lambda line: print(line, file=out, flush=True)  # noqa: E731
+    # Everything that can fail on bad input is read before anything is written.
+    x, y = source.train()
+    d = config["data"]
+    splits = make_splits(x, y, d["train_size"], d["val_size"])
+    del x, y
     resuming = prepare_search(study, config, overwrite)
     schedule = schedule_for(config)
-    say = lambda line: print(line, file=out, flush=True)  # noqa: E731
 
-    device = describe_device()
-    say(f"device: {device}")
+    say(f"device: {describe_device()}")
     if config["study"]["expects_gpu"] and not tf.config.list_physical_devices("GPU"):
         estimate = estimate_seconds(config, time_training_steps(config), schedule)
         say(
@@ -245,15 +315,11 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
             f"about {format_duration(estimate)} on this CPU. For a CPU run use CONFIG=tuning/cpu.toml "
             f"(make search CONFIG=tuning/cpu.toml). Continuing; Ctrl-C stops, the same command resumes."
         )
-
-    x, y = source.train()
-    d = config["data"]
-    splits = make_splits(x, y, d["train_size"], d["val_size"])
     say(f"data: {source.describe()}: {splits.note}")
-    del x, y
 
     progress = Progress(schedule.trials, schedule.epochs, out=out)
     tuner = make_tuner(config, study, overwrite=overwrite, progress=progress)
+    tuner.save()  # reloadable from the start: a kill during the first trial resumes too
     write_provenance(study.root, config, extra={"data_source": source.describe(), "split": splits.note})
     finished = [t for t in tuner.oracle.trials.values() if t.status in ("COMPLETED", "FAILED")]
     progress.epochs_done = sum(trial_epochs(t) for t in finished)
@@ -271,7 +337,18 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
         EpochReporter(progress),
         *callbacks,
     ]
-    tuner.search(train, validation_data=val, callbacks=callbacks, verbose=1 if out.isatty() else 0)
+    try:
+        tuner.search(train, validation_data=val, callbacks=callbacks, verbose=1 if out.isatty() else 0)
+    except RuntimeError as exc:
+        if "consecutive failures" not in str(exc):
+            raise
+        limit = config["search"]["max_consecutive_failed_trials"]
+        last = [t for t in tuner.oracle.trials.values() if t.message]
+        reason = failure_reason(last[-1].message) if last else "see the trial lines above"
+        raise UserError(
+            f"{limit} trials in a row failed (search.max_consecutive_failed_trials), the last with: {reason}; "
+            f"the study stopped. Check the preset's ranges and the machine's memory, then rerun to resume"
+        ) from None
 
     summary = tuner.write_summary(finished=True)
     done = completed_trials(tuner)

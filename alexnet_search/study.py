@@ -31,6 +31,39 @@ from .config import Config
 from .errors import UserError
 
 
+# Hyperband's bookkeeping in a trial's hyperparameter values: not searched, never shown as such.
+TUNER_KEYS = frozenset({"tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round", "tuner/trial_id"})
+
+
+def clean_value(value: Any) -> Any:
+    """Round away float noise from stepped ranges (0.6000000000000001 -> 0.6)."""
+    return float(f"{value:.10g}") if isinstance(value, float) else value
+
+
+def searched_values(values: dict[str, Any]) -> dict[str, Any]:
+    """A trial's hyperparameter values without Hyperband's bookkeeping entries."""
+    return {k: clean_value(v) for k, v in values.items() if k not in TUNER_KEYS}
+
+
+def rank_key(score: float, trial_id: str, direction: str) -> tuple:
+    """Sort key, best first; ties go to the earlier trial.
+
+    Keras Tuner's `get_best_trials` breaks ties by dictionary order, which differs between the
+    search process and a reloaded study (trial files are globbed), so two commands could name
+    different "best" trials.
+    """
+    return (-score if direction == "max" else score, trial_id)
+
+
+def failure_reason(message: str | None) -> str:
+    """The last line of a failed trial's traceback, without the exception's class name."""
+    lines = (message or "").strip().splitlines()
+    if not lines:
+        return "no reason recorded"
+    name, sep, text = lines[-1].partition(": ")
+    return text if sep and name.replace(".", "").replace("_", "").isalnum() else lines[-1]
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -97,25 +97,50 @@ def test_running_again_resumes_without_redoing_trials(searched, tmp_path, cifar_
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
-@slow
-def test_an_interrupted_search_resumes_where_it_stopped(tmp_path, cifar_dir, tiny_config):
-    args = [sys.executable, "-m", "alexnet_search", "search", "--config", str(tiny_config),
-            "--data-dir", str(cifar_dir), "--results-dir", str(tmp_path / "results")]
+def _kill_when(args, cwd, marker):
+    """Run the CLI and SIGKILL it (no chance to clean up) as soon as `marker` is printed."""
     env = {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "alexnet_search", *map(str, args)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    seen = []
     for line in proc.stdout:
-        if "trial 2/5 done" in line:
-            proc.send_signal(signal.SIGKILL)  # no chance to clean up
+        seen.append(line)
+        if marker in line:
+            proc.send_signal(signal.SIGKILL)
             break
     proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)[-2000:]
+    return "".join(seen)
 
-    again = run_cli(*args[3:], cwd=tmp_path)
+
+@slow
+@pytest.mark.parametrize("marker, finished", [
+    ("--- trial 2/5", 1),     # while a trial builds and trains
+    ("trial 3/5 done", 3),    # between two trials, just after the state was saved
+])
+def test_a_search_killed_at_any_point_resumes_with_its_trials_intact(tmp_path, cifar_dir, tiny_config, marker,
+                                                                     finished):
+    args = ["search", "--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results"]
+    _kill_when(args, tmp_path, marker)
+    tuner_dir = tmp_path / "results/tiny/tuner"
+    before = {p.parent.name: json.loads(p.read_text()) for p in tuner_dir.glob("trial_*/trial.json")}
+    done_before = {k: v for k, v in before.items() if v["status"] == "COMPLETED"}
+    assert len(done_before) == finished
+
+    again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "resuming with 2 finished" in again.stdout
-    assert "--- trial 1/5" not in again.stdout and "--- trial 2/5" not in again.stdout
-    trials = [json.loads(p.read_text()) for p in sorted((tmp_path / "results/tiny/tuner").glob("trial_*/trial.json"))]
-    assert [t["status"] for t in trials] == ["COMPLETED"] * 5
+    assert f"resuming with {finished} finished" in again.stdout
+    for k in range(1, finished + 1):
+        assert f"--- trial {k}/5" not in again.stdout  # finished trials are not run again
+    after = {p.parent.name: json.loads(p.read_text()) for p in tuner_dir.glob("trial_*/trial.json")}
+    assert [t["status"] for t in after.values()] == ["COMPLETED"] * 5
+    for name, trial in done_before.items():  # kept exactly as they were
+        assert after[name]["score"] == trial["score"]
+        assert after[name]["hyperparameters"]["values"] == trial["hyperparameters"]["values"]
+    best = json.loads((tmp_path / "results/tiny/best_hyperparameters.json").read_text())
+    assert after[f"trial_{best['trial_id']}"]["status"] == "COMPLETED"
+    runs = sorted(p.name for p in (tmp_path / "results/tiny/tensorboard").iterdir() if p.is_dir())
+    assert runs == sorted(t["trial_id"] for t in after.values())
 
 
 @slow
@@ -124,7 +149,7 @@ def test_retrain_best_exports_models_that_load_and_predict(searched, tmp_path, c
     result = run_cli("retrain-best", "--config", tiny_config, "--data-dir", cifar_dir,
                      "--results-dir", tmp_path / "results", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "retrain 1/1" in result.stdout and "test accuracy" in result.stdout
+    assert "retrain-best 1/1" in result.stdout and "test accuracy" in result.stdout
     best = study / "best"
     metrics = json.loads((best / "metrics.json").read_text())
     for key in ("train_accuracy", "val_accuracy", "test_accuracy", "train_loss", "val_loss", "test_loss"):
@@ -158,6 +183,23 @@ def test_retrain_best_exports_models_that_load_and_predict(searched, tmp_path, c
                                              "deer", "automobile"))
 
 
+@slow
+def test_retrain_killed_while_exporting_keeps_the_earlier_export(searched, tmp_path, cifar_dir, tiny_config):
+    study, _ = searched
+    args = ["retrain-best", "--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results"]
+    first = run_cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    kept = (study / "best" / "metrics.json").read_text()
+    _kill_when(args, tmp_path, "retrain-best 1/1 done")  # training over: exporting now
+    assert (study / "best" / "metrics.json").read_text() == kept
+    import keras
+
+    keras.models.load_model(study / "best" / "model.keras")  # still whole
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not list(study.glob(".best.staging-*"))
+
+
 def _one_line_error(result, expected):
     assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-2000:])
     lines = result.stderr.strip().splitlines()
@@ -168,7 +210,9 @@ def _one_line_error(result, expected):
 @slow
 def test_user_errors_are_one_line_and_exit_2(searched, tmp_path, cifar_dir, tiny_config):
     results = tmp_path / "results"
-    _one_line_error(run_cli("search", "--config", REPO / "tuning/cpu.toml", "--study", "tiny", "--data-dir", cifar_dir,
+    other = tmp_path / "other.toml"
+    other.write_text(f'extends = "{tiny_config}"\n[data]\nimage_size = 48\n')
+    _one_line_error(run_cli("search", "--config", other, "--study", "tiny", "--data-dir", cifar_dir,
                             "--results-dir", results, cwd=tmp_path), "different search")
     _one_line_error(run_cli("search", "--config", tiny_config, "--data-dir", tmp_path / "nowhere", "--results-dir",
                             results, cwd=tmp_path), "does not exist")
@@ -186,7 +230,7 @@ def test_help_lists_every_subcommand_and_flag_with_text(tmp_path):
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(sub.choices) == {"search", "retrain-best", "plan", "predict", "tensorboard"}
+    assert set(sub.choices) == {"search", "retrain-best", "baseline", "report", "plan", "predict", "tensorboard"}
     for name, command in sub.choices.items():
         for action in command._actions:
             assert action.help, f"{name} {action.option_strings or action.dest} has no help text"

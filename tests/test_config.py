@@ -10,6 +10,7 @@ from conftest import REPO
 SEED_DEFAULTS = {
     "dropout": 0.5, "conv1_filters": 96, "conv2_filters": 256, "conv3_filters": 384, "conv4_filters": 384,
     "conv5_filters": 256, "dense_units": 4096, "lr": 1e-3, "momentum": 0.0, "weight_decay": 0.0, "translate": 0.1,
+    "lr_schedule": "constant",
 }
 
 
@@ -66,6 +67,8 @@ def _write(tmp_path, text, name="bad.toml"):
     ('[space.kernel_size]\ntype = "int"\nmin = 3\nmax = 5\ndefault = 3', "unknown hyperparameter 'kernel_size'"),
     ('[space.conv1_filters]\ntype = "float"\nmin = 1.5\nmax = 9.0\ndefault = 2.0', "must be a whole number"),
     ("[data\ntrain_size = 5", "is not valid TOML"),
+    ('[space.lr_schedule]\ntype = "choice"\nvalues = ["cosine", "exponential"]\ndefault = "cosine"',
+     "'exponential' is not a lr_schedule; use one of constant, plateau, cosine"),
 ])
 def test_bad_presets_give_one_clear_line(tmp_path, text, message):
     with pytest.raises(UserError, match=message) as info:
@@ -86,3 +89,10 @@ def test_missing_file_and_extends_loop(tmp_path):
 def test_override_replaces_a_space_entry_whole(tmp_path):
     config = load_config(_write(tmp_path, '[space.momentum]\ntype = "float"\nmin = 0.0\nmax = 0.9\ndefault = 0.0'))
     assert config.space["momentum"] == {"type": "float", "min": 0.0, "max": 0.9, "default": 0.0}
+
+
+def test_schedule_names_are_the_models():
+    from alexnet_search.config import SPACE_NAMES
+    from alexnet_search.model import LR_SCHEDULES
+
+    assert SPACE_NAMES["lr_schedule"] == LR_SCHEDULES

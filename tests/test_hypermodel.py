@@ -95,6 +95,18 @@ def test_fit_builds_the_augmented_pipeline_from_hp():
     assert asked == [0.15] and len(history.history["loss"]) == 1
 
 
+def test_fit_applies_the_learning_rate_schedule_over_the_horizon():
+    hypermodel = AlexNetHyperModel(PAPER.space, image_size=32, width_multiplier=0.125, horizon=4)
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    hp.values.update({"lr_schedule": "cosine", "lr": 0.01})
+    model = hypermodel.build(hp)
+    x = np.zeros((4, 32, 32, 3), np.uint8)
+    hypermodel.fit(hp, model, x, np.arange(4), epochs=3, initial_epoch=1, verbose=0, callbacks=[])
+    # epochs 1 and 2 of a 4-epoch cosine: the rate in force at epoch 2 is 0.01 * (1 + cos(pi/2)) / 2
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.005, rel=1e-5)
+
+
 def test_stepped_floats_are_clean():
     hp = keras_tuner.HyperParameters()
     hypermodel = AlexNetHyperModel(PAPER.space, image_size=32)

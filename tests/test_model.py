@@ -5,7 +5,8 @@ import pytest
 
 from alexnet_search.errors import UserError
 from alexnet_search.model import (
-    build_alexnet, check_image_size, compile_alexnet, conv1_stride, feature_sizes, smallest_image_size,
+    build_alexnet, check_image_size, compile_alexnet, conv1_stride, feature_sizes, lr_schedule_callback,
+    smallest_image_size,
 )
 
 
@@ -84,3 +85,15 @@ def test_compile_uses_sgd_with_the_given_settings():
     x = np.zeros((2, 32, 32, 3), np.uint8)
     history = model.fit(x, np.array([0, 1]), epochs=1, verbose=0)
     assert "accuracy" in history.history
+
+
+def test_learning_rate_schedules():
+    assert lr_schedule_callback("constant", 0.1, 10) is None
+    cosine = lr_schedule_callback("cosine", 0.1, 10)
+    assert cosine.schedule(0) == pytest.approx(0.1)
+    assert cosine.schedule(5) == pytest.approx(0.05)
+    assert cosine.schedule(12) == pytest.approx(0.0)  # a continued run stays at the end
+    plateau = lr_schedule_callback("plateau", 0.1, 64)
+    assert plateau.monitor == "val_loss" and plateau.factor == pytest.approx(0.1) and plateau.patience == 6
+    with pytest.raises(ValueError, match="unknown learning-rate schedule"):
+        lr_schedule_callback("linear", 0.1, 10)

@@ -2,10 +2,12 @@
 
 from types import SimpleNamespace
 
+import pytest
+
 import keras_tuner
 
 from alexnet_search.config import load_config
-from alexnet_search.search import make_tuner, ranked_trials, searched_values, trial_epochs
+from alexnet_search.search import make_tuner, ranked_trials, trial_epochs
 from alexnet_search.study import study_for
 
 from conftest import REPO
@@ -26,10 +28,9 @@ def test_ranking_is_best_first_with_ties_to_the_earlier_trial():
     assert [t.trial_id for t in ranked_trials(oracle)] == ["0001", "0003", "0002"]
 
 
-def test_hyperband_bookkeeping_is_kept_out_of_results():
+def test_a_promoted_trial_counts_only_its_own_epochs():
     values = {"lr": 0.01, "dropout": 0.6000000000000001, "tuner/epochs": 9, "tuner/initial_epoch": 3,
               "tuner/bracket": 1, "tuner/round": 1, "tuner/trial_id": "0004"}
-    assert searched_values(values) == {"lr": 0.01, "dropout": 0.6}
     assert trial_epochs(_trial("0005", 0.1, **values)) == 6
 
 
@@ -47,3 +48,89 @@ def test_tuner_state_is_keras_tuners_own_and_reloads(tmp_path):
     again = make_tuner(config, study)
     assert list(again.oracle.trials) == [trial.trial_id]
     assert again.oracle.hyperparameters.get("lr") == 1e-3  # the space, with the seed's defaults
+
+
+def _fresh_tuner(tmp_path, name):
+    config = load_config(REPO / "tuning" / "cpu.toml")
+    study = study_for(tmp_path, name)
+    study.root.mkdir()
+    return config, study, make_tuner(config, study)
+
+
+def test_the_seed_fixes_the_sequence_of_configurations(tmp_path):
+    sequences = []
+    for name in ("a", "b"):
+        _, _, tuner = _fresh_tuner(tmp_path, name)
+        sequences.append([tuner.oracle.create_trial(f"t{i}").hyperparameters.values for i in range(3)])
+    assert sequences[0] == sequences[1]
+    assert sequences[0][0] != sequences[0][1]
+
+
+def test_reload_repairs_a_kill_between_keras_tuners_two_writes(tmp_path):
+    """trial.json says finished while oracle.json still has it running; and a trial.json the
+    oracle never recorded. Keras Tuner alone would re-run the first and keep the second forever."""
+    import json
+
+    config, study, tuner = _fresh_tuner(tmp_path, "s")
+    tuner.save()  # as run_search does: the study is reloadable from its start
+    oracle = tuner.oracle
+    oracle.verbose = 0
+    trial = oracle.create_trial("tuner0")  # oracle.json now lists it as running
+    oracle.update_trial(trial.trial_id, {"val_accuracy": 0.3})
+    trial.status = "COMPLETED"
+    oracle.score_trial(oracle.trials[trial.trial_id])
+    oracle.trials[trial.trial_id].status = "COMPLETED"
+    oracle._save_trial(oracle.trials[trial.trial_id])  # ... and the process dies here
+    phantom = study.tuner_dir / "trial_0001"
+    phantom.mkdir()
+    state = json.loads((study.tuner_dir / f"trial_{trial.trial_id}" / "trial.json").read_text())
+    state.update(trial_id="0001", status="RUNNING", score=None)
+    (phantom / "trial.json").write_text(json.dumps(state))
+
+    reloaded = make_tuner(config, study).oracle
+    assert list(reloaded.trials) == [trial.trial_id]
+    assert reloaded.trials[trial.trial_id].status == "COMPLETED"
+    assert reloaded._retry_queue == [] and reloaded.end_order == [trial.trial_id]
+    following = reloaded.create_trial("tuner0")
+    assert following.trial_id == "0001" and following.status == "RUNNING"
+
+
+@pytest.mark.slow
+def test_nan_and_out_of_memory_trials_fail_with_a_reason_and_the_search_goes_on(tmp_path, cifar_dir, tiny_config,
+                                                                                 monkeypatch, capsys):
+    import io
+    import json
+
+    import tensorflow as tf
+
+    from alexnet_search.data import Source
+    from alexnet_search.hypermodel import AlexNetHyperModel
+    from alexnet_search.search import run_search
+
+    real_fit = AlexNetHyperModel.fit
+    calls = []
+
+    def fit(self, hp, model, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape [128,96,30,30]")
+        if len(calls) == 2:
+            model.optimizer.learning_rate.assign(1e9)  # a real divergence, through real training
+        return real_fit(self, hp, model, *args, **kwargs)
+
+    monkeypatch.setattr(AlexNetHyperModel, "fit", fit)
+    out = io.StringIO()
+    config = load_config(tiny_config)
+    study = study_for(tmp_path / "results", "tiny")
+    run_search(config, study, Source(cifar_dir), out=out)
+
+    trials = {p.parent.name: json.loads(p.read_text()) for p in sorted(study.tuner_dir.glob("trial_*/trial.json"))}
+    statuses = [t["status"] for t in trials.values()]
+    assert statuses[:2] == ["FAILED", "FAILED"] and "COMPLETED" in statuses[2:]
+    assert "out of memory: OOM when allocating" in trials["trial_0000"]["message"]
+    assert "training loss" in trials["trial_0001"]["message"]
+    assert "Traceback" not in capsys.readouterr().err  # Keras Tuner's own traceback print is off
+    text = out.getvalue()
+    assert "failed: out of memory" in text and "failed: training loss" in text
+    summary = json.loads((study.root / "search_summary.json").read_text())
+    assert summary["finished"] and summary["trials_failed"] == 2

@@ -7,7 +7,7 @@ import pytest
 from alexnet_search.config import load_config
 from alexnet_search.errors import UserError
 from alexnet_search.study import (
-    prepare_search, replace_dir_atomic, study_for, write_json_atomic, write_provenance,
+    failure_reason, prepare_search, replace_dir_atomic, searched_values, study_for, write_json_atomic, write_provenance,
 )
 
 from conftest import REPO
@@ -73,3 +73,16 @@ def test_study_names_must_be_plain_folder_names(tmp_path):
     for bad in ("", "a/b", ".hidden"):
         with pytest.raises(UserError, match="study name"):
             study_for(tmp_path, bad)
+
+
+def test_hyperband_bookkeeping_is_kept_out_of_results():
+    values = {"lr": 0.01, "dropout": 0.6000000000000001, "tuner/epochs": 9, "tuner/initial_epoch": 3,
+              "tuner/bracket": 1, "tuner/round": 1, "tuner/trial_id": "0004"}
+    assert searched_values(values) == {"lr": 0.01, "dropout": 0.6}
+
+
+def test_failure_reason_is_the_last_traceback_line_without_the_class():
+    message = "Traceback (most recent call last):\n  ...\nkeras_tuner.src.errors.FailedTrialError: out of memory: OOM"
+    assert failure_reason(message) == "out of memory: OOM"
+    assert failure_reason("ValueError: bad") == "bad"
+    assert failure_reason("") == "no reason recorded"

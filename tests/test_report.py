@@ -1,0 +1,286 @@
+"""report.py: the page's sections, plots and warnings, on study folders crafted by hand (no training).
+
+The crafted study takes cpu.toml's space and a 3-epoch, factor-3 Hyperband (2 brackets, 6 trials);
+its trials follow that schedule, so a clean one raises no warning and each test breaks one thing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from pathlib import Path
+
+import keras_tuner
+import pytest
+import tensorflow as tf
+from keras_tuner.engine.trial import Trial
+
+from alexnet_search.config import load_config
+from alexnet_search.errors import UserError
+from alexnet_search.hypermodel import declare
+from alexnet_search.plan import hyperband_schedule
+from alexnet_search.report import SPREAD_RULE, edge, read_scalars, write_report
+from alexnet_search.study import Study
+
+from conftest import REPO
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+WARNINGS = {"Best value at the edge of its range", "Best trial had a short budget", "Most trials failed",
+            "Too few trials in the last bracket", "Search not finished", "Retrained trial is not the best",
+            "Different budgets"}
+
+
+def _config() -> dict:
+    config = json.loads(load_config(REPO / "tuning" / "cpu.toml").to_json())
+    config["search"].update(max_epochs=3, factor=3, hyperband_iterations=1)
+    config["data_source"], config["split"] = "/data/cifar-10-batches-py", "crafted split"
+    return config
+
+
+def _interior(space: dict, n: int) -> dict:
+    """Values strictly inside every range, varying with n so that the plots have spread."""
+    values = {name: entry["default"] for name, entry in space.items()}
+    values.update(dropout=[0.3, 0.4, 0.5, 0.6][n % 4], lr=[3e-4, 1e-3, 3e-3][n % 3], conv1_filters=[64, 80, 96, 112][n % 4],
+                  dense_units=2048, momentum=0.9, weight_decay=5e-4, translate=0.1)
+    return values
+
+
+def _save_trial(study: Study, space: dict, trial_id: str, values: dict, score, status: str, message=None) -> None:
+    hp = keras_tuner.HyperParameters()
+    for name, entry in space.items():
+        declare(hp, name, entry)
+    hp.values.update(values)
+    trial = Trial(hp, trial_id=trial_id, status=status, message=message)
+    if score is not None:
+        trial.metrics.register("val_accuracy", "max")
+        trial.metrics.update("val_accuracy", score, step=0)
+        trial.score = score
+    folder = study.tuner_dir / f"trial_{trial_id}"
+    folder.mkdir(parents=True)
+    trial.save(str(folder / "trial.json"))
+
+
+def _write_events(run: Path, first_step: int, values: list[float]) -> None:
+    writer = tf.summary.create_file_writer(str(run))
+    with writer.as_default():
+        for step, value in enumerate(values, first_step):
+            tf.summary.scalar("epoch_accuracy", value, step=step)
+    writer.close()
+
+
+def _metrics(config: dict, accuracies: list[float], **extra) -> dict:
+    """best/ or baseline/metrics.json as retrain writes it; std is the sample standard deviation."""
+    seed, epochs = config["study"]["seed"], config["retrain"]["epochs"]
+    runs = [{"seed": seed + i, "epochs": epochs, "train_wall_s": 1.0, "train_accuracy": a + 0.2, "train_loss": 0.4,
+             "val_accuracy": a + 0.01, "val_loss": 1.0, "test_accuracy": a, "test_loss": 1.1}
+            for i, a in enumerate(accuracies)]
+    out = {"epochs": epochs, "seeds": [r["seed"] for r in runs], "runs": runs, "wall_time_s": 9.0, "data": "crafted"}
+    for key in ("test_accuracy", "val_accuracy", "train_accuracy", "test_loss"):
+        values = [r[key] for r in runs]
+        out[f"{key}_mean"] = statistics.fmean(values)
+        out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {**out, **extra}
+
+
+def make_study(root: Path, *, fault: str | None = None, tuned=(0.70, 0.71, 0.72), baseline=(0.60, 0.61, 0.62),
+               events: bool = True) -> Study:
+    """A finished study that follows its Hyperband schedule; `fault` breaks one thing a warning is for.
+
+    The best trial is bracket 0's first (a full budget from scratch), with values inside every range.
+    """
+    study, config = Study(root), _config()
+    space, s = config["space"], config["search"]
+    root.mkdir(parents=True)
+    (root / "study.json").write_text(json.dumps({"preset": "tuning/cpu.toml", "identity": {}}))
+    (root / "config.json").write_text(json.dumps(config))
+    (root / "versions.json").write_text(json.dumps({
+        "python": "3.x", "tensorflow": "tf-x", "keras": "k-x", "keras_tuner": "kt-x", "tensorboard": "tb-x",
+        "numpy": "np-x", "platform": "crafted", "git_commit": None, "device": "CPU", "command": "alexnet-search search",
+        "written": "today"}))
+    schedule = hyperband_schedule(s["max_epochs"], s["factor"], s["hyperband_iterations"])
+    n, spent, first_of_bracket = 0, 0, {}
+    for rnd in schedule.rounds:
+        previous = next((r.epochs for r in schedule.rounds if r.bracket == rnd.bracket and r.round == rnd.round - 1), 0)
+        for k in range(rnd.trials):
+            trial_id, parent = f"{n:04d}", (first_of_bracket.get(rnd.bracket) if rnd.round else None)
+            values = _interior(space, n) if parent is None else _interior(space, int(parent))
+            score = 0.60 - 0.1 * k if rnd.bracket == 0 else 0.30 + 0.05 * rnd.round + 0.01 * k
+            status = "COMPLETED"
+            if rnd.bracket == 0 and k == 0 and fault == "edge":
+                values["lr"] = space["lr"]["max"]
+            if rnd.bracket != 0 and fault == "failed":
+                status, score = "FAILED", None
+            if rnd.bracket == 0 and k > 0 and fault == "bracket0":
+                n += 1
+                continue
+            hp = {**values, "tuner/epochs": rnd.epochs, "tuner/initial_epoch": previous, "tuner/bracket": rnd.bracket,
+                  "tuner/round": rnd.round, **({"tuner/trial_id": parent} if parent else {})}
+            _save_trial(study, space, trial_id, hp, score, status, message="Traceback\nValueError: NaN loss" if score is None else None)
+            first_of_bracket.setdefault(rnd.bracket, trial_id)
+            spent += rnd.epochs - previous
+            if events and score is not None:
+                curve = [score - 0.05 * (rnd.epochs - 1 - e) for e in range(previous, rnd.epochs)]
+                _write_events(study.tensorboard_dir / trial_id / "execution0" / "validation", previous, curve)
+            n += 1
+    (root / "search_summary.json").write_text(json.dumps({
+        "wall_time_s": 123.4, "trials_scheduled": schedule.trials, "trials_started": n, "trials_completed": n,
+        "trials_failed": 0, "epochs_scheduled": schedule.epochs, "epochs_spent": spent, "finished": fault != "unfinished"}))
+    for folder, accuracies, extra in (("best", tuned, {"trial_id": "0004", "search_score": 0.6, "exported_seed": 1}),
+                                      ("baseline", baseline, {})):
+        if accuracies:
+            (root / folder).mkdir()
+            (root / folder / "metrics.json").write_text(json.dumps(_metrics(config, list(accuracies), **extra)))
+            if events:
+                run = "retrain-best" if folder == "best" else "baseline"
+                _write_events(study.tensorboard_dir / run / "seed1" / "validation", 0, [0.3, 0.5, accuracies[0]])
+    return study
+
+
+def _section(text: str, title: str) -> str:
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    assert match, f"no section '## {title}'"
+    return match.group(1)
+
+
+def _warnings(text: str) -> set[str]:
+    return set(re.findall(r"^- \*\*([^*]+):\*\*", _section(text, "Warnings"), re.M))
+
+
+@pytest.fixture(scope="module")
+def clean_report(tmp_path_factory) -> tuple[Study, str]:
+    """One clean study's report, shared: drawing its plots is the slow part."""
+    study = make_study(tmp_path_factory.mktemp("clean") / "s")
+    path = write_report(study)
+    assert path == study.root / "report.md"
+    return study, path.read_text()
+
+
+def test_report_of_a_clean_study_has_every_section_and_no_warning(clean_report):
+    study, text = clean_report
+    config = _config()
+
+    study_section = _section(text, "Study")
+    assert "tuning/cpu.toml" in study_section and "max_epochs 3" in study_section and "factor 3" in study_section
+    assert "6 run, 6 completed, 0 failed" in study_section
+    assert "| name | type | range / values | sampling | seed default |" in study_section
+    for name, entry in config["space"].items():
+        assert re.search(rf"^\| {name} \| {entry['type']} \|", study_section, re.M), name
+    assert re.search(r"^\| lr \| float \| .* \| log \|", study_section, re.M)
+    for key in ("tensorflow", "keras", "keras_tuner"):
+        assert f"| {key} |" in study_section
+    for command in ("make search CONFIG=tuning/cpu.toml STUDY=s", "make retrain-best CONFIG=tuning/cpu.toml STUDY=s",
+                    "make baseline CONFIG=tuning/cpu.toml STUDY=s", "make report CONFIG=tuning/cpu.toml STUDY=s"):
+        assert command in study_section
+    assert "SEEDS=3" in study_section
+
+    best = _section(text, "Best trials")
+    header = next(line for line in best.splitlines() if line.startswith("| rank"))
+    for name in list(config["space"]) + ["val_accuracy", "epochs"]:
+        assert f" {name} |" in header
+    rows = [line for line in best.splitlines() if re.match(r"^\| \d+ \|", line)]
+    assert rows[0].startswith("| 1 | 0004 | 0.6000 | 3 |")  # bracket 0's first trial, full budget
+    assert not any("tuner/" in line for line in best.splitlines())
+
+    assert _section(text, "Warnings").strip() == "No warnings."
+
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert {"report/hyperparameters.png", "report/trial_order.png", "report/learning_curves.png",
+            "report/retrain_curves.png"} <= set(links)
+    for link in links:
+        assert not Path(link).is_absolute()
+        assert (study.root / link).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_tuned_and_baseline_side_by_side_with_the_spread_rule(clean_report):
+    study, text = clean_report
+    text = _section(text, "Tuned vs the seed's defaults")
+    tuned = json.loads((study.best_dir / "metrics.json").read_text())
+    base = json.loads((study.root / "baseline" / "metrics.json").read_text())
+    for m in (tuned, base):
+        assert f"{m['test_accuracy_mean']:.4f} ± {m['test_accuracy_std']:.4f}" in text
+    diff = tuned["test_accuracy_mean"] - base["test_accuracy_mean"]
+    spread = math.hypot(tuned["test_accuracy_std"], base["test_accuracy_std"])
+    assert f"{diff:+.4f}" in text
+    assert SPREAD_RULE in text
+    assert f"exceeds the spread ({spread:.4f})" in text and "tuned hyperparameters beat" in text
+
+
+def test_a_difference_within_the_spread_is_called_so(tmp_path):
+    study = make_study(tmp_path / "s", tuned=(0.60, 0.65, 0.70), baseline=(0.62, 0.63, 0.64))
+    text = write_report(study).read_text()
+    assert "does not exceed the spread" in text and "within seed-to-seed variation" in text
+
+
+@pytest.mark.parametrize("tuned, baseline, expected, absent", [
+    ((0.7,), (0.6,), ["spread is unknown with one seed"], ["exceeds the spread"]),
+    ((0.7, 0.71), None, ["The baseline has not run: `make baseline CONFIG=tuning/cpu.toml STUDY=s", "SEEDS=2`"],
+     ["difference", "retrain-best has not run"]),
+    (None, (0.6,), ["retrain-best has not run: `make retrain-best CONFIG=tuning/cpu.toml STUDY=s", "SEEDS=1`"],
+     ["difference", "The baseline has not run"]),
+])
+def test_one_side_or_one_seed_says_what_is_missing(tmp_path, tuned, baseline, expected, absent):
+    study = make_study(tmp_path / "s", tuned=tuned, baseline=baseline, events=False)
+    text = _section(write_report(study).read_text(), "Tuned vs the seed's defaults")
+    for phrase in expected:
+        assert phrase in text
+    for phrase in absent:
+        assert phrase not in text
+    for m in (tuned, baseline):
+        if m:
+            assert f"{statistics.fmean(m):.4f} ±" in text
+
+
+@pytest.mark.parametrize("fault, warning, detail", [
+    ("edge", "Best value at the edge of its range", "`lr` = 0.1 is the highest value"),
+    ("failed", "Most trials failed", "4 of 6 finished trials failed"),
+    ("bracket0", "Too few trials in the last bracket", "completed 1 of the 2 trials"),
+    ("unfinished", "Search not finished", "`make search CONFIG=tuning/cpu.toml STUDY=s"),
+])
+def test_each_fault_raises_its_warning_and_only_it(tmp_path, fault, warning, detail):
+    text = write_report(make_study(tmp_path / "s", fault=fault, events=False)).read_text()
+    assert _warnings(text) == {warning}
+    assert detail in _section(text, "Warnings")
+    if fault == "failed":
+        assert "- trial 0001: NaN loss" in text  # the failed trials' reasons, without the class name
+
+
+def test_retrain_of_an_older_best_and_unequal_budgets_are_flagged(tmp_path):
+    study = make_study(tmp_path / "s", events=False)
+    tuned = json.loads((study.best_dir / "metrics.json").read_text())
+    tuned.update(trial_id="0000", epochs=tuned["epochs"] + 1)
+    (study.best_dir / "metrics.json").write_text(json.dumps(tuned))
+    assert _warnings(write_report(study).read_text()) == {"Retrained trial is not the best", "Different budgets"}
+
+
+def test_edge_means_the_end_of_a_range_the_preset_could_widen():
+    space = _config()["space"]
+    assert edge("lr", space["lr"], space["lr"]["max"]) == "highest"
+    assert edge("lr", space["lr"], space["lr"]["max"] * 0.99) == "highest"  # continuous: the outer few percent
+    assert edge("lr", space["lr"], space["lr"]["default"]) is None
+    assert edge("conv1_filters", space["conv1_filters"], space["conv1_filters"]["min"]) == "lowest"
+    assert edge("dense_units", space["dense_units"], max(space["dense_units"]["values"])) == "highest"
+    # A range starting at its hard bound (no weight decay, no translation) cannot widen below it.
+    assert edge("weight_decay", space["weight_decay"], 0.0) is None
+    assert edge("translate", space["translate"], 0.0) is None
+
+
+def test_read_scalars_returns_each_epoch_and_a_later_file_wins(tmp_path):
+    run = tmp_path / "run"
+    _write_events(run, 0, [0.1, 0.2, 0.3])
+    assert read_scalars(run, "epoch_accuracy") == pytest.approx({0: 0.1, 1: 0.2, 2: 0.3})
+    assert read_scalars(tmp_path / "absent", "epoch_accuracy") == {}
+
+
+def test_missing_study_or_no_completed_trial_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="make search"):
+        write_report(Study(tmp_path / "nothing"))
+    study = make_study(tmp_path / "s", tuned=None, baseline=None, events=False)
+    for trial in study.tuner_dir.glob("trial_*/trial.json"):
+        state = json.loads(trial.read_text())
+        state.update(status="FAILED", score=None)
+        trial.write_text(json.dumps(state))
+    with pytest.raises(UserError, match="no completed trial.*make search"):
+        write_report(study)
+    assert not (study.root / "report.md").exists()
