@@ -1,5 +1,5 @@
 # alexnet-search: every target creates the environment (.venv) from pyproject.toml if needed.
-#   make search [CONFIG=tuning/cpu.toml] [STUDY=name] [DATA_DIR=path]
+#   make search [CONFIG=tuning/cpu.toml] [STUDY=name] [DATA_DIR=path] [WORKERS=N]
 #   make retrain-best [CONFIG=...] [STUDY=...] [SEEDS=3]
 #   make baseline [CONFIG=...] [STUDY=...] [SEEDS=3]
 #   make report [CONFIG=...] [STUDY=...]
@@ -11,6 +11,7 @@ CONFIG ?= tuning/paper.toml
 STUDY ?=
 DATA_DIR ?=
 SEEDS ?= 1
+WORKERS ?=
 PORT ?= 6006
 # TensorFlow's CUDA libraries come with the `cuda` extra, chosen where a GPU driver is present.
 EXTRAS ?= dev$(if $(shell command -v nvidia-smi 2>/dev/null),$(comma)cuda)
@@ -32,7 +33,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 search: $(STAMP)
-	$(BIN)/alexnet-search search $(STUDY_ARGS)
+	$(BIN)/alexnet-search search $(STUDY_ARGS) $(if $(WORKERS),--workers $(WORKERS))
 
 retrain-best: $(STAMP)
 	$(BIN)/alexnet-search retrain-best $(STUDY_ARGS) --seeds $(SEEDS)

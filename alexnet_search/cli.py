@@ -84,12 +84,25 @@ def _load(args):
 
 
 def cmd_search(args) -> int:
+    from . import distribute
+
+    config, study = _load(args)
+    host = args.oracle_host or config["distributed"]["host"]
+    port = args.oracle_port or config["distributed"]["port"]
+    if args.workers:
+        if args.chief or args.worker is not None:
+            raise UserError("--workers starts its own chief and workers; drop --chief/--worker")
+        child = ["--config", args.config, "--study", study.name, "--results-dir", args.results_dir,
+                 "--oracle-host", host, "--oracle-port", str(port)]
+        child += ["--data-dir", args.data_dir] if args.data_dir else []
+        child += ["--overwrite"] if args.overwrite else []
+        return distribute.launch_local(child, args.workers, host, port, study.root / "logs")
+
     from .data import source_from
     from .search import run_search
 
-    config, study = _load(args)
-    source = source_from(args.data_dir)
-    run_search(config, study, source, overwrite=args.overwrite)
+    distribute.set_role(args.chief, args.worker, host, port)
+    run_search(config, study, source_from(args.data_dir), overwrite=args.overwrite)
     return 0
 
 
@@ -182,6 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="discard the study's existing trials and start over (needed when the preset's "
                         "search space or sizes changed)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="run Keras Tuner's distributed tuning here: one chief and N worker processes "
+                        "(one GPU each where there are several), output prefixed and logged in STUDY/logs/")
+    p.add_argument("--chief", action="store_true",
+                   help="be the chief of a multi-host study: serve the oracle (start workers with --worker)")
+    p.add_argument("--worker", metavar="ID", default=None,
+                   help="be worker ID (e.g. 1, or any id without 'chief') of the chief at --oracle-host")
+    p.add_argument("--oracle-host", default=None,
+                   help="the chief's address (default: the preset's [distributed] host, 127.0.0.1)")
+    p.add_argument("--oracle-port", type=int, default=None,
+                   help="the chief's port (default: the preset's [distributed] port, 8000)")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("retrain-best", help="retrain the best hyperparameters, test once, export",
@@ -234,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.func is not cmd_tensorboard:
+        # The tensorboard command and the local launcher train nothing: no TensorFlow import.
+        if args.func is not cmd_tensorboard and not getattr(args, "workers", 0):
             _quiet_tensorflow()
         return args.func(args)
     except UserError as exc:

@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import UserError
 
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # section -> key -> (types, check, what a valid value looks like)
 _POSITIVE_INT = ((int,), lambda v: v >= 1, "an integer >= 1")
 _NONNEG_INT = ((int,), lambda v: v >= 0, "an integer >= 0")
@@ -37,6 +38,11 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
     "model": {
         "width_multiplier": ((int, float), lambda v: 0 < v <= 4, "a number in (0, 4]"),
         "jit_compile": ((bool,), lambda v: True, "true or false"),
+        "precision": ((str,), lambda v: v in PRECISIONS, '"float32", "mixed_float16" or "mixed_bfloat16"'),
+    },
+    "distributed": {
+        "host": ((str,), lambda v: bool(v.strip()), "a host name or IP address"),
+        "port": ((int,), lambda v: 1 <= v <= 65535, "a port number (1-65535)"),
     },
     "search": {
         "objective": ((str,), lambda v: v in ("val_accuracy", "val_loss"),
@@ -98,8 +104,10 @@ class Config:
 
     def search_identity(self) -> dict[str, Any]:
         """What must not change under a study's existing trials: space, sizes, Hyperband settings."""
-        keep = {"space", "search", "data", "model"}
+        keep = {"space", "search", "data"}
         ident = {k: v for k, v in self.data.items() if k in keep}
+        # Speed options (precision, XLA) may change between runs; the network's width may not.
+        ident["model"] = {"width_multiplier": self.data.get("model", {}).get("width_multiplier", 1.0)}
         ident["study"] = {"seed": self.data["study"]["seed"]}
         return json.loads(json.dumps(ident, sort_keys=True))
 
@@ -251,8 +259,8 @@ def validate(data: dict[str, Any], where: str) -> None:
             if key not in table:
                 if section == "study" and key in ("expects_gpu", "description"):
                     continue
-                if section == "model" and key in ("width_multiplier", "jit_compile"):
-                    continue
+                if section == "model" or section == "distributed":
+                    continue  # all optional, defaults below
                 if section == "search" and key == "max_retries_per_trial":
                     continue
                 raise UserError(f"{where}: missing key '{section}.{key}' ({spec[2]})")
@@ -271,6 +279,10 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
     model = data.setdefault("model", {})
     model.setdefault("width_multiplier", 1.0)
     model.setdefault("jit_compile", False)
+    model.setdefault("precision", "float32")
+    dist = data.setdefault("distributed", {})
+    dist.setdefault("host", "127.0.0.1")
+    dist.setdefault("port", 8000)
     data["search"].setdefault("max_retries_per_trial", 0)
     return data
 

@@ -18,8 +18,8 @@ from .data import TrainingSet
 from .model import build_alexnet, compile_alexnet, lr_schedule_callback
 from .study import clean_value
 
-_MODEL_ARGS = set(inspect.signature(build_alexnet).parameters) - {"image_size", "num_classes"}
-_COMPILE_ARGS = set(inspect.signature(compile_alexnet).parameters) - {"model", "jit_compile"}
+_MODEL_ARGS = set(inspect.signature(build_alexnet).parameters) - {"image_size", "num_classes", "precision"}
+_COMPILE_ARGS = set(inspect.signature(compile_alexnet).parameters) - {"model", "jit_compile", "precision"}
 _COMPILE_DEFAULTS = {k: p.default for k, p in inspect.signature(compile_alexnet).parameters.items()}
 _DATA_ARGS = set(inspect.signature(TrainingSet.dataset).parameters) - {"self"}
 _DEFAULTS = {k: p.default for k, p in inspect.signature(build_alexnet).parameters.items()}
@@ -49,22 +49,29 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
     """
 
     def __init__(self, space: dict[str, dict[str, Any]], image_size: int = 128,
-                 width_multiplier: float = 1.0, jit_compile: bool = False, horizon: int = 64):
+                 width_multiplier: float = 1.0, jit_compile: bool = False, horizon: int = 64,
+                 precision: str = "float32"):
         super().__init__(name="alexnet")
         self.space = space
         self.image_size = image_size
         self.width_multiplier = width_multiplier
         self.jit_compile = jit_compile
         self.horizon = horizon
+        self.precision = precision
 
     @classmethod
-    def from_config(cls, config: Config, horizon: int | None = None) -> "AlexNetHyperModel":
+    def from_config(cls, config: Config, horizon: int | None = None, precision: str | None = None,
+                    jit_compile: bool | None = None) -> "AlexNetHyperModel":
+        """The preset's hypermodel; `precision`/`jit_compile` override its speed options (see
+        `distribute.speed_options`, which turns them off where no GPU is visible)."""
+        m = config["model"]
         return cls(
             space=config.space,
             image_size=config["data"]["image_size"],
-            width_multiplier=config["model"]["width_multiplier"],
-            jit_compile=config["model"]["jit_compile"],
+            width_multiplier=m["width_multiplier"],
+            jit_compile=m["jit_compile"] if jit_compile is None else jit_compile,
             horizon=horizon or config["search"]["max_epochs"],
+            precision=precision or m["precision"],
         )
 
     def values(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
@@ -79,8 +86,8 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
         for name in _WIDTHS:
             width = model_args.get(name, _DEFAULTS[name])
             model_args[name] = max(1, round(width * self.width_multiplier))
-        model = build_alexnet(image_size=self.image_size, **model_args)
-        return compile_alexnet(model, jit_compile=self.jit_compile, **compile_args)
+        model = build_alexnet(image_size=self.image_size, precision=self.precision, **model_args)
+        return compile_alexnet(model, jit_compile=self.jit_compile, precision=self.precision, **compile_args)
 
     def fit(self, hp, model, x, *args, **kwargs):
         """`model.fit`, with a `TrainingSet` turned into its augmented pipeline for this `hp`.

@@ -105,36 +105,39 @@ def build_alexnet(
     dense_units: int = 4096,
     dropout: float = 0.5,
     num_classes: int = NUM_CLASSES,
+    precision: str = "float32",
 ) -> keras.Model:
     """The seed's single-branch AlexNet, uncompiled.
 
-    Input: uint8 images (N, 32, 32, 3). Output: class probabilities (float32 even under a mixed
-    precision policy, so losses and exported scores keep full precision).
+    Input: uint8 images (N, 32, 32, 3). Output: class probabilities, float32 even when
+    `precision` is "mixed_float16" or "mixed_bfloat16" (layers compute in 16 bits, keep float32
+    weights), so losses and exported scores keep full precision.
     """
     check_image_size(image_size)
     stride = conv1_stride(image_size)
+    prec = {"dtype": precision}  # per layer, not Keras' global policy: clear_session() between trials resets that
 
     inputs = keras.Input(shape=CIFAR_SHAPE, dtype="uint8", name="image")
-    x = layers.Rescaling(1.0 / 255, name="scale")(inputs)
+    x = layers.Rescaling(1.0 / 255, name="scale", **prec)(inputs)
     if image_size != CIFAR_SHAPE[0]:
-        x = layers.Resizing(image_size, image_size, name="resize")(x)
+        x = layers.Resizing(image_size, image_size, name="resize", **prec)(x)
 
     # Batch norm sits where the paper had local response normalisation: after conv1 and conv2.
-    x = layers.Conv2D(conv1_filters, _CONV1_KERNEL, strides=stride, activation="relu", name="conv1")(x)
-    x = layers.BatchNormalization(name="bn1")(x)
-    x = layers.MaxPooling2D(_POOL, strides=_POOL_STRIDE, name="pool1")(x)
-    x = layers.Conv2D(conv2_filters, 5, padding="same", activation="relu", name="conv2")(x)
-    x = layers.BatchNormalization(name="bn2")(x)
-    x = layers.MaxPooling2D(_POOL, strides=_POOL_STRIDE, name="pool2")(x)
-    x = layers.Conv2D(conv3_filters, 3, padding="same", activation="relu", name="conv3")(x)
-    x = layers.Conv2D(conv4_filters, 3, padding="same", activation="relu", name="conv4")(x)
-    x = layers.Conv2D(conv5_filters, 3, padding="same", activation="relu", name="conv5")(x)
-    x = layers.MaxPooling2D(_POOL, strides=_POOL_STRIDE, name="pool3")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(dense_units, activation="relu", name="fc1")(x)
-    x = layers.Dropout(dropout, name="drop1")(x)
-    x = layers.Dense(dense_units, activation="relu", name="fc2")(x)
-    x = layers.Dropout(dropout, name="drop2")(x)
+    x = layers.Conv2D(conv1_filters, _CONV1_KERNEL, strides=stride, activation="relu", name="conv1", **prec)(x)
+    x = layers.BatchNormalization(name="bn1", **prec)(x)
+    x = layers.MaxPooling2D(_POOL, strides=_POOL_STRIDE, name="pool1", **prec)(x)
+    x = layers.Conv2D(conv2_filters, 5, padding="same", activation="relu", name="conv2", **prec)(x)
+    x = layers.BatchNormalization(name="bn2", **prec)(x)
+    x = layers.MaxPooling2D(_POOL, strides=_POOL_STRIDE, name="pool2", **prec)(x)
+    x = layers.Conv2D(conv3_filters, 3, padding="same", activation="relu", name="conv3", **prec)(x)
+    x = layers.Conv2D(conv4_filters, 3, padding="same", activation="relu", name="conv4", **prec)(x)
+    x = layers.Conv2D(conv5_filters, 3, padding="same", activation="relu", name="conv5", **prec)(x)
+    x = layers.MaxPooling2D(_POOL, strides=_POOL_STRIDE, name="pool3", **prec)(x)
+    x = layers.Flatten(name="flatten", **prec)(x)
+    x = layers.Dense(dense_units, activation="relu", name="fc1", **prec)(x)
+    x = layers.Dropout(dropout, name="drop1", **prec)(x)
+    x = layers.Dense(dense_units, activation="relu", name="fc2", **prec)(x)
+    x = layers.Dropout(dropout, name="drop2", **prec)(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name="alexnet")
 
@@ -145,14 +148,18 @@ def compile_alexnet(
     momentum: float = 0.0,
     weight_decay: float = 0.0,
     jit_compile: bool | str = "auto",
+    precision: str = "float32",
 ) -> keras.Model:
     """Compile with the seed's optimiser: plain SGD at lr 0.001 (Keras' default momentum of 0).
 
-    `weight_decay` is SGD's decoupled decay (the paper used 5e-4); 0 is the seed's.
+    `weight_decay` is SGD's decoupled decay (the paper used 5e-4); 0 is the seed's. Under
+    "mixed_float16" the loss is scaled, so small float16 gradients do not flush to zero.
     """
     optimizer = keras.optimizers.SGD(
         learning_rate=lr, momentum=momentum, weight_decay=weight_decay or None
     )
+    if precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     # Keywords, not positions: Keras 3 reads a third positional argument as loss_weights.
     model.compile(
         optimizer=optimizer,

@@ -109,10 +109,12 @@ def time_training_steps(config: Config, steps: int = 3) -> StepTiming:
     import keras_tuner
 
     from .data import TrainingSet, make_dataset
+    from .distribute import speed_for
     from .hypermodel import AlexNetHyperModel
 
     batch = config["data"]["batch_size"]
-    hypermodel = AlexNetHyperModel.from_config(config)
+    precision, jit, _ = speed_for(config)
+    hypermodel = AlexNetHyperModel.from_config(config, precision=precision, jit_compile=jit)
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
     rng = np.random.default_rng(0)

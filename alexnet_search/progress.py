@@ -27,7 +27,7 @@ class Progress:
     One instance per process, shared by every trial's epoch callback.
     """
 
-    def __init__(self, total_units: int, total_epochs: int, out: TextIO = sys.stdout,
+    def __init__(self, total_units: int, total_epochs: int | None, out: TextIO = sys.stdout,
                  clock: Callable[[], float] = time.monotonic):
         self.total_units = total_units
         self.total_epochs = total_epochs
@@ -51,13 +51,13 @@ class Progress:
     def epoch_end(self, epoch: int, logs: dict[str, Any], seconds: float) -> None:
         self.epoch_seconds.append(seconds)
         first, last = self.epochs
-        remaining = self.total_epochs - self.epochs_done - (epoch + 1 - first)
-        mean = sum(self.epoch_seconds) / len(self.epoch_seconds)
-        self.print(
-            f"    [{self.label}] epoch {epoch + 1}/{last}  {format_metrics(logs or {})}  "
-            f"{seconds:.1f}s  | elapsed {format_duration(self.clock() - self.start)}, "
-            f"~{format_duration(max(0, remaining) * mean)} left"
-        )
+        line = (f"    [{self.label}] epoch {epoch + 1}/{last}  {format_metrics(logs or {})}  "
+                f"{seconds:.1f}s  | elapsed {format_duration(self.clock() - self.start)}")
+        if self.total_epochs is not None:  # None: the total is not this process's to know
+            remaining = self.total_epochs - self.epochs_done - (epoch + 1 - first)
+            mean = sum(self.epoch_seconds) / len(self.epoch_seconds)
+            line += f", ~{format_duration(max(0, remaining) * mean)} left"
+        self.print(line)
 
     def end(self, epochs_spent: int, summary: str) -> None:
         self.epochs_done += epochs_spent

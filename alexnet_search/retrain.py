@@ -30,6 +30,7 @@ from typing import Any, TextIO
 import keras
 import numpy as np
 
+from . import distribute
 from .config import Config
 from .data import Source, TrainingSet, make_dataset, make_splits
 from .errors import UserError
@@ -92,7 +93,7 @@ def _evaluate(model: keras.Model, x, y, batch_size: int) -> dict[str, float]:
 
 
 def train_and_evaluate(hypermodel, hp, splits, test, config: Config, seed: int, log_dir: Path,
-                       progress: Progress, label: str) -> tuple[keras.Model, dict[str, Any]]:
+                       progress: Progress, label: str, strategy=None) -> tuple[keras.Model, dict[str, Any]]:
     """One from-scratch training run of `hp` for the preset's retrain epochs, then evaluation.
 
     The run logs to `log_dir` with an HParams session, so TensorBoard's HParams tab shows it
@@ -100,12 +101,17 @@ def train_and_evaluate(hypermodel, hp, splits, test, config: Config, seed: int, 
     """
     from tensorboard.plugins.hparams import api as hp_api
 
-    d, epochs = config["data"], config["retrain"]["epochs"]
+    epochs = config["retrain"]["epochs"]
+    batch = config["data"]["batch_size"] * distribute.replicas(strategy)
     keras.utils.set_random_seed(seed)
     keras.backend.clear_session()
-    model = hypermodel.build(hp)
-    train = TrainingSet(splits.x_train, splits.y_train, d["batch_size"], seed=seed)
-    val = make_dataset(splits.x_val, splits.y_val, d["batch_size"])
+    if strategy is not None:
+        with strategy.scope():
+            model = hypermodel.build(hp)
+    else:
+        model = hypermodel.build(hp)
+    train = TrainingSet(splits.x_train, splits.y_train, batch, seed=seed)
+    val = make_dataset(splits.x_val, splits.y_val, batch)
     progress.begin(label, 0, epochs, f"(seed {seed})")
     started = time.monotonic()
     hypermodel.fit(
@@ -121,7 +127,7 @@ def train_and_evaluate(hypermodel, hp, splits, test, config: Config, seed: int, 
     # Accuracy without augmentation or dropout, on each split; the test set only here, once.
     for split, (x, y) in {"train": (splits.x_train, splits.y_train), "val": (splits.x_val, splits.y_val),
                           "test": test}.items():
-        for metric, value in _evaluate(model, x, y, d["batch_size"]).items():
+        for metric, value in _evaluate(model, x, y, batch).items():
             result[f"{split}_{metric}"] = value
     progress.end(epochs, f"test accuracy {result['test_accuracy']:.4f} (val {result['val_accuracy']:.4f}) "
                          f"in {format_duration(wall)}")
@@ -160,7 +166,11 @@ def _retrain(config: Config, study: Study, source: Source, hp, seeds: int, name:
     say(f"data: {source.describe()}: {splits.note}; test set {len(test[0])} images")
 
     epochs = config["retrain"]["epochs"]
-    hypermodel = AlexNetHyperModel.from_config(config, horizon=epochs)
+    precision, jit, note = distribute.speed_for(config)
+    if note:
+        say(f"note: {note}")
+    strategy = distribute.strategy()
+    hypermodel = AlexNetHyperModel.from_config(config, horizon=epochs, precision=precision, jit_compile=jit)
     values = hypermodel.values(hp)
     started = time.monotonic()
     progress = Progress(seeds, seeds * epochs, out=out)
@@ -169,7 +179,7 @@ def _retrain(config: Config, study: Study, source: Source, hp, seeds: int, name:
         seed = config["study"]["seed"] + i
         model, result = train_and_evaluate(
             hypermodel, hp, splits, test, config, seed, study.tensorboard_dir / name / f"seed{seed}",
-            progress, f"{name} {i + 1}/{seeds}",
+            progress, f"{name} {i + 1}/{seeds}", strategy=strategy,
         )
         runs.append(result)
         if result["val_accuracy"] > kept_val:  # chosen on validation, never on test

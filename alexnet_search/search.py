@@ -8,15 +8,20 @@ interrupted. Its state files are written atomically here, so a crash mid-write c
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import socket
 import sys
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TextIO
 
 import keras
 import keras_tuner
 from keras_tuner.src.tuners.hyperband import HyperbandOracle
 
+from . import distribute
 from .config import Config
 from .data import Source, TrainingSet, make_dataset, make_splits
 from .errors import UserError
@@ -41,8 +46,15 @@ class _AtomicHyperbandOracle(HyperbandOracle):
       Tuner would keep it as a phantom that never runs.
     """
 
+    on_trial_ended = None  # set by the tuner: called after every end_trial, here or from a worker
+
     def save(self):
         write_json_atomic(self._get_oracle_fname(), self.get_state())
+
+    def end_trial(self, trial):
+        super().end_trial(trial)
+        if self.on_trial_ended:
+            self.on_trial_ended(self.trials[trial.trial_id])
 
     def _save_trial(self, trial):
         write_json_atomic(self._get_trial_dir(trial.trial_id) + "/trial.json", trial.get_state())
@@ -95,7 +107,7 @@ class AlexNetTuner(keras_tuner.Hyperband):
     """
 
     def __init__(self, hypermodel: AlexNetHyperModel, config: Config, study: Study,
-                 overwrite: bool = False, progress: Progress | None = None, **kwargs):
+                 overwrite: bool = False, progress: Progress | None = None, distribution_strategy=None):
         s = config["search"]
         oracle = _AtomicHyperbandOracle(
             objective=keras_tuner.Objective(s["objective"], "max" if s["objective"].endswith("accuracy") else "min"),
@@ -109,18 +121,48 @@ class AlexNetTuner(keras_tuner.Hyperband):
         # Hyperband.__init__ only builds its oracle; build ours and go to the Tuner base directly.
         keras_tuner.Tuner.__init__(
             self, oracle=oracle, hypermodel=hypermodel, directory=str(study.root),
-            project_name=study.tuner_dir.name, overwrite=overwrite, **kwargs,
+            project_name=study.tuner_dir.name, overwrite=overwrite, distribution_strategy=distribution_strategy,
         )
         self.seed = config["study"]["seed"]
         self.progress = progress
         self._guard = _TrialGuard()
         self.summary_file = study.root / "search_summary.json"
+        self.study_tuner_dir = study.tuner_dir
         self.tensorboard_dir = study.tensorboard_dir
         self.schedule = schedule_for(config)
         self._started = time.monotonic()
         self._earlier_wall = 0.0
+        self._epochs_at_start = 0
         if self.summary_file.is_file() and not overwrite:
             self._earlier_wall = float(read_json(self.summary_file).get("wall_time_s", 0.0))
+        if not self._is_worker():  # the oracle lives here: keep the summary current after every trial
+            oracle.on_trial_ended = self._trial_ended
+            finished = [t for t in oracle.trials.values() if t.status in ("COMPLETED", "FAILED", "INVALID")]
+            self._epochs_at_start = sum(trial_epochs(t) for t in finished)
+
+    def _trial_ended(self, trial) -> None:
+        summary = self.write_summary()
+        if self.progress and distribute.role() == "chief":
+            # The chief trains nothing; it is the one place that sees the whole study's progress.
+            spent = summary["epochs_spent"] - self._epochs_at_start
+            elapsed = time.monotonic() - self._started
+            left = (summary["epochs_scheduled"] - summary["epochs_spent"]) * elapsed / spent if spent else None
+            result = f"{trial.score:.4f}" if trial.status == "COMPLETED" else failure_reason(trial.message)
+            self.progress.print(
+                f"trial {trial.trial_id} {trial.status.lower()} ({self._runner(trial.trial_id)}): {result} | "
+                f"{summary['trials_completed'] + summary['trials_failed']}/{summary['trials_scheduled']} trials, "
+                f"{summary['epochs_spent']}/{summary['epochs_scheduled']} epochs, elapsed {format_duration(elapsed)}"
+                + (f", ~{format_duration(left)} left" if left is not None else "")
+            )
+
+    def _runner(self, trial_id: str) -> str:
+        runs = self.trial_runs(trial_id)
+        return runs[-1]["tuner_id"] if runs else "?"
+
+    def trial_runs(self, trial_id: str) -> list[dict]:
+        """Who ran a trial, and when: one entry per run (a trial re-run after a crash has two)."""
+        path = self.study_tuner_dir / f"trial_{trial_id}" / "runs.json"
+        return read_json(path) if path.is_file() else []
 
     def write_summary(self, finished: bool = False) -> dict:
         """search_summary.json: wall time summed over every run of this study, and trial counts."""
@@ -154,18 +196,18 @@ class AlexNetTuner(keras_tuner.Hyperband):
                 tf.summary.scalar("epochs", int(trial.hyperparameters.values.get("tuner/epochs", 0)), step=0)
 
     def on_search_begin(self):
-        from keras_tuner.src import config as kt_config
-
-        self.oracle.verbose = 0
-        # Keras Tuner prints every failed trial's traceback; the trial line says why in one line
-        # and trial.json keeps the whole traceback.
-        kt_config.DEBUG = False
+        self.oracle.verbose = 0  # search() just set it from fit's verbose; Progress reports instead
         super().on_search_begin()
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
         # A trial interrupted by a crash is re-run from scratch: drop its half-written curves.
         shutil.rmtree(self.tensorboard_dir / trial.trial_id, ignore_errors=True)
+        runs = self.trial_runs(trial.trial_id) + [{
+            "tuner_id": self.tuner_id, "host": socket.gethostname(), "pid": os.getpid(),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }]
+        write_json_atomic(Path(self.get_trial_dir(trial.trial_id)) / "runs.json", runs)
         if self.progress:
             hp = trial.hyperparameters.values
             parent = hp.get("tuner/trial_id")
@@ -195,11 +237,13 @@ class AlexNetTuner(keras_tuner.Hyperband):
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
-        self.write_summary()
         self._log_epochs(trial)
         if self.progress:
             trial = self.oracle.get_trial(trial.trial_id)
-            best = ranked_trials(self.oracle)
+            if self._is_worker():  # the oracle is the chief's, behind gRPC
+                best = [t for t in self.oracle.get_best_trials(1) if t.status == "COMPLETED"]
+            else:
+                best = ranked_trials(self.oracle)
             objective = self.oracle.objective.name
             if trial.status == "COMPLETED":
                 result = f"best {objective} {trial.score:.4f} at epoch {_best_epoch(trial)}"
@@ -228,8 +272,10 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def make_tuner(config: Config, study: Study, overwrite: bool = False, progress: Progress | None = None) -> AlexNetTuner:
-    return AlexNetTuner(AlexNetHyperModel.from_config(config), config, study, overwrite=overwrite, progress=progress)
+def make_tuner(config: Config, study: Study, overwrite: bool = False, progress: Progress | None = None,
+               distribution_strategy=None) -> AlexNetTuner:
+    return AlexNetTuner(AlexNetHyperModel.from_config(config), config, study, overwrite=overwrite,
+                        progress=progress, distribution_strategy=distribution_strategy)
 
 
 def completed_trials(tuner: AlexNetTuner) -> list:
@@ -293,52 +339,81 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
                out: TextIO = sys.stdout, callbacks: tuple = ()) -> AlexNetTuner:
     """Run (or resume) the study's Hyperband search to the end of its schedule.
 
+    In a distributed study (see `distribute`) the chief serves the oracle and returns when every
+    trial is done; a worker trains the trials the chief hands it.
     `callbacks` are added to every trial's fit; Keras Tuner deep-copies them per trial, so one
     that collects across trials must share its state through `__deepcopy__` (see EpochReporter).
     """
     import tensorflow as tf
+    from keras_tuner.src import config as kt_config
 
     say = lambda line: print(line, file=out, flush=True)  # noqa: E731
+    role = distribute.role()
+    if role == "worker" and overwrite:
+        raise UserError("--overwrite is the chief's to give: a worker joins the study the chief prepared")
     # Everything that can fail on bad input is read before anything is written.
     x, y = source.train()
     d = config["data"]
     splits = make_splits(x, y, d["train_size"], d["val_size"])
     del x, y
-    resuming = prepare_search(study, config, overwrite)
+    if role == "worker":
+        study.tuner_dir.mkdir(parents=True, exist_ok=True)
+        resuming = False
+    else:
+        resuming = prepare_search(study, config, overwrite)
     schedule = schedule_for(config)
 
-    say(f"device: {describe_device()}")
-    if config["study"]["expects_gpu"] and not tf.config.list_physical_devices("GPU"):
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    say(f"device: {describe_device()}" + ("" if role == "single" else f"; role: {role} ({os.environ[distribute.TUNER_ID]})"))
+    if config["study"]["expects_gpu"] and not has_gpu and role != "chief":
         estimate = estimate_seconds(config, time_training_steps(config), schedule)
         say(
             f"warning: no GPU is visible, and {config.path} is sized for one: this search would take "
             f"about {format_duration(estimate)} on this CPU. For a CPU run use CONFIG=tuning/cpu.toml "
             f"(make search CONFIG=tuning/cpu.toml). Continuing; Ctrl-C stops, the same command resumes."
         )
+    precision, jit, note = distribute.speed_for(config)
+    if note and role != "chief":
+        say(f"note: {note}")
+    strategy = distribute.strategy() if role != "chief" else None
+    batch = d["batch_size"] * distribute.replicas(strategy)
+    if strategy is not None:
+        say(f"{strategy.num_replicas_in_sync} GPUs per trial (MirroredStrategy): global batch {batch}")
     say(f"data: {source.describe()}: {splits.note}")
 
     progress = Progress(schedule.trials, schedule.epochs, out=out)
-    tuner = make_tuner(config, study, overwrite=overwrite, progress=progress)
+    hypermodel = AlexNetHyperModel.from_config(config, precision=precision, jit_compile=jit)
+    tuner = AlexNetTuner(hypermodel, config, study, overwrite=overwrite, progress=progress,
+                         distribution_strategy=strategy)
     tuner.save()  # reloadable from the start: a kill during the first trial resumes too
-    write_provenance(study.root, config, extra={"data_source": source.describe(), "split": splits.note})
-    finished = [t for t in tuner.oracle.trials.values() if t.status in ("COMPLETED", "FAILED")]
-    progress.epochs_done = sum(trial_epochs(t) for t in finished)
-    say(
-        f"study {study.name}: {schedule.trials} trials, {schedule.epochs} epochs in the Hyperband schedule"
-        + (f"; resuming with {len(finished)} finished" if resuming else "")
-    )
-    write_hparams_config(tuner, str(study.tensorboard_dir))
+    kt_config.DEBUG = False  # Keras Tuner prints failed trials' tracebacks; trial.json keeps them
+    if role != "worker":
+        write_provenance(study.root, config, extra={"data_source": source.describe(), "split": splits.note})
+        write_hparams_config(tuner, str(study.tensorboard_dir))
+        finished = [t for t in tuner.oracle.trials.values() if t.status in ("COMPLETED", "FAILED")]
+        progress.epochs_done = sum(trial_epochs(t) for t in finished)
+        say(f"study {study.name}: {schedule.trials} trials, {schedule.epochs} epochs in the Hyperband schedule"
+            + (f"; resuming with {len(finished)} finished" if resuming else ""))
+    if role == "chief":
+        host, port = os.environ[distribute.ORACLE_IP], os.environ[distribute.ORACLE_PORT]
+        say(f"serving the oracle on {host}:{port}; workers: KERASTUNER_TUNER_ID=tuner<N> "
+            f"KERASTUNER_ORACLE_IP={host} KERASTUNER_ORACLE_PORT={port} alexnet-search search ... "
+            f"(or alexnet-search search --worker N --oracle-host {host})")
+        tuner.oracle.verbose = 0
+    if role == "worker":
+        progress.total_epochs = None  # only the chief sees the whole study: it prints the time left
 
     seed = config["study"]["seed"]
-    train = TrainingSet(splits.x_train, splits.y_train, d["batch_size"], seed=seed)
-    val = make_dataset(splits.x_val, splits.y_val, d["batch_size"])
+    train = TrainingSet(splits.x_train, splits.y_train, batch, seed=seed)
+    val = make_dataset(splits.x_val, splits.y_val, batch)
     callbacks = [
         keras.callbacks.TensorBoard(log_dir=str(study.tensorboard_dir), write_graph=False, profile_batch=0),
         EpochReporter(progress),
         *callbacks,
     ]
+    fit_kwargs = {} if role == "chief" else {"verbose": 1 if out.isatty() else 0}
     try:
-        tuner.search(train, validation_data=val, callbacks=callbacks, verbose=1 if out.isatty() else 0)
+        tuner.search(train, validation_data=val, callbacks=callbacks, **fit_kwargs)
     except RuntimeError as exc:
         if "consecutive failures" not in str(exc):
             raise
@@ -350,6 +425,9 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
             f"the study stopped. Check the preset's ranges and the machine's memory, then rerun to resume"
         ) from None
 
+    if role == "worker":
+        say(f"worker {tuner.tuner_id}: the chief has no more trials; done")
+        return tuner
     summary = tuner.write_summary(finished=True)
     done = completed_trials(tuner)
     say(f"\nsearch finished in {format_duration(progress.clock() - progress.start)} "

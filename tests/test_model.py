@@ -97,3 +97,20 @@ def test_learning_rate_schedules():
     assert plateau.monitor == "val_loss" and plateau.factor == pytest.approx(0.1) and plateau.patience == 6
     with pytest.raises(ValueError, match="unknown learning-rate schedule"):
         lr_schedule_callback("linear", 0.1, 10)
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_computes_in_16_bits_and_outputs_float32(precision):
+    model = compile_alexnet(
+        build_alexnet(image_size=32, conv1_filters=8, conv2_filters=8, conv3_filters=8, conv4_filters=8,
+                      conv5_filters=8, dense_units=16, precision=precision),
+        precision=precision,
+    )
+    assert model.get_layer("conv1").compute_dtype == precision.split("_")[1]
+    assert model.get_layer("conv1").variable_dtype == "float32"
+    assert model.get_layer("predictions").compute_dtype == "float32"
+    if precision == "mixed_float16":
+        assert model.optimizer.__class__.__name__ == "LossScaleOptimizer"
+    x = np.zeros((4, 32, 32, 3), np.uint8)
+    model.fit(x, np.arange(4), epochs=1, verbose=0)
+    assert model.predict(x, verbose=0).dtype == np.float32

@@ -1,0 +1,201 @@
+"""Where trials run: Keras Tuner's chief/worker roles, a local launcher for them, several GPUs in
+one trial, and the GPU speed options.
+
+Scaling out uses Keras Tuner's own distributed tuning and nothing else: one chief process serves
+the Hyperband oracle over gRPC and decides every trial; workers ask it for trials, train them and
+report back. A process's role comes from Keras Tuner's environment variables:
+
+    KERASTUNER_TUNER_ID      "chief" for the chief, any other unique id (tuner1, ...) for a worker
+    KERASTUNER_ORACLE_IP     the chief's address (loopback by default: --oracle-host to change)
+    KERASTUNER_ORACLE_PORT   the chief's port (the preset's [distributed] port, or --oracle-port)
+
+All processes share `results/<study>/` (a shared filesystem across hosts). `launch_local` starts
+a chief and N workers on this machine and supervises them: output prefixed per process and logged
+under `results/<study>/logs/`, Ctrl-C stops them all, and a worker that dies is started again
+under the same id, which makes Keras Tuner hand it back its unfinished trial (the oracle gives a
+tuner id its ongoing trial before any new one).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TextIO
+
+from .errors import UserError
+
+TUNER_ID, ORACLE_IP, ORACLE_PORT = "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"
+MAX_RESTARTS = 3  # per worker: a worker that keeps dying is a broken setup, not bad luck
+
+
+def role() -> str:
+    """'single', 'chief' or 'worker', from Keras Tuner's environment variables."""
+    if TUNER_ID not in os.environ and ORACLE_IP not in os.environ:
+        return "single"
+    missing = [v for v in (TUNER_ID, ORACLE_IP, ORACLE_PORT) if not os.environ.get(v)]
+    if missing:
+        raise UserError(f"distributed tuning needs all of {TUNER_ID}, {ORACLE_IP} and {ORACLE_PORT}; "
+                        f"{', '.join(missing)} missing (or use --chief / --worker ID)")
+    return "chief" if "chief" in os.environ[TUNER_ID] else "worker"
+
+
+def set_role(chief: bool, worker: str | None, host: str, port: int) -> None:
+    """Set Keras Tuner's variables for --chief / --worker ID (before any tuner is built)."""
+    if chief and worker:
+        raise UserError("--chief and --worker are exclusive: a process has one role")
+    if worker is not None and ("chief" in worker or not worker.strip()):
+        raise UserError(f"--worker {worker!r}: a worker id must be non-empty and must not contain 'chief'")
+    if chief or worker is not None:
+        os.environ[TUNER_ID] = "chief" if chief else (worker if not worker.isdigit() else f"tuner{worker}")
+        os.environ.setdefault(ORACLE_IP, host)
+        os.environ.setdefault(ORACLE_PORT, str(port))
+
+
+def gpu_count() -> int:
+    import tensorflow as tf
+
+    return len(tf.config.list_physical_devices("GPU"))
+
+
+def strategy():
+    """MirroredStrategy over every visible GPU when there are several, else None (one device)."""
+    if gpu_count() < 2:
+        return None
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy()
+
+
+def replicas(strategy_) -> int:
+    return strategy_.num_replicas_in_sync if strategy_ is not None else 1
+
+
+def speed_options(precision: str, jit_compile: bool, has_gpu: bool) -> tuple[str, bool, str | None]:
+    """The precision and XLA settings to use here, and a note when the preset's were turned off.
+
+    Mixed precision and XLA pay on GPUs; on a CPU float16 has no fast kernels and XLA compiled
+    this model slower than TensorFlow's default kernels (measured on 2 AVX2 cores), so both are
+    switched off where no GPU is visible.
+    """
+    if has_gpu or (precision == "float32" and not jit_compile):
+        return precision, jit_compile, None
+    return "float32", False, (f"no GPU: running in float32 without XLA (the preset asks for "
+                              f"{precision}{', jit_compile' if jit_compile else ''}, which only pay on a GPU)")
+
+
+def speed_for(config) -> tuple[str, bool, str | None]:
+    """`speed_options` for a preset on this machine."""
+    m = config["model"]
+    return speed_options(m["precision"], m["jit_compile"], gpu_count() > 0)
+
+
+def _visible_gpus() -> list[str]:
+    """GPU indices from nvidia-smi, without importing TensorFlow in the launcher."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+class _Process:
+    def __init__(self, name: str, tuner_id: str, argv: list[str], env: dict, log: Path, out: TextIO, lock):
+        self.name, self.tuner_id, self.argv, self.env, self.log, self.out, self.lock = (
+            name, tuner_id, argv, env, log, out, lock)
+        self.restarts = 0
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, bufsize=1, start_new_session=True)
+        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+
+    def _pump(self, proc: subprocess.Popen) -> None:
+        with open(self.log, "a") as log:
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                with self.lock:
+                    print(f"[{self.name}] {line}", end="", file=self.out, flush=True)
+
+    def signal(self, sig: int) -> None:
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+def launch_local(child_args: list[str], workers: int, host: str, port: int, log_dir: Path,
+                 out: TextIO = sys.stdout, poll_s: float = 0.5) -> int:
+    """Run a chief and `workers` workers of `alexnet-search search CHILD_ARGS` here; return the exit status.
+
+    With several GPUs, each worker gets one (CUDA_VISIBLE_DEVICES, round robin): N small trials
+    at once instead of one trial mirrored over all of them. The chief trains nothing and gets none.
+    """
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1 (got {workers})")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    lock, gpus = threading.Lock(), _visible_gpus()
+    base = {**os.environ, ORACLE_IP: host, ORACLE_PORT: str(port), "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "alexnet_search", "search", *child_args]
+
+    def env_for(tuner_id: str, gpu: str | None) -> dict:
+        env = {**base, TUNER_ID: tuner_id}
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        return env
+
+    say = lambda line: print(f"[launcher] {line}", file=out, flush=True)  # noqa: E731
+    say(f"chief on {host}:{port} and {workers} worker(s); logs in {log_dir}/")
+    chief = _Process("chief", "chief", argv, env_for("chief", "" if gpus else None), log_dir / "chief.log", out, lock)
+    # Workers must not see --overwrite: only the chief may reset the study.
+    worker_argv = [a for a in argv if a != "--overwrite"]
+    pool = [
+        _Process(f"worker {i}", f"tuner{i}", worker_argv, env_for(f"tuner{i}", gpus[(i - 1) % len(gpus)] if gpus else None),
+                 log_dir / f"tuner{i}.log", out, lock)
+        for i in range(1, workers + 1)
+    ]
+    try:
+        while True:
+            time.sleep(poll_s)
+            rc = chief.proc.poll()
+            if rc is not None:
+                for w in pool:  # all trials are done once the chief returns; a worker still up is idle
+                    w.signal(signal.SIGTERM)
+                if rc != 0:
+                    say(f"the chief exited with status {rc}; workers stopped. Rerun the same command to resume.")
+                return rc
+            for w in pool:
+                wrc = w.proc.poll()
+                if wrc is None or wrc == 0:
+                    continue
+                if w.restarts >= MAX_RESTARTS:
+                    say(f"{w.name} died {w.restarts + 1} times (last status {wrc}); stopping the study. "
+                        f"See {w.log}; rerun the same command to resume.")
+                    for p in (chief, *pool):
+                        p.signal(signal.SIGTERM)
+                    return 1
+                w.restarts += 1
+                say(f"{w.name} died (status {wrc}); restarting it as {w.tuner_id}: Keras Tuner gives it back "
+                    f"its unfinished trial, which runs again from scratch")
+                w.start()
+    except KeyboardInterrupt:
+        say("interrupted: stopping the chief and workers; rerun the same command to resume")
+        for p in (chief, *pool):
+            p.signal(signal.SIGINT)
+        deadline = time.monotonic() + 15
+        for p in (chief, *pool):
+            while p.proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            p.signal(signal.SIGKILL)
+        return 130

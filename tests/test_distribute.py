@@ -1,0 +1,114 @@
+"""distribute.py: roles from Keras Tuner's variables, speed options, and a real chief with workers."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from alexnet_search import distribute
+from alexnet_search.errors import UserError
+
+from conftest import REPO, run_cli
+
+KT_VARS = (distribute.TUNER_ID, distribute.ORACLE_IP, distribute.ORACLE_PORT)
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for var in KT_VARS:
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+def test_roles_come_from_keras_tuners_variables(clean_env):
+    assert distribute.role() == "single"
+    distribute.set_role(chief=False, worker="2", host="127.0.0.1", port=8123)
+    assert os.environ[distribute.TUNER_ID] == "tuner2" and os.environ[distribute.ORACLE_PORT] == "8123"
+    assert distribute.role() == "worker"
+    clean_env.setenv(distribute.TUNER_ID, "chief")
+    assert distribute.role() == "chief"
+    clean_env.delenv(distribute.ORACLE_PORT)
+    with pytest.raises(UserError, match="KERASTUNER_ORACLE_PORT missing"):
+        distribute.role()
+
+
+def test_role_flags_are_checked(clean_env):
+    with pytest.raises(UserError, match="exclusive"):
+        distribute.set_role(chief=True, worker="1", host="h", port=1)
+    with pytest.raises(UserError, match="must not contain 'chief'"):
+        distribute.set_role(chief=False, worker="chief2", host="h", port=1)
+    distribute.set_role(chief=False, worker=None, host="h", port=1)
+    assert distribute.role() == "single" and distribute.ORACLE_IP not in os.environ
+
+
+def test_gpu_speed_options_are_off_without_a_gpu():
+    assert distribute.speed_options("mixed_float16", True, has_gpu=True) == ("mixed_float16", True, None)
+    precision, jit, note = distribute.speed_options("mixed_bfloat16", True, has_gpu=False)
+    assert (precision, jit) == ("float32", False) and "no GPU" in note
+    assert distribute.speed_options("float32", False, has_gpu=False) == ("float32", False, None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _trials(study):
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted((study / "tuner").glob("trial_*/trial.json"))}
+
+
+def _runners(study):
+    return {p.parent.name: [r["tuner_id"] for r in json.loads(p.read_text())]
+            for p in sorted((study / "tuner").glob("trial_*/runs.json"))}
+
+
+@pytest.mark.slow
+def test_a_chief_and_two_workers_complete_the_study(tmp_path, cifar_dir, tiny_config):
+    result = run_cli("search", "--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results",
+                     "--workers", 2, "--oracle-port", _free_port(), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-4000:]
+    study = tmp_path / "results" / "tiny"
+    trials = _trials(study)
+    assert len(trials) == 5  # what the single-process study of the same preset runs
+    assert all(t["status"] == "COMPLETED" for t in trials.values())
+    assert {r for runs in _runners(study).values() for r in runs} == {"tuner1", "tuner2"}
+    out = result.stdout
+    assert "[chief] serving the oracle on 127.0.0.1" in out and "[worker 1] --- trial" in out
+    assert "[chief] trial 0000 completed (tuner" in out and "left" in out
+    assert (study / "logs" / "chief.log").is_file() and (study / "logs" / "tuner2.log").is_file()
+    summary = json.loads((study / "search_summary.json").read_text())
+    assert summary["finished"] and summary["trials_completed"] == 5
+    assert (study / "best_hyperparameters.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_is_restarted_and_its_trial_rerun(tmp_path, cifar_dir, tiny_config):
+    args = [sys.executable, "-m", "alexnet_search", "search", "--config", str(tiny_config), "--data-dir",
+            str(cifar_dir), "--results-dir", str(tmp_path / "results"), "--workers", "2",
+            "--oracle-port", str(_free_port())]
+    env = {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "PATH": os.environ["PATH"]}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    study, killed, lines = tmp_path / "results" / "tiny", None, []
+    for line in proc.stdout:
+        lines.append(line)
+        if killed is None and line.startswith("[worker 1] --- trial"):
+            trial_id = line.split("(id ")[1].split(";")[0]
+            runs = study / "tuner" / f"trial_{trial_id}" / "runs.json"
+            for _ in range(50):
+                if runs.is_file():
+                    break
+                time.sleep(0.1)
+            os.kill(json.loads(runs.read_text())[-1]["pid"], signal.SIGKILL)
+            killed = trial_id
+    assert proc.wait(timeout=600) == 0, "".join(lines)[-4000:]
+    out = "".join(lines)
+    assert killed is not None and "worker 1 died" in out
+    trials = _trials(study)
+    assert len(trials) == 5 and all(t["status"] == "COMPLETED" for t in trials.values())
+    assert _runners(study)[f"trial_{killed}"] == ["tuner1", "tuner1"]  # run again by the restarted worker
