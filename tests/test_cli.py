@@ -244,3 +244,46 @@ def test_plan_prints_the_schedule_and_an_estimate(tmp_path, tiny_config):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "5 trials (4 new configurations" in result.stdout and "7 epochs" in result.stdout
     assert "training images/s" in result.stdout and "estimated: search" in result.stdout
+
+
+@slow
+def test_tensorboard_serves_every_trial_in_the_hparams_dashboard(searched, tmp_path):
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"PYTHONPATH": str(REPO), "PATH": f"{REPO.parent}:{sys.executable.rsplit('/', 1)[0]}:/usr/bin:/bin"}
+    proc = subprocess.Popen([sys.executable, "-m", "alexnet_search", "tensorboard", "--results-dir",
+                             str(tmp_path / "results"), "--port", str(port)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/data"
+
+    def post(path, body):
+        request = urllib.request.Request(base + path, data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        return json.loads(urllib.request.urlopen(request, timeout=30).read())
+
+    try:
+        for _ in range(120):
+            try:
+                listing = json.loads(urllib.request.urlopen(base + "/plugins_listing", timeout=5).read())
+                if listing.get("hparams", {}).get("enabled"):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("TensorBoard did not start with the HParams plugin enabled")
+        experiment = post("/plugin/hparams/experiment", {"experimentName": ""})
+        assert {"lr", "dropout", "conv3_filters"} <= {h["name"] for h in experiment["hparamInfos"]}
+        assert {"tag": "epochs"} in [{"tag": m["name"]["tag"]} for m in experiment["metricInfos"]]
+        groups = post("/plugin/hparams/session_groups", {
+            "experimentName": "", "startIndex": 0, "sliceSize": 100,
+            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})
+        assert groups["totalSize"] == 5  # every trial of the tiny study
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
