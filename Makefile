@@ -3,7 +3,7 @@
 #   make retrain-best [CONFIG=...] [STUDY=...] [SEEDS=3]
 #   make baseline [CONFIG=...] [STUDY=...] [SEEDS=3]
 #   make report [CONFIG=...] [STUDY=...]
-#   make plan | make tensorboard | make test
+#   make plan | make bench | make tensorboard | make test
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,7 +21,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 STUDY_ARGS := --config $(CONFIG) $(if $(STUDY),--study $(STUDY)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: env search retrain-best baseline report plan tensorboard test test-fast clean-env
+.PHONY: env search retrain-best baseline report plan bench tensorboard test test-fast clean-env
 
 env: $(STAMP)
 
@@ -46,6 +46,10 @@ report: $(STAMP)
 
 plan: $(STAMP)
 	$(BIN)/alexnet-search plan --config $(CONFIG)
+
+# BENCH_ARGS, e.g. "--images 10000" for the memory comparison at the seed's scale.
+bench: $(STAMP)
+	$(BIN)/alexnet-search bench $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(BENCH_ARGS)
 
 tensorboard: $(STAMP)
 	$(BIN)/alexnet-search tensorboard --port $(PORT)

@@ -62,7 +62,7 @@ def _quiet_tensorflow() -> None:
     tf.get_logger().setLevel(logging.ERROR)  # e.g. retracing notes, one per new trial model
 
 
-def _study_args(p: argparse.ArgumentParser, with_data: bool = True) -> None:
+def _study_args(p: argparse.ArgumentParser, with_data: bool = True, with_seeds: bool = False) -> None:
     p.add_argument("--config", default=DEFAULT_CONFIG,
                    help=f"preset TOML file (default: {DEFAULT_CONFIG}; tuning/cpu.toml for a CPU)")
     p.add_argument("--study", default=None,
@@ -73,6 +73,9 @@ def _study_args(p: argparse.ArgumentParser, with_data: bool = True) -> None:
         p.add_argument("--data-dir", default=None,
                        help="CIFAR-10 python-batch folder (cifar-10-batches-py) for offline machines; "
                             "default: $CIFAR10_DIR, else download through Keras")
+    if with_seeds:
+        p.add_argument("--seeds", type=int, default=1,
+                       help="train this many times with different seeds and report mean and std (default 1)")
 
 
 def _load(args):
@@ -211,18 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retrain-best", help="retrain the best hyperparameters, test once, export",
                        description="Train the study's best hyperparameters for the preset's retrain epochs, "
                                    "evaluate once on the test set, export to RESULTS_DIR/STUDY/best/.")
-    _study_args(p)
-    p.add_argument("--seeds", type=int, default=1,
-                   help="train this many times with different seeds and report mean and std (default 1)")
+    _study_args(p, with_seeds=True)
     p.set_defaults(func=cmd_retrain_best)
 
     p = sub.add_parser("baseline", help="train the seed's hyperparameters on retrain-best's budget",
                        description="Train every hyperparameter at its default (the seed's values) through "
                                    "retrain-best's pipeline and epochs, evaluate once on the test set, and write "
                                    "RESULTS_DIR/STUDY/baseline/: the fair comparison for the tuned model.")
-    _study_args(p)
-    p.add_argument("--seeds", type=int, default=1,
-                   help="train this many times with different seeds and report mean and std (default 1)")
+    _study_args(p, with_seeds=True)
     p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("report", help="write RESULTS_DIR/STUDY/report.md with plots",
@@ -247,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=3, help="classes to show per image (default 3)")
     p.set_defaults(func=cmd_predict)
 
+    from . import bench
+
+    p = sub.add_parser("bench", help="benchmark our pipeline against the seed's way, and trial overhead",
+                       description=(bench.__doc__ or "").split("\n\n")[0].strip("`"))
+    bench.add_arguments(p)
+    p.set_defaults(func=bench.run)
+
     p = sub.add_parser("tensorboard", help="serve TensorBoard for all studies on localhost",
                        description="Serve TensorBoard over RESULTS_DIR on 127.0.0.1 only.")
     p.add_argument("--results-dir", default=DEFAULT_RESULTS, help=f"folder holding all studies (default: {DEFAULT_RESULTS})")
@@ -258,8 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        # The tensorboard command and the local launcher train nothing: no TensorFlow import.
-        if args.func is not cmd_tensorboard and not getattr(args, "workers", 0):
+        # These train nothing in this process (the benchmark trains in child processes).
+        in_children = args.command == "bench" or getattr(args, "workers", 0)
+        if args.func is not cmd_tensorboard and not in_children:
             _quiet_tensorflow()
         return args.func(args)
     except UserError as exc:

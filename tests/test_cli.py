@@ -230,7 +230,7 @@ def test_help_lists_every_subcommand_and_flag_with_text(tmp_path):
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(sub.choices) == {"search", "retrain-best", "baseline", "report", "plan", "predict", "tensorboard"}
+    assert set(sub.choices) == {"search", "retrain-best", "baseline", "report", "plan", "predict", "bench", "tensorboard"}
     for name, command in sub.choices.items():
         for action in command._actions:
             assert action.help, f"{name} {action.option_strings or action.dest} has no help text"

@@ -19,10 +19,15 @@ KT_VARS = (distribute.TUNER_ID, distribute.ORACLE_IP, distribute.ORACLE_PORT)
 
 
 @pytest.fixture
-def clean_env(monkeypatch):
-    for var in KT_VARS:
-        monkeypatch.delenv(var, raising=False)
-    return monkeypatch
+def clean_env():
+    """No Keras Tuner role variables, before and after: a leaked one turns later tests' tuners
+    into workers waiting for a chief that is not there."""
+    saved = {var: os.environ.pop(var, None) for var in KT_VARS}
+    yield
+    for var, value in saved.items():
+        os.environ.pop(var, None)
+        if value is not None:
+            os.environ[var] = value
 
 
 def test_roles_come_from_keras_tuners_variables(clean_env):
@@ -30,9 +35,9 @@ def test_roles_come_from_keras_tuners_variables(clean_env):
     distribute.set_role(chief=False, worker="2", host="127.0.0.1", port=8123)
     assert os.environ[distribute.TUNER_ID] == "tuner2" and os.environ[distribute.ORACLE_PORT] == "8123"
     assert distribute.role() == "worker"
-    clean_env.setenv(distribute.TUNER_ID, "chief")
+    os.environ[distribute.TUNER_ID] = "chief"
     assert distribute.role() == "chief"
-    clean_env.delenv(distribute.ORACLE_PORT)
+    del os.environ[distribute.ORACLE_PORT]
     with pytest.raises(UserError, match="KERASTUNER_ORACLE_PORT missing"):
         distribute.role()
 
