@@ -200,6 +200,23 @@ def test_retrain_killed_while_exporting_keeps_the_earlier_export(searched, tmp_p
     assert not list(study.glob(".best.staging-*"))
 
 
+@slow
+def test_bad_input_changes_nothing_on_disk(tmp_path, cifar_dir, tiny_config):
+    results = tmp_path / "results"
+    _one_line_error(run_cli("search", "--config", tiny_config, "--data-dir", tmp_path / "nowhere",
+                            "--results-dir", results, cwd=tmp_path), "does not exist")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "data_batch_1").write_bytes((cifar_dir / "data_batch_1").read_bytes()[:5000])
+    _one_line_error(run_cli("search", "--config", tiny_config, "--data-dir", broken, "--results-dir", results,
+                            cwd=tmp_path), "corrupt or truncated")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'extends = "{tiny_config}"\n[search]\nmax_epoch = 3\n')
+    _one_line_error(run_cli("search", "--config", bad, "--data-dir", cifar_dir, "--results-dir", results,
+                            cwd=tmp_path), "unknown key 'search.max_epoch'")
+    assert not results.exists()
+
+
 def _one_line_error(result, expected):
     assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-2000:])
     lines = result.stderr.strip().splitlines()

@@ -134,3 +134,21 @@ def test_nan_and_out_of_memory_trials_fail_with_a_reason_and_the_search_goes_on(
     assert "failed: out of memory" in text and "failed: training loss" in text
     summary = json.loads((study.root / "search_summary.json").read_text())
     assert summary["finished"] and summary["trials_failed"] == 2
+
+
+def test_retrain_needs_a_completed_trial(tmp_path):
+    from alexnet_search.errors import UserError
+    from alexnet_search.search import load_finished_tuner
+    from alexnet_search.study import prepare_search
+
+    config = load_config(REPO / "tuning" / "cpu.toml")
+    study = study_for(tmp_path, "s")
+    with pytest.raises(UserError, match="no study at"):
+        load_finished_tuner(config, study)
+    prepare_search(study, config, overwrite=False)
+    tuner = make_tuner(config, study)
+    tuner.save()
+    tuner.oracle.verbose = 0
+    tuner.oracle.create_trial("tuner0")  # started, never finished
+    with pytest.raises(UserError, match="no completed trial yet"):
+        load_finished_tuner(config, study)
