@@ -38,15 +38,19 @@ def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-@pytest.fixture
-def cifar_dir(tmp_path) -> Path:
+def make_cifar_dir(parent: Path) -> Path:
     """Two training batches of 300 images and a test batch of 200."""
-    folder = tmp_path / "cifar-10-batches-py"
+    folder = parent / "cifar-10-batches-py"
     folder.mkdir()
     for i in (1, 2):
         write_batch(folder / f"data_batch_{i}", *synthetic_images(300, seed=i))
     write_batch(folder / "test_batch", *synthetic_images(200, seed=99))
     return folder
+
+
+@pytest.fixture
+def cifar_dir(tmp_path) -> Path:
+    return make_cifar_dir(tmp_path)
 
 
 @pytest.fixture
@@ -80,12 +84,16 @@ epochs = 2
 """
 
 
-@pytest.fixture
-def tiny_config(tmp_path) -> Path:
+def make_tiny_config(parent: Path) -> Path:
     """cpu.toml's search space on a tiny budget: 32x32, 256 images, 2-epoch Hyperband."""
-    path = tmp_path / "tiny.toml"
+    path = parent / "tiny.toml"
     path.write_text(TINY_PRESET.format(base=REPO / "tuning" / "cpu.toml"))
     return path
+
+
+@pytest.fixture
+def tiny_config(tmp_path) -> Path:
+    return make_tiny_config(tmp_path)
 
 
 def run_cli(*args, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -12,7 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, run_cli
+from types import SimpleNamespace
+
+from conftest import REPO, make_cifar_dir, make_tiny_config, run_cli
 
 slow = pytest.mark.slow
 
@@ -34,18 +36,20 @@ def _plugins_and_tags(folder):
     return plugins, tags
 
 
-@pytest.fixture
-def searched(tmp_path, cifar_dir, tiny_config):
-    """A finished tiny study: 5 Hyperband trials (4 configurations and 1 promotion)."""
-    result = run_cli("search", "--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results",
-                     cwd=tmp_path)
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """One finished tiny study (5 Hyperband trials: 4 configurations, 1 promotion), shared by the
+    tests that read it or add to it (retrain-best), so the module runs one search, not six."""
+    root = tmp_path_factory.mktemp("searched")
+    cifar, config = make_cifar_dir(root), make_tiny_config(root)
+    result = run_cli("search", "--config", config, "--data-dir", cifar, "--results-dir", root / "results", cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
-    return tmp_path / "results" / "tiny", result
+    return SimpleNamespace(root=root, study=root / "results" / "tiny", result=result, cifar=cifar, config=config)
 
 
 @slow
 def test_search_runs_hyperband_with_progress_and_tensorboard(searched):
-    study, result = searched
+    study, result = searched.study, searched.result
     out = result.stdout
     assert "device: CPU" in out
     assert "study tiny: 5 trials, 7 epochs" in out
@@ -86,11 +90,11 @@ def tf_events_in(folder):
 
 
 @slow
-def test_running_again_resumes_without_redoing_trials(searched, tmp_path, cifar_dir, tiny_config):
-    study, _ = searched
+def test_running_again_resumes_without_redoing_trials(searched):
+    study = searched.study
     before = {p: p.stat().st_mtime_ns for p in (study / "tuner").glob("trial_*/trial.json")}
-    again = run_cli("search", "--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results",
-                    cwd=tmp_path)
+    again = run_cli("search", "--config", searched.config, "--data-dir", searched.cifar, "--results-dir",
+                    searched.root / "results", cwd=searched.root)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming with 5 finished" in again.stdout
     assert "--- trial" not in again.stdout
@@ -144,10 +148,10 @@ def test_a_search_killed_at_any_point_resumes_with_its_trials_intact(tmp_path, c
 
 
 @slow
-def test_retrain_best_exports_models_that_load_and_predict(searched, tmp_path, cifar_dir, tiny_config):
-    study, _ = searched
-    result = run_cli("retrain-best", "--config", tiny_config, "--data-dir", cifar_dir,
-                     "--results-dir", tmp_path / "results", cwd=tmp_path)
+def test_retrain_best_exports_models_that_load_and_predict(searched, tmp_path):
+    study = searched.study
+    result = run_cli("retrain-best", "--config", searched.config, "--data-dir", searched.cifar,
+                     "--results-dir", searched.root / "results", cwd=searched.root)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "retrain-best 1/1" in result.stdout and "test accuracy" in result.stdout
     best = study / "best"
@@ -174,7 +178,7 @@ def test_retrain_best_exports_models_that_load_and_predict(searched, tmp_path, c
 
     Image.fromarray(images[0]).save(tmp_path / "a.png")
     Image.fromarray(np.zeros((60, 100, 3), np.uint8)).convert("L").save(tmp_path / "b.jpg")
-    predicted = run_cli("predict", "--study", "tiny", "--results-dir", tmp_path / "results",
+    predicted = run_cli("predict", "--study", "tiny", "--results-dir", searched.root / "results",
                         tmp_path / "a.png", tmp_path / "b.jpg", cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     lines = predicted.stdout.strip().splitlines()
@@ -184,18 +188,18 @@ def test_retrain_best_exports_models_that_load_and_predict(searched, tmp_path, c
 
 
 @slow
-def test_retrain_killed_while_exporting_keeps_the_earlier_export(searched, tmp_path, cifar_dir, tiny_config):
-    study, _ = searched
-    args = ["retrain-best", "--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results"]
-    first = run_cli(*args, cwd=tmp_path)
+def test_retrain_killed_while_exporting_keeps_the_earlier_export(searched):
+    study, cwd = searched.study, searched.root
+    args = ["retrain-best", "--config", searched.config, "--data-dir", searched.cifar, "--results-dir", cwd / "results"]
+    first = run_cli(*args, cwd=cwd)
     assert first.returncode == 0, first.stderr[-3000:]
     kept = (study / "best" / "metrics.json").read_text()
-    _kill_when(args, tmp_path, "retrain-best 1/1 done")  # training over: exporting now
+    _kill_when(args, cwd, "retrain-best 1/1 done")  # training over: exporting now
     assert (study / "best" / "metrics.json").read_text() == kept
     import keras
 
     keras.models.load_model(study / "best" / "model.keras")  # still whole
-    again = run_cli(*args, cwd=tmp_path)
+    again = run_cli(*args, cwd=cwd)
     assert again.returncode == 0, again.stderr[-3000:]
     assert not list(study.glob(".best.staging-*"))
 
@@ -225,8 +229,8 @@ def _one_line_error(result, expected):
 
 
 @slow
-def test_user_errors_are_one_line_and_exit_2(searched, tmp_path, cifar_dir, tiny_config):
-    results = tmp_path / "results"
+def test_user_errors_are_one_line_and_exit_2(searched, tmp_path):
+    results, cifar_dir, tiny_config = searched.root / "results", searched.cifar, searched.config
     other = tmp_path / "other.toml"
     other.write_text(f'extends = "{tiny_config}"\n[data]\nimage_size = 48\n')
     _one_line_error(run_cli("search", "--config", other, "--study", "tiny", "--data-dir", cifar_dir,
@@ -274,7 +278,7 @@ def test_tensorboard_serves_every_trial_in_the_hparams_dashboard(searched, tmp_p
         port = s.getsockname()[1]
     env = {"PYTHONPATH": str(REPO), "PATH": f"{REPO.parent}:{sys.executable.rsplit('/', 1)[0]}:/usr/bin:/bin"}
     proc = subprocess.Popen([sys.executable, "-m", "alexnet_search", "tensorboard", "--results-dir",
-                             str(tmp_path / "results"), "--port", str(port)], cwd=tmp_path, env=env,
+                             str(searched.root / "results"), "--port", str(port)], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}/data"
 
@@ -300,7 +304,9 @@ def test_tensorboard_serves_every_trial_in_the_hparams_dashboard(searched, tmp_p
         groups = post("/plugin/hparams/session_groups", {
             "experimentName": "", "startIndex": 0, "sliceSize": 100,
             "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})
-        assert groups["totalSize"] == 5  # every trial of the tiny study
+        names = {group["name"] for group in groups["sessionGroups"]}
+        assert {f"000{i}" for i in range(5)} <= names  # every trial of the tiny study
+        assert names - {f"000{i}" for i in range(5)} <= {"retrain-best/seed1"}  # and retrain runs beside them
     finally:
         proc.terminate()
         proc.wait(timeout=30)
