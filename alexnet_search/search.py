@@ -3,6 +3,9 @@
 Resuming is Keras Tuner's `overwrite=False`: running the same command again reloads
 `tuner/oracle.json` and the trial records, skips finished trials and re-runs the one that was
 interrupted. Its state files are written atomically here, so a crash mid-write cannot corrupt them.
+A trial whose loss goes non-finite or diverges, or that runs out of memory, fails with a one-line
+reason and the search goes on. In a distributed study (`distribute`) the same code runs as the
+chief, which serves the oracle, or as a worker, which trains what the chief hands it.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from .study import (
     Study, describe_device, failure_reason, prepare_search, rank_key, read_json, require_study, searched_values,
     write_json_atomic, write_provenance,
 )
-
 
 
 class _AtomicHyperbandOracle(HyperbandOracle):
@@ -126,9 +128,8 @@ class AlexNetTuner(keras_tuner.Hyperband):
         self.seed = config["study"]["seed"]
         self.progress = progress
         self._guard = _TrialGuard()
+        self.study = study
         self.summary_file = study.root / "search_summary.json"
-        self.study_tuner_dir = study.tuner_dir
-        self.tensorboard_dir = study.tensorboard_dir
         self.schedule = schedule_for(config)
         self._started = time.monotonic()
         self._earlier_wall = 0.0
@@ -161,7 +162,7 @@ class AlexNetTuner(keras_tuner.Hyperband):
 
     def trial_runs(self, trial_id: str) -> list[dict]:
         """Who ran a trial, and when: one entry per run (a trial re-run after a crash has two)."""
-        path = self.study_tuner_dir / f"trial_{trial_id}" / "runs.json"
+        path = self.study.tuner_dir / f"trial_{trial_id}" / "runs.json"
         return read_json(path) if path.is_file() else []
 
     def write_summary(self, finished: bool = False) -> dict:
@@ -190,7 +191,7 @@ class AlexNetTuner(keras_tuner.Hyperband):
         """The epochs a trial's model has trained, as the HParams tab's `epochs` metric."""
         import tensorflow as tf
 
-        run = self.tensorboard_dir / trial.trial_id / "execution0"
+        run = self.study.tensorboard_dir / trial.trial_id / "execution0"
         if run.is_dir():
             with tf.summary.create_file_writer(str(run)).as_default():
                 tf.summary.scalar("epochs", int(trial.hyperparameters.values.get("tuner/epochs", 0)), step=0)
@@ -202,7 +203,7 @@ class AlexNetTuner(keras_tuner.Hyperband):
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
         # A trial interrupted by a crash is re-run from scratch: drop its half-written curves.
-        shutil.rmtree(self.tensorboard_dir / trial.trial_id, ignore_errors=True)
+        shutil.rmtree(self.study.tensorboard_dir / trial.trial_id, ignore_errors=True)
         runs = self.trial_runs(trial.trial_id) + [{
             "tuner_id": self.tuner_id, "host": socket.gethostname(), "pid": os.getpid(),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
