@@ -173,8 +173,8 @@ def make_splits(x: np.ndarray, y: np.ndarray, train_size: int, val_size: int) ->
         return Splits(
             x[:train_size], y[:train_size], x[train_size:train_size + val_size],
             y[train_size:train_size + val_size],
-            f"training on images 0-{train_size - 1}, validating on the next {val_size} "
-            f"({train_size + val_size - 1} of {n} used)",
+            f"training on images 0-{train_size - 1}, validating on images {train_size}-"
+            f"{train_size + val_size - 1} ({train_size + val_size} of {n} used)",
         )
     if n >= train_size and train_size > val_size:
         keep = train_size - val_size

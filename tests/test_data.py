@@ -117,7 +117,8 @@ def test_splits_take_validation_from_further_images_when_there_are_some():
     s = data.make_splits(x, y, train_size=60, val_size=30)
     assert len(s.x_train) == 60 and len(s.x_val) == 30
     assert set(s.x_train.ravel()).isdisjoint(s.x_val.ravel())
-    assert s.x_val.ravel()[0] == 60 and "next 30" in s.note
+    assert s.x_val.ravel()[0] == 60 and s.x_val.ravel()[-1] == 89
+    assert "validating on images 60-89 (90 of 100 used)" in s.note
 
 
 def test_splits_carve_validation_from_the_subset_and_say_so():
