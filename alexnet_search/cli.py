@@ -144,6 +144,8 @@ def cmd_plan(args) -> int:
     config = load_config(args.config)
     schedule = schedule_for(config)
     d, s = config["data"], config["search"]
+    if config["study"]["description"]:
+        print(config["study"]["description"])
     print(f"{config.path}: Hyperband, max_epochs {s['max_epochs']}, factor {s['factor']}, "
           f"{s['hyperband_iterations']} iteration(s); {d['train_size']} training + {d['val_size']} "
           f"validation images at {d['image_size']}x{d['image_size']}, batch {d['batch_size']}")
@@ -153,9 +155,10 @@ def cmd_plan(args) -> int:
         return 0
     timing = time_training_steps(config)
     search_s = estimate_seconds(config, timing, schedule)
+    # fit validates every epoch; train, val and test (10,000 images) are evaluated once at the end.
     retrain_s = config["retrain"]["epochs"] * (
-        d["train_size"] * timing.train_s_per_image + (d["val_size"] + d["train_size"]) * timing.eval_s_per_image
-    )
+        d["train_size"] * timing.train_s_per_image + d["val_size"] * timing.eval_s_per_image
+    ) + (d["train_size"] + d["val_size"] + 10_000) * timing.eval_s_per_image
     print(f"\nmeasured on {describe_device()}: {1 / timing.train_s_per_image:.0f} training images/s, "
           f"{1 / timing.eval_s_per_image:.0f} inference images/s (default hyperparameters)")
     print(f"estimated: search {format_duration(search_s)}, retrain-best {format_duration(retrain_s)} per seed "
@@ -166,7 +169,14 @@ def cmd_plan(args) -> int:
 def cmd_predict(args) -> int:
     from .predict import predict
 
-    model_path = Path(args.model) if args.model else Path(args.results_dir) / args.study / "best" / "model.keras"
+    from .study import restore_dir
+
+    if args.model:
+        model_path = Path(args.model)
+    else:
+        best = Path(args.results_dir) / args.study / "best"
+        restore_dir(best)
+        model_path = best / "model.keras"
     for path, top in zip(args.images, predict(model_path, args.images, top=args.top)):
         print(f"{path}: " + ", ".join(f"{name} {p:.1%}" for name, p in top))
     return 0

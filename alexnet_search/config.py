@@ -106,6 +106,8 @@ class Config:
         """What must not change under a study's existing trials: space, sizes, Hyperband settings."""
         keep = {"space", "search", "data"}
         ident = {k: v for k, v in self.data.items() if k in keep}
+        # How many failures in a row to tolerate is a policy, not part of what was searched.
+        ident["search"] = {k: v for k, v in ident["search"].items() if k != "max_consecutive_failed_trials"}
         # Speed options (precision, XLA) may change between runs; the network's width may not.
         ident["model"] = {"width_multiplier": self.data.get("model", {}).get("width_multiplier", 1.0)}
         ident["study"] = {"seed": self.data["study"]["seed"]}

@@ -30,7 +30,7 @@ CLASS_NAMES = (
     "dog", "frog", "horse", "ship", "truck",
 )
 
-# The seed's layer stack: (filters, kernel, padding, pool after?) for each conv.
+# The seed's fixed geometry: conv1's 11x11 kernel and overlapping 3x3 pools with stride 2.
 _CONV1_KERNEL = 11
 _POOL = 3
 _POOL_STRIDE = 2

@@ -23,7 +23,7 @@ from typing import Any
 from .config import SPACE_BOUNDS
 from .errors import UserError
 from .plan import Schedule, format_duration, hyperband_schedule
-from .study import Study, failure_reason, rank_key, read_json, require_study, searched_values
+from .study import Study, failure_reason, rank_key, read_json, require_study, restore_dir, searched_values
 
 TOP_TRIALS = 10  # rows of the best-trials table
 TOP_CURVES = 5  # learning curves drawn; more make the plot unreadable
@@ -392,6 +392,8 @@ def write_report(study: Study) -> Path:
     config = _read(study.root / "config.json", required=True)
     preset = _read(study.identity_file).get("preset") or config.get("preset")
     versions, summary = _read(study.root / "versions.json") or {}, _read(study.root / "search_summary.json")
+    restore_dir(study.best_dir)
+    restore_dir(study.root / "baseline")
     tuned, baseline = _read(study.best_dir / "metrics.json"), _read(study.root / "baseline" / "metrics.json")
     s, objective = config["search"], config["search"]["objective"]
     schedule = hyperband_schedule(s["max_epochs"], s["factor"], s["hyperband_iterations"])

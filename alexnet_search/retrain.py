@@ -39,7 +39,7 @@ from .plan import format_duration
 from .progress import EpochReporter, Progress
 from .hypermodel import AlexNetHyperModel
 from .search import load_finished_tuner, ranked_trials
-from .study import Study, replace_dir_atomic, searched_values, write_json_atomic, write_provenance
+from .study import Study, replace_dir_atomic, restore_dir, searched_values, write_json_atomic, write_provenance
 
 _VERIFY_IMAGES = 512
 
@@ -49,9 +49,9 @@ def export_model(model: keras.Model, folder: Path) -> None:
     import tensorflow as tf
 
     model.save(folder / "model.keras")
-    # Not `model.export()`: it calls the model without training=False, and Keras' random
-    # augmentation layers default to training mode, so served predictions would be randomly
-    # flipped and shifted. The endpoint below is inference-only.
+    # An explicit endpoint rather than `model.export()`: it pins the signature to uint8 CIFAR
+    # images in batches of any size and calls the model with training=False, so dropout and batch
+    # norm run in inference mode whatever the caller's Keras defaults.
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
@@ -157,6 +157,7 @@ def _retrain(config: Config, study: Study, source: Source, hp, seeds: int, name:
     del x, y
     try:
         study.root.mkdir(parents=True, exist_ok=True)
+        restore_dir(target)
         for stale in study.root.glob(f".{target.name}.staging-*"):  # left by a run killed mid-write
             shutil.rmtree(stale, ignore_errors=True)
         staging = study.root / f".{target.name}.staging-{os.getpid()}"
@@ -164,6 +165,9 @@ def _retrain(config: Config, study: Study, source: Source, hp, seeds: int, name:
     except OSError as exc:
         raise UserError(f"cannot write to {study.root} ({exc.strerror or exc}); choose another --results-dir") from None
     say(f"data: {source.describe()}: {splits.note}; test set {len(test[0])} images")
+    # TensorBoard shows the latest attempt only: a re-run's curves and HParams sessions would
+    # otherwise pile up beside the old ones under the same names.
+    shutil.rmtree(study.tensorboard_dir / name, ignore_errors=True)
 
     epochs = config["retrain"]["epochs"]
     precision, jit, note = distribute.speed_for(config)

@@ -63,6 +63,7 @@ class _AtomicHyperbandOracle(HyperbandOracle):
 
     def reload(self):
         super().reload()
+        repaired = False
         for trial_id in [t for t in self.trials if t not in self.start_order]:
             del self.trials[trial_id]  # its id is reused by the next trial, which rewrites its folder
         for trial_id in list(self._retry_queue):
@@ -70,7 +71,9 @@ class _AtomicHyperbandOracle(HyperbandOracle):
                 self._retry_queue.remove(trial_id)
                 if trial_id not in self.end_order:
                     self.end_order.append(trial_id)
-        self.save()
+                repaired = True
+        if repaired:  # only then: retrain-best and report read a study without writing to it
+            self.save()
 
 
 class _TrialGuard(keras.callbacks.Callback):

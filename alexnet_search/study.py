@@ -94,6 +94,7 @@ def read_json(path: str | Path) -> Any:
 def replace_dir_atomic(staging: Path, target: Path) -> None:
     """Put a fully written `staging` folder at `target`, keeping the old one until the swap."""
     old = target.with_name(f".{target.name}.old")
+    restore_dir(target)
     if old.exists():
         shutil.rmtree(old)
     if target.exists():
@@ -101,6 +102,13 @@ def replace_dir_atomic(staging: Path, target: Path) -> None:
     os.replace(staging, target)
     if old.exists():
         shutil.rmtree(old, ignore_errors=True)
+
+
+def restore_dir(target: Path) -> None:
+    """Put back the folder a `replace_dir_atomic` killed between its two renames had moved aside."""
+    old = target.with_name(f".{target.name}.old")
+    if old.is_dir() and not target.exists():
+        os.replace(old, target)
 
 
 def git_commit() -> str | None:
@@ -241,10 +249,13 @@ def prepare_search(study: Study, config: Config, overwrite: bool) -> bool:
             f"cannot write to {study.root} ({exc.strerror or exc}); choose another --results-dir"
         ) from None
     if overwrite:
-        for sub in (study.tuner_dir, study.tensorboard_dir, study.best_dir):
-            shutil.rmtree(sub, ignore_errors=True)
-        for leftover in study.root.glob("*.json"):
-            leftover.unlink()
+        # Everything goes, baseline and report included: a report must never set a new search
+        # beside an old one's baseline.
+        for child in study.root.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
     write_json_atomic(study.identity_file, {"preset": config.path, "identity": identity})
     return resuming
 

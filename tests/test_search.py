@@ -150,5 +150,8 @@ def test_retrain_needs_a_completed_trial(tmp_path):
     tuner.save()
     tuner.oracle.verbose = 0
     tuner.oracle.create_trial("tuner0")  # started, never finished
+    files = lambda: {p: p.read_bytes() for p in study.root.rglob("*") if p.is_file()}  # noqa: E731
+    before = files()
     with pytest.raises(UserError, match="no completed trial yet"):
         load_finished_tuner(config, study)
+    assert files() == before  # a refused command changes nothing on disk

@@ -7,7 +7,7 @@ import pytest
 from alexnet_search.config import load_config
 from alexnet_search.errors import UserError
 from alexnet_search.study import (
-    failure_reason, prepare_search, replace_dir_atomic, searched_values, study_for, write_json_atomic, write_provenance,
+    failure_reason, prepare_search, replace_dir_atomic, restore_dir, searched_values, study_for, write_json_atomic, write_provenance,
 )
 
 from conftest import REPO
@@ -38,6 +38,21 @@ def test_replace_dir_swaps_a_finished_folder_in(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
 
 
+def test_a_kill_between_the_two_renames_loses_no_export(tmp_path):
+    # The state replace_dir_atomic leaves when killed after moving best/ aside.
+    (tmp_path / ".best.old").mkdir()
+    (tmp_path / ".best.old" / "model.keras").write_text("good")
+    restore_dir(tmp_path / "best")
+    assert (tmp_path / "best" / "model.keras").read_text() == "good"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+    (tmp_path / "staging").mkdir()
+    (tmp_path / "staging" / "model.keras").write_text("new")
+    (tmp_path / ".best.old").mkdir()  # a stale copy beside a live best/ is not restored over it
+    replace_dir_atomic(tmp_path / "staging", tmp_path / "best")
+    assert (tmp_path / "best" / "model.keras").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+
+
 def test_provenance_records_config_and_versions(tmp_path):
     config = load_config(REPO / "tuning" / "cpu.toml")
     write_provenance(tmp_path, config)
@@ -58,8 +73,22 @@ def test_a_study_of_another_search_is_refused_unless_overwritten(tmp_path):
     with pytest.raises(UserError, match="different search .*data.image_size.*--overwrite"):
         prepare_search(study, paper, overwrite=False)
     assert json.loads(study.identity_file.read_text())["preset"].endswith("cpu.toml")  # untouched
+    for left in ("baseline", "report", "best"):
+        (study.root / left).mkdir()
+        (study.root / left / "metrics.json").write_text("{}")
+    (study.root / "report.md").write_text("old")
     assert prepare_search(study, paper, overwrite=True) is False
-    assert not study.tuner_dir.exists()
+    # The old search's baseline and report go with it: they must not sit beside the new one.
+    assert sorted(p.name for p in study.root.iterdir()) == ["study.json"]
+
+
+def test_changing_the_failure_limit_still_resumes(tmp_path):
+    cpu = load_config(REPO / "tuning" / "cpu.toml")
+    study = study_for(tmp_path, "mine")
+    prepare_search(study, cpu, overwrite=False)
+    study.tuner_dir.mkdir()
+    cpu.data["search"]["max_consecutive_failed_trials"] = 9
+    assert prepare_search(study, cpu, overwrite=False) is True
 
 
 def test_unwritable_results_folder_is_a_clear_error(tmp_path):
