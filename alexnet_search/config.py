@@ -34,6 +34,8 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
         "val_size": _POSITIVE_INT,
         "image_size": _POSITIVE_INT,
         "batch_size": _POSITIVE_INT,
+        "parallel_map": ((bool,), lambda v: True, "true or false"),
+        "prefetch": ((bool,), lambda v: True, "true or false"),
     },
     "model": {
         "width_multiplier": ((int, float), lambda v: 0 < v <= 4, "a number in (0, 4]"),
@@ -106,6 +108,8 @@ class Config:
         """What must not change under a study's existing trials: space, sizes, Hyperband settings."""
         keep = {"space", "search", "data"}
         ident = {k: v for k, v in self.data.items() if k in keep}
+        # Input-pipeline switches change speed, not what a trial sees.
+        ident["data"] = {k: v for k, v in ident["data"].items() if k not in ("parallel_map", "prefetch")}
         # How many failures in a row to tolerate is a policy, not part of what was searched.
         ident["search"] = {k: v for k, v in ident["search"].items() if k != "max_consecutive_failed_trials"}
         # Speed options (precision, XLA) may change between runs; the network's width may not.

@@ -211,10 +211,12 @@ def augment(translate: float):
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False,
-                 seed: int | None = None, translate: float | None = None):
+                 seed: int | None = None, translate: float | None = None,
+                 parallel_map: bool = True, prefetch: bool = True):
     """A tf.data pipeline of uint8 batches.
 
     `shuffle`: reshuffled each epoch. `translate`: augment each image (None: no augmentation).
+    `parallel_map`, `prefetch`: the preset's `[data]` speed options (`pipeline_options`).
     """
     import tensorflow as tf
 
@@ -222,8 +224,15 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = 
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     if translate is not None:
-        ds = ds.map(augment(translate), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        ds = ds.map(augment(translate), num_parallel_calls=tf.data.AUTOTUNE if parallel_map else None)
+    ds = ds.batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
+
+
+def pipeline_options(config) -> dict[str, bool]:
+    """The preset's input-pipeline switches, as keyword arguments for `make_dataset`/`TrainingSet`."""
+    d = config["data"]
+    return {"parallel_map": d.get("parallel_map", True), "prefetch": d.get("prefetch", True)}
 
 
 @dataclass(frozen=True)
@@ -234,7 +243,10 @@ class TrainingSet:
     y: np.ndarray
     batch_size: int
     seed: int | None = None
+    parallel_map: bool = True
+    prefetch: bool = True
 
     def dataset(self, translate: float = 0.1):
         """Shuffled, augmented batches; 0.1 is the seed's augmentation strength."""
-        return make_dataset(self.x, self.y, self.batch_size, shuffle=True, seed=self.seed, translate=translate)
+        return make_dataset(self.x, self.y, self.batch_size, shuffle=True, seed=self.seed, translate=translate,
+                            parallel_map=self.parallel_map, prefetch=self.prefetch)

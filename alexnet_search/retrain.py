@@ -32,7 +32,7 @@ import numpy as np
 
 from . import distribute
 from .config import Config
-from .data import Source, TrainingSet, make_dataset, make_splits
+from .data import Source, TrainingSet, make_dataset, make_splits, pipeline_options
 from .errors import UserError
 from .model import CIFAR_SHAPE
 from .plan import format_duration
@@ -87,8 +87,8 @@ def verify_exports(model: keras.Model, folder: Path, images: np.ndarray, toleran
     return len(images)
 
 
-def _evaluate(model: keras.Model, x, y, batch_size: int) -> dict[str, float]:
-    loss, acc = model.evaluate(make_dataset(x, y, batch_size), verbose=0)
+def _evaluate(model: keras.Model, x, y, batch_size: int, **pipe) -> dict[str, float]:
+    loss, acc = model.evaluate(make_dataset(x, y, batch_size, **pipe), verbose=0)
     return {"loss": float(loss), "accuracy": float(acc)}
 
 
@@ -110,8 +110,9 @@ def train_and_evaluate(hypermodel, hp, splits, test, config: Config, seed: int, 
             model = hypermodel.build(hp)
     else:
         model = hypermodel.build(hp)
-    train = TrainingSet(splits.x_train, splits.y_train, batch, seed=seed)
-    val = make_dataset(splits.x_val, splits.y_val, batch)
+    pipe = pipeline_options(config)
+    train = TrainingSet(splits.x_train, splits.y_train, batch, seed=seed, **pipe)
+    val = make_dataset(splits.x_val, splits.y_val, batch, **pipe)
     progress.begin(label, 0, epochs, f"(seed {seed})")
     started = time.monotonic()
     hypermodel.fit(
@@ -127,7 +128,7 @@ def train_and_evaluate(hypermodel, hp, splits, test, config: Config, seed: int, 
     # Accuracy without augmentation or dropout, on each split; the test set only here, once.
     for split, (x, y) in {"train": (splits.x_train, splits.y_train), "val": (splits.x_val, splits.y_val),
                           "test": test}.items():
-        for metric, value in _evaluate(model, x, y, batch).items():
+        for metric, value in _evaluate(model, x, y, batch, **pipe).items():
             result[f"{split}_{metric}"] = value
     progress.end(epochs, f"test accuracy {result['test_accuracy']:.4f} (val {result['val_accuracy']:.4f}) "
                          f"in {format_duration(wall)}")

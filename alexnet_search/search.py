@@ -26,7 +26,7 @@ from keras_tuner.src.tuners.hyperband import HyperbandOracle
 
 from . import distribute
 from .config import Config
-from .data import Source, TrainingSet, make_dataset, make_splits
+from .data import Source, TrainingSet, make_dataset, make_splits, pipeline_options
 from .errors import UserError
 from .hypermodel import AlexNetHyperModel
 from .plan import estimate_seconds, format_duration, schedule_for, time_training_steps
@@ -408,8 +408,9 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
         progress.total_epochs = None  # only the chief sees the whole study: it prints the time left
 
     seed = config["study"]["seed"]
-    train = TrainingSet(splits.x_train, splits.y_train, batch, seed=seed)
-    val = make_dataset(splits.x_val, splits.y_val, batch)
+    pipe = pipeline_options(config)
+    train = TrainingSet(splits.x_train, splits.y_train, batch, seed=seed, **pipe)
+    val = make_dataset(splits.x_val, splits.y_val, batch, **pipe)
     callbacks = [
         keras.callbacks.TensorBoard(log_dir=str(study.tensorboard_dir), write_graph=False, profile_batch=0),
         EpochReporter(progress),

@@ -141,6 +141,23 @@ def test_dataset_yields_uint8_batches_reshuffled_each_epoch():
     assert xb.dtype == "uint8" and tuple(xb.shape) == (16, 32, 32, 3)
 
 
+def _stages(ds) -> list[str]:
+    names = []
+    while ds is not None:
+        names.append(type(ds).__name__.strip("_"))
+        ds = getattr(ds, "_input_dataset", None)
+    return names
+
+
+def test_pipeline_switches_change_speed_stages_not_the_data():
+    x = np.zeros((32, 32, 32, 3), np.uint8)
+    fast = data.make_dataset(x, np.arange(32), batch_size=8, translate=0.1)
+    plain = data.make_dataset(x, np.arange(32), batch_size=8, translate=0.1, parallel_map=False, prefetch=False)
+    assert _stages(fast)[:3] == ["PrefetchDataset", "BatchDataset", "ParallelMapDataset"]
+    assert _stages(plain)[:2] == ["BatchDataset", "MapDataset"]
+    assert [int(v) for _, yb in fast for v in yb] == [int(v) for _, yb in plain for v in yb]
+
+
 def test_augmentation_flips_and_shifts_without_inventing_pixels():
     import tensorflow as tf
 

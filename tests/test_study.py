@@ -82,13 +82,18 @@ def test_a_study_of_another_search_is_refused_unless_overwritten(tmp_path):
     assert sorted(p.name for p in study.root.iterdir()) == ["study.json"]
 
 
-def test_changing_the_failure_limit_still_resumes(tmp_path):
+def test_changing_policy_or_speed_switches_still_resumes(tmp_path):
     cpu = load_config(REPO / "tuning" / "cpu.toml")
     study = study_for(tmp_path, "mine")
     prepare_search(study, cpu, overwrite=False)
     study.tuner_dir.mkdir()
     cpu.data["search"]["max_consecutive_failed_trials"] = 9
+    cpu.data["data"].update(parallel_map=False, prefetch=False)
+    cpu.data["model"].update(jit_compile=True, precision="mixed_bfloat16")
     assert prepare_search(study, cpu, overwrite=False) is True
+    cpu.data["data"]["batch_size"] = 64  # but not what a trial sees
+    with pytest.raises(UserError, match="data.batch_size"):
+        prepare_search(study, cpu, overwrite=False)
 
 
 def test_unwritable_results_folder_is_a_clear_error(tmp_path):
