@@ -37,6 +37,10 @@ from .study import (
 )
 
 
+# Keras Tuner's end states; INVALID is a trial whose hyperparameters could not build a model.
+_ENDED = ("COMPLETED", "FAILED", "INVALID")
+
+
 class _AtomicHyperbandOracle(HyperbandOracle):
     """Keras Tuner's Hyperband oracle, crash-safe.
 
@@ -67,7 +71,7 @@ class _AtomicHyperbandOracle(HyperbandOracle):
         for trial_id in [t for t in self.trials if t not in self.start_order]:
             del self.trials[trial_id]  # its id is reused by the next trial, which rewrites its folder
         for trial_id in list(self._retry_queue):
-            if self.trials[trial_id].status in ("COMPLETED", "FAILED"):
+            if self.trials[trial_id].status in _ENDED:
                 self._retry_queue.remove(trial_id)
                 if trial_id not in self.end_order:
                     self.end_order.append(trial_id)
@@ -141,7 +145,7 @@ class AlexNetTuner(keras_tuner.Hyperband):
             self._earlier_wall = float(read_json(self.summary_file).get("wall_time_s", 0.0))
         if not self._is_worker():  # the oracle lives here: keep the summary current after every trial
             oracle.on_trial_ended = self._trial_ended
-            finished = [t for t in oracle.trials.values() if t.status in ("COMPLETED", "FAILED", "INVALID")]
+            finished = [t for t in oracle.trials.values() if t.status in _ENDED]
             self._epochs_at_start = sum(trial_epochs(t) for t in finished)
 
     def _trial_ended(self, trial) -> None:
@@ -171,7 +175,7 @@ class AlexNetTuner(keras_tuner.Hyperband):
     def write_summary(self, finished: bool = False) -> dict:
         """search_summary.json: wall time summed over every run of this study, and trial counts."""
         trials = list(self.oracle.trials.values())
-        done = [t for t in trials if t.status in ("COMPLETED", "FAILED", "INVALID")]
+        done = [t for t in trials if t.status in _ENDED]
         summary = {
             "wall_time_s": round(self._earlier_wall + time.monotonic() - self._started, 1),
             "trials_scheduled": self.schedule.trials,
@@ -394,7 +398,7 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
     if role != "worker":
         write_provenance(study.root, config, extra={"data_source": source.describe(), "split": splits.note})
         write_hparams_config(tuner, str(study.tensorboard_dir))
-        finished = [t for t in tuner.oracle.trials.values() if t.status in ("COMPLETED", "FAILED")]
+        finished = [t for t in tuner.oracle.trials.values() if t.status in _ENDED]
         progress.epochs_done = sum(trial_epochs(t) for t in finished)
         say(f"study {study.name}: {schedule.trials} trials, {schedule.epochs} epochs in the Hyperband schedule"
             + (f"; resuming with {len(finished)} finished" if resuming else ""))

@@ -270,6 +270,15 @@ def test_read_scalars_returns_each_epoch_and_a_later_file_wins(tmp_path):
     run = tmp_path / "run"
     _write_events(run, 0, [0.1, 0.2, 0.3])
     assert read_scalars(run, "epoch_accuracy") == pytest.approx({0: 0.1, 1: 0.2, 2: 0.3})
+    # A resumed or promoted run writes a second file: its epochs replace the earlier file's.
+    # Event files are named events.out.tfevents.<unix time>.<host>...; pin the times so the
+    # later file is the one whose name sorts first otherwise.
+    (first,) = run.glob("events.out.tfevents.*")
+    first.rename(run / "events.out.tfevents.1700000001.zz.1.0.v2")
+    _write_events(run, 2, [0.9, 0.8])
+    (second,) = [p for p in run.glob("events.out.tfevents.*") if ".zz." not in p.name]
+    second.rename(run / "events.out.tfevents.1700000002.aa.1.0.v2")
+    assert read_scalars(run, "epoch_accuracy") == pytest.approx({0: 0.1, 1: 0.2, 2: 0.9, 3: 0.8})
     assert read_scalars(tmp_path / "absent", "epoch_accuracy") == {}
 
 
