@@ -31,7 +31,11 @@ from typing import TextIO
 from .errors import UserError
 
 TUNER_ID, ORACLE_IP, ORACLE_PORT = "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"
-MAX_RESTARTS = 3  # per worker: a worker that keeps dying is a broken setup, not bad luck
+# A worker that dies within STARTUP_S of starting, MAX_RESTARTS times in a row, is a broken setup
+# (bad environment, unreachable chief): the study stops. A later death is restarted every time:
+# its trial comes back to it, and search.CRASHED_RUNS_LIMIT fails a trial that keeps killing it.
+MAX_RESTARTS = 3
+STARTUP_S = 120.0
 
 
 def role() -> str:
@@ -110,11 +114,12 @@ class _Process:
     def __init__(self, name: str, tuner_id: str, argv: list[str], env: dict, log: Path, out: TextIO, lock):
         self.name, self.tuner_id, self.argv, self.env, self.log, self.out, self.lock = (
             name, tuner_id, argv, env, log, out, lock)
-        self.restarts = 0
+        self.restarts = 0  # deaths in a row within STARTUP_S of starting
         self.proc: subprocess.Popen | None = None
         self.start()
 
     def start(self) -> None:
+        self.started = time.monotonic()
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, bufsize=1, start_new_session=True)
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
@@ -179,9 +184,11 @@ def launch_local(child_args: list[str], workers: int, host: str, port: int, log_
                 wrc = w.proc.poll()
                 if wrc is None or wrc == 0:
                     continue
+                if time.monotonic() - w.started > STARTUP_S:
+                    w.restarts = 0
                 if w.restarts >= MAX_RESTARTS:
-                    say(f"{w.name} died {w.restarts + 1} times (last status {wrc}); stopping the study. "
-                        f"See {w.log}; rerun the same command to resume.")
+                    say(f"{w.name} died {w.restarts + 1} times in a row soon after starting (last status {wrc}); "
+                        f"stopping the study. See {w.log}; rerun the same command to resume.")
                     for p in (chief, *pool):
                         p.signal(signal.SIGTERM)
                     return 1

@@ -39,6 +39,10 @@ from .study import (
 
 # Keras Tuner's end states; INVALID is a trial whose hyperparameters could not build a model.
 _ENDED = ("COMPLETED", "FAILED", "INVALID")
+# A trial whose process died this many times while running it (killed, or out of host memory) is
+# failed on its next start instead of run again: Keras Tuner would hand it back on every resume,
+# forever. Ctrl-C is not a death; a single kill -9 still resumes the trial.
+CRASHED_RUNS_LIMIT = 2
 
 
 class _AtomicHyperbandOracle(HyperbandOracle):
@@ -135,6 +139,8 @@ class AlexNetTuner(keras_tuner.Hyperband):
         self.seed = config["study"]["seed"]
         self.progress = progress
         self._guard = _TrialGuard()
+        self._doomed: str | None = None  # why the trial about to run fails unrun
+        self._running: str | None = None
         self.study = study
         self.summary_file = study.root / "search_summary.json"
         self.schedule = schedule_for(config)
@@ -207,15 +213,33 @@ class AlexNetTuner(keras_tuner.Hyperband):
         self.oracle.verbose = 0  # search() just set it from fit's verbose; Progress reports instead
         super().on_search_begin()
 
+    def _write_runs(self, trial_id: str, runs: list[dict]) -> None:
+        write_json_atomic(Path(self.get_trial_dir(trial_id)) / "runs.json", runs)
+
+    def end_run(self, trial_id: str, how: str) -> None:
+        """Close this process's open entry in the trial's runs.json: it did not die mid-run."""
+        runs = self.trial_runs(trial_id)
+        for run in reversed(runs):
+            if run.get("pid") == os.getpid() and run.get("tuner_id") == self.tuner_id and "ended" not in run:
+                run["ended"] = how
+                self._write_runs(trial_id, runs)
+                return
+
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
         # A trial interrupted by a crash is re-run from scratch: drop its half-written curves.
         shutil.rmtree(self.study.tensorboard_dir / trial.trial_id, ignore_errors=True)
-        runs = self.trial_runs(trial.trial_id) + [{
+        earlier = self.trial_runs(trial.trial_id)
+        died = sum("ended" not in run for run in earlier)
+        self._doomed = (
+            f"its process died in {died} earlier runs of it (killed, or out of host memory?); failed so "
+            f"the study goes on" if died >= CRASHED_RUNS_LIMIT else None
+        )
+        self._running = trial.trial_id
+        self._write_runs(trial.trial_id, earlier + [{
             "tuner_id": self.tuner_id, "host": socket.gethostname(), "pid": os.getpid(),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }]
-        write_json_atomic(Path(self.get_trial_dir(trial.trial_id)) / "runs.json", runs)
+        }])
         if self.progress:
             hp = trial.hyperparameters.values
             parent = hp.get("tuner/trial_id")
@@ -231,6 +255,8 @@ class AlexNetTuner(keras_tuner.Hyperband):
         """Keras Tuner's trial, seeded, and failed with a one-line reason on NaN, divergence or OOM."""
         import tensorflow as tf
 
+        if self._doomed:
+            raise keras_tuner.errors.FailedTrialError(self._doomed)
         # Weights and shuffling follow the study seed, offset per trial so that trials differ.
         keras.utils.set_random_seed(self.seed * 100_003 + int(trial.trial_id))
         kwargs["callbacks"] = [*kwargs.get("callbacks", []), self._guard]
@@ -245,6 +271,8 @@ class AlexNetTuner(keras_tuner.Hyperband):
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
+        self.end_run(trial.trial_id, self.oracle.get_trial(trial.trial_id).status.lower())
+        self._running = None
         self._log_epochs(trial)
         if self.progress:
             trial = self.oracle.get_trial(trial.trial_id)
@@ -423,6 +451,10 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
     fit_kwargs = {} if role == "chief" else {"verbose": 1 if out.isatty() else 0}
     try:
         tuner.search(train, validation_data=val, callbacks=callbacks, **fit_kwargs)
+    except KeyboardInterrupt:
+        if tuner._running:  # the user stopped it: the trial did not kill its process
+            tuner.end_run(tuner._running, "interrupted")
+        raise
     except RuntimeError as exc:
         if "consecutive failures" not in str(exc):
             raise

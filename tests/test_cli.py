@@ -101,7 +101,7 @@ def test_running_again_resumes_without_redoing_trials(searched):
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
-def _kill_when(args, cwd, marker):
+def _kill_when(args, cwd, marker, sig=signal.SIGKILL, expected_rc=-signal.SIGKILL):
     """Run the CLI and SIGKILL it (no chance to clean up) as soon as `marker` is printed."""
     env = {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}
     proc = subprocess.Popen([sys.executable, "-m", "alexnet_search", *map(str, args)], cwd=cwd, env=env,
@@ -110,10 +110,10 @@ def _kill_when(args, cwd, marker):
     for line in proc.stdout:
         seen.append(line)
         if marker in line:
-            proc.send_signal(signal.SIGKILL)
+            proc.send_signal(sig)
             break
     proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "".join(seen)[-2000:]
+    assert proc.returncode == expected_rc, "".join(seen)[-2000:]
     return "".join(seen)
 
 
@@ -145,6 +145,18 @@ def test_a_search_killed_at_any_point_resumes_with_its_trials_intact(tmp_path, c
     assert after[f"trial_{best['trial_id']}"]["status"] == "COMPLETED"
     runs = sorted(p.name for p in (tmp_path / "results/tiny/tensorboard").iterdir() if p.is_dir())
     assert runs == sorted(t["trial_id"] for t in after.values())
+
+
+@slow
+def test_ctrl_c_is_not_a_crash_and_a_killed_trial_runs_again(tmp_path, cifar_dir, tiny_config):
+    args = ["search", "--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results"]
+    _kill_when(args, tmp_path, "--- trial 2/5")  # one death
+    _kill_when(args, tmp_path, "--- trial 2/5", sig=signal.SIGINT, expected_rc=130)  # the user stops it
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    trial = tmp_path / "results/tiny/tuner/trial_0001"
+    assert json.loads((trial / "trial.json").read_text())["status"] == "COMPLETED"
+    assert [r.get("ended") for r in json.loads((trial / "runs.json").read_text())] == [None, "interrupted", "completed"]
 
 
 @slow

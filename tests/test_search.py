@@ -95,6 +95,29 @@ def test_reload_repairs_a_kill_between_keras_tuners_two_writes(tmp_path):
     assert following.trial_id == "0001" and following.status == "RUNNING"
 
 
+def test_a_trial_that_killed_its_process_twice_fails_instead_of_running_again(tmp_path):
+    import json
+
+    from alexnet_search.search import CRASHED_RUNS_LIMIT
+
+    _, study, tuner = _fresh_tuner(tmp_path, "s")
+    tuner.oracle.verbose = 0
+    trial = tuner.oracle.create_trial(tuner.tuner_id)
+    runs = study.tuner_dir / f"trial_{trial.trial_id}" / "runs.json"
+    died = {"tuner_id": tuner.tuner_id, "pid": 1, "started": "earlier"}  # no "ended": its process died
+    stopped = {**died, "ended": "interrupted"}  # Ctrl-C: not a death
+    runs.write_text(json.dumps([died] * (CRASHED_RUNS_LIMIT - 1) + [stopped]))
+    tuner.on_trial_begin(trial)
+    assert tuner._doomed is None  # one death short of the limit: it runs again
+    tuner.end_run(trial.trial_id, "interrupted")
+    runs.write_text(json.dumps([died] * CRASHED_RUNS_LIMIT + [stopped]))
+    tuner.on_trial_begin(trial)
+    with pytest.raises(keras_tuner.errors.FailedTrialError, match=f"died in {CRASHED_RUNS_LIMIT} earlier runs"):
+        tuner.run_trial(trial)
+    tuner.end_run(trial.trial_id, "failed")
+    assert [r.get("ended") for r in json.loads(runs.read_text())][-1] == "failed"
+
+
 @pytest.mark.slow
 def test_nan_and_out_of_memory_trials_fail_with_a_reason_and_the_search_goes_on(tmp_path, cifar_dir, tiny_config,
                                                                                  monkeypatch, capsys):
