@@ -104,6 +104,24 @@ def read_scalars(run: Path, tag: str) -> dict[int, float]:
     return out
 
 
+def fit_seconds(run: Path) -> float | None:
+    """Seconds a trial's `fit` ran, from its TensorBoard event times: the train writer opens as
+    fit starts, and the last validation summary closes its last epoch. None without both."""
+    import tensorflow as tf
+
+    def times(folder: Path) -> list[float]:
+        out = []
+        for path in folder.glob("events.out.tfevents.*"):
+            try:
+                out += [tf.compat.v1.Event.FromString(r.numpy()).wall_time for r in tf.data.TFRecordDataset(str(path))]
+            except tf.errors.DataLossError:
+                continue
+        return out
+
+    train, val = times(run / "train"), times(run / "validation")
+    return max(val) - min(train) if train and val else None
+
+
 def _curve(trial: Trial, by_id: dict[str, Trial], tensorboard: Path, tag: str) -> dict[int, float]:
     own = read_scalars(tensorboard / trial.id / "execution0" / "validation", tag)
     parent = by_id.get(trial.parent)
@@ -351,7 +369,17 @@ def _plots(study: Study, trials: list[Trial], order: list[Trial], space: dict, o
     return lines
 
 
-def _study_section(config, preset, trials, schedule, summary, versions, commands) -> list[str]:
+def _outside_fit(tensorboard: Path, trials: list[Trial], summary: dict | None) -> str:
+    if not (summary or {}).get("finished") or not trials:
+        return "not measured (search not finished)"
+    # A trial without events (failed before fit) spent all its time outside fit.
+    inside = sum(fit_seconds(tensorboard / t.id / "execution0") or 0.0 for t in trials)
+    wall = summary["wall_time_s"]
+    return (f"{format_duration(inside)} of {format_duration(wall)} in `fit`: {max(0.0, 1 - inside / wall):.1%} "
+            f"outside it (start-up, data, build, compile, the oracle; checkpoint writes count as inside)")
+
+
+def _study_section(config, preset, trials, schedule, summary, versions, commands, tensorboard: Path) -> list[str]:
     s, d, st = config["search"], config["data"], config["study"]
     done = [t for t in trials if t.status == "COMPLETED"]
     failed = [t for t in trials if t.status in ("FAILED", "INVALID")]
@@ -370,6 +398,7 @@ def _study_section(config, preset, trials, schedule, summary, versions, commands
              f"- trials: {len(trials)} run, {len(done)} completed, {len(failed)} failed",
              f"- epochs spent: {spent}",
              f"- wall time: {wall}" + ("" if (summary or {}).get("finished") else " (search not finished)"),
+             f"- time: {_outside_fit(tensorboard, trials, summary)}",
              "", "### Search space", "", "| name | type | range / values | sampling | seed default |", "| --- " * 5 + "|"]
     lines += [f"| {name} | {e['type']} | {_range(e)} | {'-' if e['type'] == 'choice' else e.get('sampling', 'linear')} "
               f"| {_num(e['default'])} |" for name, e in config["space"].items()]
@@ -425,7 +454,7 @@ def write_report(study: Study) -> Path:
         lines += ["", "### Failed trials", ""]
         lines += [f"- trial {t.id}: {failure_reason(t.message)}" for t in failed]
     lines += ["", *_plots(study, trials, order, config["space"], objective),
-              *_study_section(config, preset, trials, schedule, summary, versions, commands)]
+              *_study_section(config, preset, trials, schedule, summary, versions, commands, study.tensorboard_dir)]
     report = study.root / "report.md"
     tmp = report.with_name(".report.md.tmp")
     tmp.write_text("\n".join(lines))

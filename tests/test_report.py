@@ -21,7 +21,7 @@ from alexnet_search.config import load_config
 from alexnet_search.errors import UserError
 from alexnet_search.hypermodel import declare
 from alexnet_search.plan import hyperband_schedule
-from alexnet_search.report import SPREAD_RULE, edge, read_scalars, write_report
+from alexnet_search.report import SPREAD_RULE, edge, fit_seconds, read_scalars, write_report
 from alexnet_search.study import Study
 
 from conftest import REPO
@@ -174,6 +174,8 @@ def test_report_of_a_clean_study_has_every_section_and_no_warning(clean_report):
                     "make baseline CONFIG=tuning/cpu.toml STUDY=s", "make report CONFIG=tuning/cpu.toml STUDY=s"):
         assert command in study_section
     assert "SEEDS=3" in study_section
+    # The crafted trials logged no train events: their fit time is unknown, so all counts as outside.
+    assert "- time: 0s of 2m 03s in `fit`: 100.0% outside it" in study_section
 
     best = _section(text, "Best trials")
     header = next(line for line in best.splitlines() if line.startswith("| rank"))
@@ -280,6 +282,20 @@ def test_read_scalars_returns_each_epoch_and_a_later_file_wins(tmp_path):
     second.rename(run / "events.out.tfevents.1700000002.aa.1.0.v2")
     assert read_scalars(run, "epoch_accuracy") == pytest.approx({0: 0.1, 1: 0.2, 2: 0.9, 3: 0.8})
     assert read_scalars(tmp_path / "absent", "epoch_accuracy") == {}
+
+
+def test_fit_time_spans_the_train_writer_opening_to_the_last_validation_epoch(tmp_path):
+    def write(folder, times):
+        folder.mkdir(parents=True)
+        with tf.io.TFRecordWriter(str(folder / f"events.out.tfevents.{int(times[0])}.h.1.0.v2")) as w:
+            for step, t in enumerate(times):
+                w.write(tf.compat.v1.Event(wall_time=t, step=step).SerializeToString())
+
+    run = tmp_path / "execution0"
+    write(run / "train", [1000.0, 1004.0, 1008.0])
+    write(run / "validation", [1003.0, 1010.5])
+    assert fit_seconds(run) == pytest.approx(10.5)
+    assert fit_seconds(tmp_path / "absent") is None
 
 
 def test_missing_study_or_no_completed_trial_is_a_user_error(tmp_path):
