@@ -5,7 +5,9 @@ same pipeline and budget, so the two test accuracies compare fairly (`SEEDS=N` g
 and standard deviation over N weight-initialisation and shuffling seeds).
 
 Models are rebuilt through the same HyperModel (the searched architecture, not a checkpoint
-trained for a trial's short budget), trained from scratch, evaluated once on the test set.
+trained for a trial's short budget), trained from scratch for the full epochs, and the weights of
+the epoch that validated best kept (as the search scored its trials), then evaluated once on the
+test set.
 retrain-best exports the run that validated best to `results/<study>/best/`:
 
     model.keras               Keras model; `keras.models.load_model(...).predict(uint8 images)`
@@ -19,6 +21,7 @@ earlier `best/`; baseline writes the same JSON files to `results/<study>/baselin
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import statistics
@@ -92,6 +95,29 @@ def _evaluate(model: keras.Model, x, y, batch_size: int, **pipe) -> dict[str, fl
     return {"loss": float(loss), "accuracy": float(acc)}
 
 
+class KeepBestEpoch(keras.callbacks.Callback):
+    """Puts back, when training ends, the weights of the epoch with the best validation `monitor`.
+
+    The search scored every trial at its best epoch (Keras Tuner's objective), so the retrain keeps
+    its best epoch too; chosen on validation, so the test set is still read once, afterwards.
+    """
+
+    def __init__(self, monitor: str = "val_accuracy"):
+        super().__init__()
+        self.monitor, self.sign = monitor, -1.0 if monitor.endswith("loss") else 1.0
+        self.best, self.best_epoch, self._weights = None, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and math.isfinite(value) and (self.best is None or self.sign * (value - self.best) > 0):
+            self.best, self.best_epoch, self._weights = value, epoch + 1, self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self._weights is not None:
+            self.model.set_weights(self._weights)
+            self._weights = None
+
+
 def train_and_evaluate(hypermodel, hp, splits, test, config: Config, seed: int, log_dir: Path,
                        progress: Progress, label: str, strategy=None) -> tuple[keras.Model, dict[str, Any]]:
     """One from-scratch training run of `hp` for the preset's retrain epochs, then evaluation.
@@ -115,23 +141,25 @@ def train_and_evaluate(hypermodel, hp, splits, test, config: Config, seed: int, 
     val = make_dataset(splits.x_val, splits.y_val, batch, **pipe)
     progress.begin(label, 0, epochs, f"(seed {seed})")
     started = time.monotonic()
+    keep = KeepBestEpoch(config["search"]["objective"])
     hypermodel.fit(
         hp, model, train, validation_data=val, epochs=epochs, verbose=0,
         callbacks=[
             keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0),
             hp_api.KerasCallback(str(log_dir), hypermodel.values(hp), trial_id=f"{log_dir.parent.name}/{log_dir.name}"),
             EpochReporter(progress),
+            keep,
         ],
     )
     wall = time.monotonic() - started
-    result = {"seed": seed, "epochs": epochs, "train_wall_s": round(wall, 1)}
+    result = {"seed": seed, "epochs": epochs, "kept_epoch": keep.best_epoch, "train_wall_s": round(wall, 1)}
     # Accuracy without augmentation or dropout, on each split; the test set only here, once.
     for split, (x, y) in {"train": (splits.x_train, splits.y_train), "val": (splits.x_val, splits.y_val),
                           "test": test}.items():
         for metric, value in _evaluate(model, x, y, batch, **pipe).items():
             result[f"{split}_{metric}"] = value
-    progress.end(epochs, f"test accuracy {result['test_accuracy']:.4f} (val {result['val_accuracy']:.4f}) "
-                         f"in {format_duration(wall)}")
+    progress.end(epochs, f"test accuracy {result['test_accuracy']:.4f} (val {result['val_accuracy']:.4f}, weights of "
+                         f"epoch {keep.best_epoch}) in {format_duration(wall)}")
     return model, result
 
 

@@ -173,6 +173,7 @@ def test_retrain_best_exports_models_that_load_and_predict(searched, tmp_path):
     for key in ("train_loss", "val_loss", "test_loss"):
         assert 0 < metrics["runs"][0][key] < 100  # finite: a 10-class cross-entropy starts near 2.3
     assert metrics["epochs"] == 2 and metrics["wall_time_s"] > 0 and metrics["exports_verified_on_images"] > 0
+    assert metrics["runs"][0]["kept_epoch"] in (1, 2)  # the best-validating epoch's weights
     hps = json.loads((best / "hyperparameters.json").read_text())
     assert hps == json.loads((study / "best_hyperparameters.json").read_text())["hyperparameters"]
     assert (best / "config.json").is_file() and (best / "versions.json").is_file()
