@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     arg("--study-images", type=int, default=256, help="training images of the tiny study, at width 0.125; "
         "validation takes a quarter as many again (default 256)")
     arg("--study-full", action="store_true", help="run the study at the preset's own sizes and width (the 5%% "
-        "overhead target; about 25 minutes for cpu.toml on 2 cores)")
+        "overhead target; about 30 minutes for cpu.toml on 2 cores)")
     arg("--skip-search", action="store_true", help="skip the study (first step, time outside fit, memory)")
     arg("--skip-variants", action="store_true", help="skip the seed-vs-ours throughput runs")
     arg("--output", default=None, help="JSON file for every figure (default: results/bench-<timestamp>.json)")
