@@ -13,8 +13,10 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import signal
 import socket
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -110,6 +112,41 @@ class _TrialGuard(keras.callbacks.Callback):
             kind = "became non-finite" if not math.isfinite(loss) else f"diverged (above {self.limit:.1f})"
             self.reason = f"training loss {kind}: {loss:.4g} at epoch {epoch + 1}"
             self.model.stop_training = True
+
+
+class _CtrlC(keras.callbacks.Callback):
+    """Ctrl-C, raised where nothing swallows it.
+
+    Python raises KeyboardInterrupt wherever the main thread is; inside TensorFlow that can be a
+    finalizer, which ignores it, and the search then runs on. The first Ctrl-C only sets a flag
+    that the next batch, epoch or trial start turns into KeyboardInterrupt; a second one raises
+    at once. Deep-copied per trial by Keras Tuner, so the flag lives on the class.
+    """
+
+    requested = False
+
+    @classmethod
+    def install(cls):
+        """Route SIGINT here; returns the handler to put back."""
+        cls.requested = False
+
+        def handler(signum, frame):
+            cls.requested = True
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
+
+        return signal.signal(signal.SIGINT, handler)
+
+    @classmethod
+    def check(cls):
+        if cls.requested:
+            cls.requested = False
+            raise KeyboardInterrupt
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.check()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.check()
 
 
 class AlexNetTuner(keras_tuner.Hyperband):
@@ -226,6 +263,7 @@ class AlexNetTuner(keras_tuner.Hyperband):
                 return
 
     def on_trial_begin(self, trial):
+        _CtrlC.check()
         super().on_trial_begin(trial)
         # A trial interrupted by a crash is re-run from scratch: drop its half-written curves.
         shutil.rmtree(self.study.tensorboard_dir / trial.trial_id, ignore_errors=True)
@@ -449,8 +487,12 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
         *callbacks,
     ]
     fit_kwargs = {} if role == "chief" else {"verbose": 1 if out.isatty() else 0}
+    # The chief only serves the oracle (no callbacks run there): Python's own Ctrl-C stops it.
+    trains = role != "chief" and threading.current_thread() is threading.main_thread()
+    previous = _CtrlC.install() if trains else None
     try:
-        tuner.search(train, validation_data=val, callbacks=callbacks, **fit_kwargs)
+        tuner.search(train, validation_data=val, callbacks=[*callbacks, _CtrlC()] if trains else callbacks,
+                     **fit_kwargs)
     except KeyboardInterrupt:
         if tuner._running:  # the user stopped it: the trial did not kill its process
             tuner.end_run(tuner._running, "interrupted")
@@ -465,6 +507,9 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
             f"{limit} trials in a row failed (search.max_consecutive_failed_trials), the last with: {reason}; "
             f"the study stopped. Check the preset's ranges and the machine's memory, then rerun to resume"
         ) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
     if role == "worker":
         say(f"worker {tuner.tuner_id}: the chief has no more trials; done")
