@@ -168,7 +168,6 @@ def cmd_plan(args) -> int:
 
 def cmd_predict(args) -> int:
     from .predict import predict
-
     from .study import restore_dir
 
     if args.model:

@@ -290,6 +290,8 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
     dist.setdefault("host", "127.0.0.1")
     dist.setdefault("port", 8000)
     data["search"].setdefault("max_retries_per_trial", 0)
+    data["data"].setdefault("parallel_map", True)
+    data["data"].setdefault("prefetch", True)
     return data
 
 

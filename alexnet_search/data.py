@@ -231,8 +231,7 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = 
 
 def pipeline_options(config) -> dict[str, bool]:
     """The preset's input-pipeline switches, as keyword arguments for `make_dataset`/`TrainingSet`."""
-    d = config["data"]
-    return {"parallel_map": d.get("parallel_map", True), "prefetch": d.get("prefetch", True)}
+    return {key: config["data"][key] for key in ("parallel_map", "prefetch")}
 
 
 @dataclass(frozen=True)
