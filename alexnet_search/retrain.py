@@ -37,7 +37,7 @@ from . import distribute
 from .config import Config
 from .data import Source, TrainingSet, make_dataset, make_splits, pipeline_options
 from .errors import UserError
-from .model import CIFAR_SHAPE
+from .model import CIFAR_SHAPE, clear_session
 from .plan import format_duration
 from .progress import EpochReporter, Progress
 from .hypermodel import AlexNetHyperModel
@@ -130,7 +130,7 @@ def train_and_evaluate(hypermodel, hp, splits, test, config: Config, seed: int, 
     epochs = config["retrain"]["epochs"]
     batch = config["data"]["batch_size"] * distribute.replicas(strategy)
     keras.utils.set_random_seed(seed)
-    keras.backend.clear_session()
+    clear_session()  # the previous seed's graphs; its model, if kept for export, is not trained again
     if strategy is not None:
         with strategy.scope():
             model = hypermodel.build(hp)

@@ -31,6 +31,7 @@ from .config import Config
 from .data import Source, TrainingSet, make_dataset, make_splits, pipeline_options
 from .errors import UserError
 from .hypermodel import AlexNetHyperModel
+from .model import clear_session
 from .plan import estimate_seconds, format_duration, schedule_for, time_training_steps
 from .progress import EpochReporter, Progress
 from .study import (
@@ -295,6 +296,9 @@ class AlexNetTuner(keras_tuner.Hyperband):
 
         if self._doomed:
             raise keras_tuner.errors.FailedTrialError(self._doomed)
+        # The last trial's model is discarded: free it for good (Keras Tuner's own clear_session
+        # leaves TensorFlow holding every trial's graphs and weights).
+        clear_session()
         # Weights and shuffling follow the study seed, offset per trial so that trials differ.
         keras.utils.set_random_seed(self.seed * 100_003 + int(trial.trial_id))
         kwargs["callbacks"] = [*kwargs.get("callbacks", []), self._guard]
@@ -309,6 +313,7 @@ class AlexNetTuner(keras_tuner.Hyperband):
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
+        self._guard.set_model(None)  # it serves every trial; holding the last model would keep it alive
         self.end_run(trial.trial_id, self.oracle.get_trial(trial.trial_id).status.lower())
         self._running = None
         self._log_epochs(trial)
