@@ -195,16 +195,20 @@ def augment(translate: float):
     The shift is the paper's random crop: the image is reflect-padded by `translate` x 32 pixels
     on each side and a random 32x32 window is cut from it (the paper cut 224 of 256: up to ~6%
     each way). Works on uint8; no pixel values are interpolated.
+
+    Returns fn(image, label, seeds), seeds an int64 (2, 2) tensor: the randomness is stateless, a
+    function of `seeds` alone, so a parallel map gives every image the same draw in every run
+    (stateful ops hand out their draws in whatever order the threads ask).
     """
     import tensorflow as tf
 
     pad = int(round(translate * 32))
 
-    def fn(image, label):
-        image = tf.image.random_flip_left_right(image)
+    def fn(image, label, seeds):
+        image = tf.image.stateless_random_flip_left_right(image, seed=seeds[0])
         if pad:
             image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
-            image = tf.image.random_crop(image, (32, 32, 3))
+            image = tf.image.stateless_random_crop(image, (32, 32, 3), seed=seeds[1])
         return image, label
 
     return fn
@@ -216,6 +220,7 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = 
     """A tf.data pipeline of uint8 batches.
 
     `shuffle`: reshuffled each epoch. `translate`: augment each image (None: no augmentation).
+    `seed` fixes both, every epoch's order and draws included (None: TensorFlow's global seed).
     `parallel_map`, `prefetch`: the preset's `[data]` speed options (`pipeline_options`).
     """
     import tensorflow as tf
@@ -224,7 +229,12 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = 
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     if translate is not None:
-        ds = ds.map(augment(translate), num_parallel_calls=tf.data.AUTOTUNE if parallel_map else None)
+        # The n-th image of an epoch gets the n-th seed pair of a stream that is fixed by `seed`
+        # and new each epoch: the same images get the same draws in every run.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(4, drop_remainder=True)
+        ds = tf.data.Dataset.zip(ds, seeds.map(lambda s: tf.reshape(s, (2, 2))))
+        fn = augment(translate)
+        ds = ds.map(lambda xy, s: fn(*xy, s), num_parallel_calls=tf.data.AUTOTUNE if parallel_map else None)
     ds = ds.batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
 

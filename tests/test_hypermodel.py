@@ -95,6 +95,25 @@ def test_fit_builds_the_augmented_pipeline_from_hp():
     assert asked == [0.15] and len(history.history["loss"]) == 1
 
 
+def test_a_seeded_fit_repeats_exactly():
+    """Same seed, same weights, batches and augmentation draws: the same losses to the last bit."""
+    from alexnet_search.data import TrainingSet
+
+    rng = np.random.default_rng(0)
+    train = TrainingSet(rng.integers(0, 256, (128, 32, 32, 3), dtype=np.uint8), np.arange(128) % 10,
+                        batch_size=32, seed=4)
+    hypermodel = AlexNetHyperModel(PAPER.space, image_size=32, width_multiplier=0.125)
+
+    def losses():
+        keras.utils.set_random_seed(4)
+        hp = keras_tuner.HyperParameters()
+        model = hypermodel.build(hp)
+        hp.values["translate"] = 0.2
+        return hypermodel.fit(hp, model, train, epochs=2, verbose=0).history["loss"]
+
+    assert losses() == losses()
+
+
 def test_fit_applies_the_learning_rate_schedule_over_the_horizon():
     hypermodel = AlexNetHyperModel(PAPER.space, image_size=32, width_multiplier=0.125, horizon=4)
     hp = keras_tuner.HyperParameters()
