@@ -194,9 +194,8 @@ def measure_variant(variant: str, images: int, image_size: int, batch_size: int,
 
     prep = time.perf_counter()
     if variant == "seed":
-        values = hypermodel.values(hp)
-        compile_args = {k: values[k] for k in ("lr", "momentum", "weight_decay") if k in values}
-        model = seed_model(model, image_size, values.get("translate", 0.1), dict(compile_args, jit_compile=False))
+        translate = hypermodel.values(hp).get("translate", 0.1)
+        model = seed_model(model, image_size, translate, dict(hypermodel.compile_args(hp), jit_compile=False))
         say(f"    resizing {images} images to {image_size}x{image_size} float32 up front")
         x = upfront_resize(x, image_size)
         train = lambda **kw: model.fit(x, y, batch_size=batch_size, shuffle=True, **kw)  # noqa: E731

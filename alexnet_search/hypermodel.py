@@ -78,10 +78,14 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
         """The searched values for this `hp`, declaring any not yet declared."""
         return {name: clean_value(declare(hp, name, entry)) for name, entry in self.space.items()}
 
+    def compile_args(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
+        """The searched values that `model.compile_alexnet` takes; those not searched keep its defaults."""
+        return {k: v for k, v in self.values(hp).items() if k in _COMPILE_ARGS}
+
     def build(self, hp: keras_tuner.HyperParameters):
         values = self.values(hp)
         model_args = {k: v for k, v in values.items() if k in _MODEL_ARGS}
-        compile_args = {k: v for k, v in values.items() if k in _COMPILE_ARGS}
+        compile_args = self.compile_args(hp)
         # Widths not in the space keep the seed's value; all of them are scaled.
         for name in _WIDTHS:
             width = model_args.get(name, _DEFAULTS[name])

@@ -28,6 +28,14 @@ def test_empty_hyperparameters_build_the_seed_model():
     assert model.count_params() == keras.models.clone_model(model).count_params()
 
 
+def test_compile_args_are_the_searched_optimiser_values_only():
+    hypermodel = AlexNetHyperModel.from_config(PAPER)
+    hp = keras_tuner.HyperParameters()
+    assert hypermodel.compile_args(hp) == {"lr": 1e-3, "momentum": 0.0, "weight_decay": 0.0}
+    narrow = AlexNetHyperModel({"lr": PAPER.space["lr"]})
+    assert narrow.compile_args(keras_tuner.HyperParameters()) == {"lr": 1e-3}
+
+
 def _corner(space, end):
     values = {}
     for name, entry in space.items():
