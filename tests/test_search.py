@@ -130,8 +130,13 @@ def test_nan_and_out_of_memory_trials_fail_with_a_reason_and_the_search_goes_on(
     from alexnet_search.hypermodel import AlexNetHyperModel
     from alexnet_search.search import run_search
 
+    import gc
+    import weakref
+
+    from tensorflow.python.framework.func_graph import FuncGraph
+
     real_fit = AlexNetHyperModel.fit
-    calls = []
+    calls, graphs = [], []  # graphs: weak references to the graphs each trial's fit traced
 
     def fit(self, hp, model, *args, **kwargs):
         calls.append(1)
@@ -139,7 +144,11 @@ def test_nan_and_out_of_memory_trials_fail_with_a_reason_and_the_search_goes_on(
             raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape [128,96,30,30]")
         if len(calls) == 2:
             model.optimizer.learning_rate.assign(1e9)  # a real divergence, through real training
-        return real_fit(self, hp, model, *args, **kwargs)
+        before = {id(o) for o in gc.get_objects() if isinstance(o, FuncGraph)}
+        try:
+            return real_fit(self, hp, model, *args, **kwargs)
+        finally:
+            graphs.append([weakref.ref(o) for o in gc.get_objects() if isinstance(o, FuncGraph) and id(o) not in before])
 
     monkeypatch.setattr(AlexNetHyperModel, "fit", fit)
     out = io.StringIO()
@@ -157,6 +166,8 @@ def test_nan_and_out_of_memory_trials_fail_with_a_reason_and_the_search_goes_on(
     assert "failed: out of memory" in text and "failed: training loss" in text
     summary = json.loads((study.root / "search_summary.json").read_text())
     assert summary["finished"] and summary["trials_failed"] == 2
+    # Every trial but the last is freed, its graphs too (TensorFlow's gradient registry held them).
+    assert all(graphs) and [r for trial in graphs[:-1] for r in trial if r() is not None] == []
 
 
 def test_retrain_needs_a_completed_trial(tmp_path):
