@@ -189,3 +189,25 @@ def test_retrain_needs_a_completed_trial(tmp_path):
     with pytest.raises(UserError, match="no completed trial yet"):
         load_finished_tuner(config, study)
     assert files() == before  # a refused command changes nothing on disk
+
+
+@pytest.mark.slow
+def test_a_seeded_search_repeats_to_the_last_bit(tmp_path, cifar_dir, tiny_config):
+    """Same preset and seed: the same configurations, and every trial's every metric identical."""
+    import io
+    import json
+
+    from alexnet_search.data import Source
+    from alexnet_search.search import run_search
+
+    config = load_config(tiny_config)
+
+    def metrics(name):
+        study = study_for(tmp_path / name, "tiny")
+        run_search(config, study, Source(cifar_dir), out=io.StringIO())
+        trials = [json.loads(p.read_text()) for p in sorted(study.tuner_dir.glob("trial_*/trial.json"))]
+        return [(t["hyperparameters"]["values"], t["metrics"], t["status"]) for t in trials]
+
+    first = metrics("a")
+    assert len(first) >= 5 and all(status == "COMPLETED" for _, _, status in first)
+    assert first == metrics("b")
