@@ -296,8 +296,8 @@ class AlexNetTuner(keras_tuner.Hyperband):
 
         if self._doomed:
             raise keras_tuner.errors.FailedTrialError(self._doomed)
-        # The last trial's model is discarded: free it for good (Keras Tuner's own clear_session
-        # leaves TensorFlow holding every trial's graphs and weights).
+        # The last trial's model is discarded: free its graphs too, which Keras Tuner's own
+        # clear_session leaves in TensorFlow's gradient registry.
         clear_session()
         # Weights and shuffling follow the study seed, offset per trial so that trials differ.
         keras.utils.set_random_seed(self.seed * 100_003 + int(trial.trial_id))
