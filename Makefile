@@ -1,64 +1,91 @@
-# alexnet-search: every target creates the environment (.venv) from pyproject.toml if needed.
-#   make search [CONFIG=tuning/cpu.toml] [STUDY=name] [DATA_DIR=path] [WORKERS=N]
-#   make retrain-best [CONFIG=...] [STUDY=...] [SEEDS=3]
+# alexnet-search: every target creates its environment from pyproject.toml if needed.
+#   make search [CONFIG=tuning/cpu.toml] [STUDY=name] [DATA_DIR=path] [WORKERS=N] [BACKEND=jax]
+#   make retrain-best [CONFIG=...] [STUDY=...] [SEEDS=3] [FROM=study or hyperparameters.json]
 #   make baseline [CONFIG=...] [STUDY=...] [SEEDS=3]
 #   make report [CONFIG=...] [STUDY=...]
 #   make plan | make bench | make tensorboard | make test
+# BACKEND (Keras' backend: tensorflow, the default, or jax) picks the environment: .venv for
+# TensorFlow, .venv-jax for JAX (no TensorFlow in it). make test runs the suite in both.
 
 PYTHON ?= python3
-VENV ?= .venv
+BACKEND ?= tensorflow
 CONFIG ?= tuning/paper.toml
 STUDY ?=
 DATA_DIR ?=
 SEEDS ?= 1
+FROM ?=
 WORKERS ?=
 PORT ?= 6006
-# TensorFlow's CUDA libraries come with the `cuda` extra, chosen where a GPU driver is present.
-EXTRAS ?= dev$(if $(shell command -v nvidia-smi 2>/dev/null),$(comma)cuda)
 comma := ,
+GPU := $(if $(shell command -v nvidia-smi 2>/dev/null),yes)
 
-BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+ifeq ($(filter $(BACKEND),tensorflow jax),)
+$(error BACKEND=$(BACKEND): use tensorflow or jax)
+endif
+
+# The TensorFlow environment carries JAX's CPU build too, for the test that loads a .keras file
+# exported on one backend into the other.
+TF_VENV := .venv
+TF_EXTRAS := dev,tensorflow,jax$(if $(GPU),$(comma)cuda)
+JAX_VENV := .venv-jax
+JAX_EXTRAS := dev,jax$(if $(GPU),$(comma)jax-cuda)
+TF_STAMP := $(TF_VENV)/.installed-$(subst $(comma),-,$(TF_EXTRAS))
+JAX_STAMP := $(JAX_VENV)/.installed-$(subst $(comma),-,$(JAX_EXTRAS))
+
+VENV := $(if $(filter jax,$(BACKEND)),$(JAX_VENV),$(TF_VENV))
+STAMP := $(if $(filter jax,$(BACKEND)),$(JAX_STAMP),$(TF_STAMP))
+RUN := KERAS_BACKEND=$(BACKEND) $(VENV)/bin/alexnet-search
 STUDY_ARGS := --config $(CONFIG) $(if $(STUDY),--study $(STUDY)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 .PHONY: env search retrain-best baseline report plan bench tensorboard test test-fast clean-env
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
-	@rm -f $(VENV)/.installed-*
+# $(1) venv, $(2) extras
+define make_env
+	@test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet --upgrade pip
+	$(1)/bin/python -m pip install --quiet -e '.[$(2)]'
+	@rm -f $(1)/.installed-*
 	@touch $@
+endef
+
+$(TF_STAMP): pyproject.toml
+	$(call make_env,$(TF_VENV),$(TF_EXTRAS))
+
+$(JAX_STAMP): pyproject.toml
+	$(call make_env,$(JAX_VENV),$(JAX_EXTRAS))
 
 search: $(STAMP)
-	$(BIN)/alexnet-search search $(STUDY_ARGS) $(if $(WORKERS),--workers $(WORKERS))
+	$(RUN) search $(STUDY_ARGS) $(if $(WORKERS),--workers $(WORKERS))
 
 retrain-best: $(STAMP)
-	$(BIN)/alexnet-search retrain-best $(STUDY_ARGS) --seeds $(SEEDS)
+	$(RUN) retrain-best $(STUDY_ARGS) --seeds $(SEEDS) $(if $(FROM),--from $(FROM))
 
 baseline: $(STAMP)
-	$(BIN)/alexnet-search baseline $(STUDY_ARGS) --seeds $(SEEDS)
+	$(RUN) baseline $(STUDY_ARGS) --seeds $(SEEDS)
 
 report: $(STAMP)
-	$(BIN)/alexnet-search report --config $(CONFIG) $(if $(STUDY),--study $(STUDY))
+	$(RUN) report --config $(CONFIG) $(if $(STUDY),--study $(STUDY))
 
 plan: $(STAMP)
-	$(BIN)/alexnet-search plan --config $(CONFIG)
+	$(RUN) plan --config $(CONFIG)
 
 # BENCH_ARGS, e.g. "--images 10000" for the memory comparison at the seed's scale.
 bench: $(STAMP)
-	$(BIN)/alexnet-search bench $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(BENCH_ARGS)
+	$(RUN) bench $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(BENCH_ARGS)
 
 tensorboard: $(STAMP)
-	$(BIN)/alexnet-search tensorboard --port $(PORT)
+	$(RUN) tensorboard --port $(PORT)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest
+# Every test on TensorFlow; then the end-to-end study, retrain, exports and HParams on JAX, in an
+# environment where TensorFlow is not installed at all, so a stray import fails the suite.
+test: $(TF_STAMP) $(JAX_STAMP)
+	KERAS_BACKEND=tensorflow $(TF_VENV)/bin/python -m pytest
+	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -m backends
 
-test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+test-fast: $(TF_STAMP)
+	KERAS_BACKEND=tensorflow $(TF_VENV)/bin/python -m pytest -m "not slow"
 
 clean-env:
-	rm -rf $(VENV)
+	rm -rf $(TF_VENV) $(JAX_VENV)

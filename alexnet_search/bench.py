@@ -5,7 +5,7 @@
    process so that its peak resident memory (ru_maxrss) is its own:
    - seed's way: every image resized up front into one float32 numpy array (/255), `model.fit(x, y)`,
      augmentation by in-model Keras layers (RandomFlip, RandomTranslation);
-   - ours: uint8 32x32 images, augmentation in tf.data (`data.TrainingSet`), scale and resize in the model.
+   - ours: uint8 32x32 images, augmentation in numpy batches (`data.TrainingSet`), scale and resize in the model.
    Beside each, its arithmetic ceiling: fp32 matmul GFLOP/s measured in the same process over the
    FLOPs of one trained image (3x the forward pass, counted from the model's layers). On a shared
    machine the load moves between the two runs: "of ceiling" corrects for it, raw images/s do not.
@@ -47,7 +47,7 @@ import numpy as np
 from .errors import UserError
 from .plan import format_duration
 
-VARIANTS = {"seed": "seed's way: upfront resize, numpy arrays", "ours": "ours: uint8 + tf.data, resize in model"}
+VARIANTS = {"seed": "seed's way: upfront resize, numpy arrays", "ours": "ours: uint8 + numpy batches, resize in model"}
 _IMPORTED = time.monotonic()  # "process start": a child imports this module first, before TensorFlow
 _CHILD_FLAGS = ("images", "image_size", "batch_size", "steps", "width", "config", "data_dir",
                 "trials_memory", "study_images", "study_full")
@@ -99,14 +99,14 @@ def forward_flops(model) -> int:
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     """fp32 GFLOP/s of an n x n matmul here, best of `repeats` (the machine may be shared)."""
-    import tensorflow as tf
+    from keras import ops, random
 
-    a, b = tf.random.normal((n, n)), tf.random.normal((n, n))
-    float(tf.matmul(a, b)[0, 0])  # warm-up: thread pools, kernel choice
+    a, b = random.normal((n, n), seed=1), random.normal((n, n), seed=2)
+    float(ops.matmul(a, b)[0, 0])  # warm-up: thread pools, kernel choice
     best = math.inf
     for _ in range(repeats):
         start = time.perf_counter()
-        float(tf.matmul(a, b)[0, 0])  # reading a value waits for the product
+        float(ops.matmul(a, b)[0, 0])  # reading a value waits for the product
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best / 1e9
 
@@ -145,11 +145,12 @@ def upfront_resize(x: np.ndarray, size: int, chunk: int = 500) -> np.ndarray:
     (resizing the whole array at once holds two more full copies): the memory ratio printed is a
     lower bound on the saving.
     """
-    import tensorflow as tf
+    from keras import ops
 
     out = np.empty((len(x), size, size, 3), np.float32)
     for i in range(0, len(x), chunk):
-        out[i:i + chunk] = tf.image.resize(tf.cast(x[i:i + chunk], tf.float32), (size, size)).numpy() / 255
+        resized = ops.image.resize(ops.cast(x[i:i + chunk], "float32"), (size, size))
+        out[i:i + chunk] = ops.convert_to_numpy(resized) / 255
     return out
 
 
@@ -513,10 +514,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.child is None:
             return run(args)
-        from .cli import _quiet_tensorflow
+        from . import backend
 
         _resolve(args)
-        _quiet_tensorflow()
+        backend.start()
         say = lambda line: print(line, flush=True)  # noqa: E731
         result = run_study(args, say) if args.child == "study" else measure_variant(
             args.child, args.images, args.image_size, args.batch_size, args.steps, args.width, args.config,

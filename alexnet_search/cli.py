@@ -24,44 +24,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
-def _quiet_tensorflow() -> None:
-    """Import TensorFlow with its C++ start-up chatter (CPU features, absent CUDA) held back.
-
-    That chatter is written to file descriptor 2 before any log level applies, so it is caught
-    there. It is shown after all where it explains something: when the import fails, or when
-    nvidia-smi sees a GPU that TensorFlow does not.
-    """
-    import logging
-    import shutil
-    import tempfile
-    import warnings
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    # Hyperband's promoted trials load weights only, by design; Keras warns about the optimizer.
-    warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as caught:
-        os.dup2(caught.fileno(), 2)
-        try:
-            import tensorflow as tf
-
-            gpus = tf.config.list_physical_devices("GPU")
-            ok = True
-        except BaseException:
-            ok = False
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            caught.seek(0)
-            chatter = caught.read().decode(errors="replace")
-            if not ok or (not gpus and shutil.which("nvidia-smi")):
-                sys.stderr.write(chatter)
-    tf.get_logger().setLevel(logging.ERROR)  # e.g. retracing notes, one per new trial model
-
-
 def _study_args(p: argparse.ArgumentParser, with_data: bool = True, with_seeds: bool = False) -> None:
     p.add_argument("--config", default=DEFAULT_CONFIG,
                    help=f"preset TOML file (default: {DEFAULT_CONFIG}; tuning/cpu.toml for a CPU)")
@@ -114,7 +76,7 @@ def cmd_retrain_best(args) -> int:
     from .retrain import retrain_best
 
     config, study = _load(args)
-    retrain_best(config, study, source_from(args.data_dir), seeds=args.seeds)
+    retrain_best(config, study, source_from(args.data_dir), seeds=args.seeds, origin=args.origin)
     return 0
 
 
@@ -224,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train the study's best hyperparameters for the preset's retrain epochs, "
                                    "evaluate once on the test set, export to RESULTS_DIR/STUDY/best/.")
     _study_args(p, with_seeds=True)
+    p.add_argument("--from", dest="origin", metavar="STUDY|FILE", default=None,
+                   help="retrain another study's best hyperparameters (e.g. --from cpu, searched at CPU size) "
+                        "or a hyperparameters.json file's, at this preset's sizes and epochs")
     p.set_defaults(func=cmd_retrain_best)
 
     p = sub.add_parser("baseline", help="train the seed's hyperparameters on retrain-best's budget",
@@ -276,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         # These train nothing in this process (the benchmark trains in child processes).
         in_children = args.command == "bench" or getattr(args, "workers", 0)
         if args.func is not cmd_tensorboard and not in_children:
-            _quiet_tensorflow()
+            from . import backend
+
+            backend.start()
         return args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

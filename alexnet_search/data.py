@@ -8,17 +8,20 @@ Batch files are pickles, and unpickling runs whatever a file asks for. They are 
 unpickler that admits only the few numpy and builtin names the format needs, so a hostile file is
 refused instead of executed.
 
-Images stay uint8 at 32x32 (30 MB for 10,000); the model scales and resizes per batch.
+Images stay uint8 at 32x32 (30 MB for 10,000); the model scales and resizes per batch. Batches are
+built in numpy (`Batches`, a `keras.utils.PyDataset`), one pipeline for every Keras backend.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from .errors import UserError
@@ -189,54 +192,87 @@ def make_splits(x: np.ndarray, y: np.ndarray, train_size: int, val_size: int) ->
     )
 
 
-def augment(translate: float):
-    """Per-image training augmentation: a random horizontal flip and a random shift.
+def augment(images: np.ndarray, translate: float, rng: np.random.Generator) -> np.ndarray:
+    """A batch's training augmentation: a random horizontal flip and a random shift per image.
 
-    The shift is the paper's random crop: the image is reflect-padded by `translate` x 32 pixels
+    The shift is the paper's random crop: each image is reflect-padded by `translate` x 32 pixels
     on each side and a random 32x32 window is cut from it (the paper cut 224 of 256: up to ~6%
-    each way). Works on uint8; no pixel values are interpolated.
-
-    Returns fn(image, label, seeds), seeds an int64 (2, 2) tensor: the randomness is stateless, a
-    function of `seeds` alone, so a parallel map gives every image the same draw in every run
-    (stateful ops hand out their draws in whatever order the threads ask).
+    each way). Works on uint8; no pixel values are interpolated. Plain numpy, so it runs the same
+    under every Keras backend; every draw comes from `rng`.
     """
-    import tensorflow as tf
+    n, size = len(images), images.shape[1]
+    flip = rng.random(n) < 0.5
+    out = images.copy()
+    out[flip] = out[flip, :, ::-1]
+    pad = int(round(translate * size))
+    if pad:
+        padded = np.pad(out, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+        dy, dx = rng.integers(0, 2 * pad + 1, (2, n))
+        span = np.arange(size)
+        rows = (dy[:, None] + span)[:, :, None]
+        cols = (dx[:, None] + span)[:, None, :]
+        out = padded[np.arange(n)[:, None, None], rows, cols]
+    return out
 
-    pad = int(round(translate * 32))
 
-    def fn(image, label, seeds):
-        image = tf.image.stateless_random_flip_left_right(image, seed=seeds[0])
-        if pad:
-            image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
-            image = tf.image.stateless_random_crop(image, (32, 32, 3), seed=seeds[1])
-        return image, label
+class Batches(keras.utils.PyDataset):
+    """uint8 image batches for `fit`/`evaluate`/`predict`, on any Keras backend.
 
-    return fn
+    `shuffle`: a new order each epoch. `translate`: augment each training image (None: none).
+    Every draw is a function of (`seed`, epoch, batch index) alone, so batches are the same in
+    every run whatever thread builds them; with `seed=None` one seed is drawn from numpy's global
+    generator, which `keras.utils.set_random_seed` fixes. Training batches (shuffled) drop the
+    last partial batch when there is more than one: a batch of another shape would make XLA
+    (JAX, or TensorFlow's jit_compile) compile the train step a second time for every model.
+    `parallel_map`: build batches on worker threads; `prefetch`: keep several batches ready
+    ahead of the one training (the preset's `[data]` speed options; neither changes the data).
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False,
+                 seed: int | None = None, translate: float | None = None,
+                 parallel_map: bool = True, prefetch: bool = True):
+        super().__init__(workers=_WORKERS if parallel_map else 1, max_queue_size=8 if prefetch else 1)
+        self.x, self.y, self.batch_size = x, np.asarray(y), batch_size
+        self.shuffle, self.translate = shuffle, translate
+        self.seed = int(np.random.randint(2**31 - 1)) if seed is None else int(seed)
+        self.epoch = 0
+        whole = len(x) // batch_size if shuffle and len(x) > batch_size else math.ceil(len(x) / batch_size)
+        self._num_batches = whole
+
+    def __len__(self) -> int:
+        return self._num_batches
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < self._num_batches:
+            raise IndexError(index)
+        span = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, _ORDER, self.epoch]).permutation(len(self.x))
+            take = np.sort(order[span])  # sorted: reads memory in order; the batch's content is what counts
+            x, y = self.x[take], self.y[take]
+        else:
+            x, y = self.x[span], self.y[span]
+        if self.translate is not None:
+            x = augment(x, self.translate, np.random.default_rng([self.seed, _DRAWS, self.epoch, index]))
+        return x, y
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+
+# Stream names that keep the order and the augmentation draws independent of each other.
+_ORDER, _DRAWS = 0x0D, 0xA6
+# Worker threads for `parallel_map`: numpy releases the GIL while it copies and gathers, and
+# Keras' enqueuer hands batches back in order whatever thread finished first.
+_WORKERS = 4
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False,
                  seed: int | None = None, translate: float | None = None,
-                 parallel_map: bool = True, prefetch: bool = True):
-    """A tf.data pipeline of uint8 batches.
-
-    `shuffle`: reshuffled each epoch. `translate`: augment each image (None: no augmentation).
-    `seed` fixes both, every epoch's order and draws included (None: TensorFlow's global seed).
-    `parallel_map`, `prefetch`: the preset's `[data]` speed options (`pipeline_options`).
-    """
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    if translate is not None:
-        # The n-th image of an epoch gets the n-th seed pair of a stream that is fixed by `seed`
-        # and new each epoch: the same images get the same draws in every run.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(4, drop_remainder=True)
-        ds = tf.data.Dataset.zip(ds, seeds.map(lambda s: tf.reshape(s, (2, 2))))
-        fn = augment(translate)
-        ds = ds.map(lambda xy, s: fn(*xy, s), num_parallel_calls=tf.data.AUTOTUNE if parallel_map else None)
-    ds = ds.batch(batch_size)
-    return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
+                 parallel_map: bool = True, prefetch: bool = True) -> Batches:
+    """Batches of `x`, `y` (see `Batches`); without `shuffle` or `translate`, the images as they are."""
+    return Batches(x, y, batch_size, shuffle=shuffle, seed=seed, translate=translate,
+                   parallel_map=parallel_map, prefetch=prefetch)
 
 
 def pipeline_options(config) -> dict[str, bool]:
@@ -255,7 +291,7 @@ class TrainingSet:
     parallel_map: bool = True
     prefetch: bool = True
 
-    def dataset(self, translate: float = 0.1):
+    def dataset(self, translate: float = 0.1) -> Batches:
         """Shuffled, augmented batches; 0.1 is the seed's augmentation strength."""
         return make_dataset(self.x, self.y, self.batch_size, shuffle=True, seed=self.seed, translate=translate,
                             parallel_map=self.parallel_map, prefetch=self.prefetch)

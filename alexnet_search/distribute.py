@@ -62,14 +62,26 @@ def set_role(chief: bool, worker: str | None, host: str, port: int) -> None:
 
 
 def gpu_count() -> int:
-    import tensorflow as tf
+    from . import backend
 
-    return len(tf.config.list_physical_devices("GPU"))
+    return backend.gpu_count()
 
 
 def strategy():
-    """MirroredStrategy over every visible GPU when there are several, else None (one device)."""
+    """MirroredStrategy over every visible GPU when there are several on TensorFlow, else None.
+
+    On JAX several GPUs train one model through Keras' distribution API instead, which applies
+    process-wide (`keras.distribution.DataParallel`, set here); None is returned there too, as
+    the model needs no scope. PyTorch trains on one GPU.
+    """
     if gpu_count() < 2:
+        return None
+    import keras
+
+    if keras.backend.backend() == "jax":
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        return None
+    if keras.backend.backend() != "tensorflow":
         return None
     import tensorflow as tf
 
@@ -77,26 +89,41 @@ def strategy():
 
 
 def replicas(strategy_) -> int:
-    return strategy_.num_replicas_in_sync if strategy_ is not None else 1
+    """Devices one training step is split over (the batch is scaled by it)."""
+    if strategy_ is not None:
+        return strategy_.num_replicas_in_sync
+    import keras
+
+    dist = keras.distribution.distribution() if keras.backend.backend() == "jax" else None
+    return int(dist.device_mesh.devices.size) if dist is not None else 1
 
 
-def speed_options(precision: str, jit_compile: bool, has_gpu: bool) -> tuple[str, bool, str | None]:
-    """The precision and XLA settings to use here, and a note when the preset's were turned off.
+def speed_options(precision: str, jit_compile: bool, has_gpu: bool,
+                  backend: str = "tensorflow") -> tuple[str, bool, str | None]:
+    """The precision and XLA settings to use here, and a note when the preset's were changed.
 
     Mixed precision and XLA pay on GPUs; on a CPU float16 has no fast kernels and XLA compiled
     this model slower than TensorFlow's default kernels (measured on 2 AVX2 cores), so both are
-    switched off where no GPU is visible.
+    switched off where no GPU is visible. On JAX, XLA is always on: compiling is JAX's only fast
+    path, and without it Keras runs every layer op by op.
     """
-    if has_gpu or (precision == "float32" and not jit_compile):
-        return precision, jit_compile, None
-    return "float32", False, (f"no GPU: running in float32 without XLA (the preset asks for "
-                              f"{precision}{', jit_compile' if jit_compile else ''}, which only pay on a GPU)")
+    notes = []
+    if not has_gpu and (precision != "float32" or (jit_compile and backend != "jax")):
+        notes.append(f"no GPU: running in float32{' without XLA' if backend != 'jax' else ''} (the preset asks "
+                     f"for {precision}{', jit_compile' if jit_compile else ''}, which only pay on a GPU)")
+        precision, jit_compile = "float32", False
+    if backend == "jax" and not jit_compile:
+        notes.append("JAX compiles every model with XLA (the preset's jit_compile = false applies to TensorFlow)")
+        jit_compile = True
+    return precision, jit_compile, "; ".join(notes) or None
 
 
 def speed_for(config) -> tuple[str, bool, str | None]:
-    """`speed_options` for a preset on this machine."""
+    """`speed_options` for a preset on this machine and backend."""
+    from . import backend
+
     m = config["model"]
-    return speed_options(m["precision"], m["jit_compile"], gpu_count() > 0)
+    return speed_options(m["precision"], m["jit_compile"], gpu_count() > 0, backend.name())
 
 
 def _visible_gpus() -> list[str]:

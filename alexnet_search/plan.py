@@ -49,7 +49,7 @@ class Schedule:
 
 def hyperband_schedule(max_epochs: int, factor: int, iterations: int = 1) -> Schedule:
     """One Hyperband iteration's rounds, in the order Keras Tuner runs them."""
-    from keras_tuner.src.tuners.hyperband import HyperbandOracle
+    from keras_tuner.oracles import HyperbandOracle
 
     oracle = HyperbandOracle(objective="val_accuracy", max_epochs=max_epochs, factor=factor, seed=1)
     rounds = []

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import tboard
 from .config import SPACE_BOUNDS
 from .errors import UserError
 from .plan import Schedule, format_duration, hyperband_schedule
@@ -86,39 +87,19 @@ def ranked(trials: list[Trial], objective: str) -> list[Trial]:
 
 def read_scalars(run: Path, tag: str) -> dict[int, float]:
     """{step: value} of one TensorBoard run folder; a later event file overrides an earlier one."""
-    files = sorted(run.glob("events.out.tfevents.*"), key=lambda p: (p.name.split(".")[3:4], p.name))
-    if not files:
-        return {}
-    import tensorflow as tf
-
     out: dict[int, float] = {}
-    for path in files:
-        try:  # not summary_iterator: it is deprecated and says so on stderr
-            for record in tf.data.TFRecordDataset(str(path)):
-                event = tf.compat.v1.Event.FromString(record.numpy())
-                for v in event.summary.value:
-                    if v.tag == tag:  # Keras 3 writes tensors, older writers simple_value
-                        out[int(event.step)] = float(tf.make_ndarray(v.tensor) if v.HasField("tensor") else v.simple_value)
-        except tf.errors.DataLossError:  # a run killed mid-write leaves a truncated last record
-            continue
+    for event in tboard.events(run):
+        for v in event.summary.value:
+            if v.tag == tag:
+                out[int(event.step)] = tboard.scalar_value(v)
     return out
 
 
 def fit_seconds(run: Path) -> float | None:
     """Seconds a trial's `fit` ran, from its TensorBoard event times: the train writer opens as
     fit starts, and the last validation summary closes its last epoch. None without both."""
-    import tensorflow as tf
-
-    def times(folder: Path) -> list[float]:
-        out = []
-        for path in folder.glob("events.out.tfevents.*"):
-            try:
-                out += [tf.compat.v1.Event.FromString(r.numpy()).wall_time for r in tf.data.TFRecordDataset(str(path))]
-            except tf.errors.DataLossError:
-                continue
-        return out
-
-    train, val = times(run / "train"), times(run / "validation")
+    train = [e.wall_time for e in tboard.events(run / "train")]
+    val = [e.wall_time for e in tboard.events(run / "validation")]
     return max(val) - min(train) if train and val else None
 
 

@@ -21,6 +21,7 @@ earlier `best/`; baseline writes the same JSON files to `results/<study>/baselin
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -33,7 +34,7 @@ from typing import Any, TextIO
 import keras
 import numpy as np
 
-from . import distribute
+from . import backend, distribute
 from .config import Config
 from .data import Source, TrainingSet, make_dataset, make_splits, pipeline_options
 from .errors import UserError
@@ -42,16 +43,21 @@ from .plan import format_duration
 from .progress import EpochReporter, Progress
 from .hypermodel import AlexNetHyperModel
 from .search import load_finished_tuner, ranked_trials
-from .study import Study, replace_dir_atomic, restore_dir, searched_values, write_json_atomic, write_provenance
+from .tboard import TensorBoardLogger
+from .study import Study, study_for, replace_dir_atomic, restore_dir, searched_values, write_json_atomic, write_provenance
 
 _VERIFY_IMAGES = 512
 
 
-def export_model(model: keras.Model, folder: Path) -> None:
-    """model.keras and serving/ (a SavedModel whose `serve` endpoint takes uint8 (N, 32, 32, 3))."""
+def export_model(model: keras.Model, folder: Path) -> bool:
+    """model.keras, and serving/ (a SavedModel whose `serve` endpoint takes uint8 (N, 32, 32, 3))
+    where TensorFlow is installed: a SavedModel is TensorFlow's format on every backend (JAX
+    exports through jax2tf). Returns whether serving/ was written."""
+    model.save(folder / "model.keras")
+    if not backend.has_tensorflow():
+        return False
     import tensorflow as tf
 
-    model.save(folder / "model.keras")
     # An explicit endpoint rather than `model.export()`: it pins the signature to uint8 CIFAR
     # images in batches of any size and calls the model with training=False, so dropout and batch
     # norm run in inference mode whatever the caller's Keras defaults.
@@ -63,23 +69,26 @@ def export_model(model: keras.Model, folder: Path) -> None:
         input_signature=[tf.TensorSpec((None, *CIFAR_SHAPE), tf.uint8, name="image")],
     )
     archive.write_out(str(folder / "serving"), verbose=False)
+    return True
 
 
 def verify_exports(model: keras.Model, folder: Path, images: np.ndarray, tolerance: float = 1e-4) -> int:
-    """Load both exports back; raise unless they give `model`'s probabilities and classes.
+    """Load the exports back; raise unless they give `model`'s probabilities and classes.
 
     Classes are compared where the top two probabilities differ by more than `tolerance`: on a
     near-tie, float rounding in another graph may legitimately pick the other class.
     """
-    import tensorflow as tf
-
     expected = model.predict(images, verbose=0)
     top2 = np.sort(expected, axis=1)[:, -2:]
     decided = (top2[:, 1] - top2[:, 0]) > tolerance
     reloaded = keras.models.load_model(folder / "model.keras", safe_mode=True)
-    serving = tf.saved_model.load(str(folder / "serving"))
-    for name, got in (("model.keras", reloaded.predict(images, verbose=0)),
-                      ("serving/", serving.serve(tf.constant(images)).numpy())):
+    predictions = [("model.keras", reloaded.predict(images, verbose=0))]
+    if (folder / "serving").is_dir():
+        import tensorflow as tf
+
+        serving = tf.saved_model.load(str(folder / "serving"))
+        predictions.append(("serving/", serving.serve(tf.constant(images)).numpy()))
+    for name, got in predictions:
         worst = float(np.abs(expected - got).max())
         wrong = int((expected.argmax(1) != got.argmax(1))[decided].sum())
         if worst > tolerance or wrong:
@@ -125,8 +134,6 @@ def train_and_evaluate(hypermodel, hp, splits, test, config: Config, seed: int, 
     The run logs to `log_dir` with an HParams session, so TensorBoard's HParams tab shows it
     beside the search's trials.
     """
-    from tensorboard.plugins.hparams import api as hp_api
-
     epochs = config["retrain"]["epochs"]
     batch = config["data"]["batch_size"] * distribute.replicas(strategy)
     keras.utils.set_random_seed(seed)
@@ -145,8 +152,7 @@ def train_and_evaluate(hypermodel, hp, splits, test, config: Config, seed: int, 
     hypermodel.fit(
         hp, model, train, validation_data=val, epochs=epochs, verbose=0,
         callbacks=[
-            keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0),
-            hp_api.KerasCallback(str(log_dir), hypermodel.values(hp), trial_id=f"{log_dir.parent.name}/{log_dir.name}"),
+            TensorBoardLogger(log_dir, hypermodel.values(hp), session=f"{log_dir.parent.name}/{log_dir.name}"),
             EpochReporter(progress),
             keep,
         ],
@@ -221,7 +227,9 @@ def _retrain(config: Config, study: Study, source: Source, hp, seeds: int, name:
     metrics = {**extra, "epochs": epochs, "seeds": [r["seed"] for r in runs], "runs": runs, **summarize(runs),
                "data": splits.note}
     if export:
-        export_model(kept, staging)
+        if not export_model(kept, staging):
+            say("note: TensorFlow is not installed, so no serving/ SavedModel was exported (model.keras was); "
+                "install the tensorflow extra and rerun retrain-best for one")
         metrics["exported_seed"] = kept_seed
         metrics["exports_verified_on_images"] = verify_exports(kept, staging, test[0][:_VERIFY_IMAGES])
     metrics["wall_time_s"] = round(time.monotonic() - started, 1)
@@ -237,20 +245,76 @@ def _retrain(config: Config, study: Study, source: Source, hp, seeds: int, name:
     return metrics
 
 
+def hyperparameters_from(origin: str, results_dir: str | Path, config: Config) -> tuple[dict[str, Any], str]:
+    """Hyperparameter values to retrain from elsewhere, and a line saying where they came from.
+
+    `origin` is another study's name in `results_dir` (its best_hyperparameters.json: the search
+    may have run at another size, e.g. cpu.toml's, and be retrained at paper.toml's), or a JSON
+    file: a best_hyperparameters.json, or a best/ or baseline/ hyperparameters.json. Every name
+    must be in this preset's search space; names it lacks keep their defaults.
+    """
+    path = Path(origin)
+    if not (path.suffix == ".json" or path.is_file()):
+        path = study_for(results_dir, origin).root / "best_hyperparameters.json"
+        if not path.is_file():
+            raise UserError(f"--from {origin}: no {path}; finish that study's search first, or pass a "
+                            f"hyperparameters.json file")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--from {origin}: cannot read {path} as JSON ({exc}); pass a hyperparameters.json") from None
+    values = data.get("hyperparameters", data) if isinstance(data, dict) else None
+    if not isinstance(values, dict) or not values:
+        raise UserError(f"--from {origin}: {path} holds no hyperparameter values")
+    unknown = sorted(set(values) - set(config.space))
+    if unknown:
+        raise UserError(f"--from {origin}: {', '.join(unknown)} not in {config.path}'s search space; "
+                        f"retrain under a preset that declares them")
+    for name, value in values.items():
+        entry = config.space[name]
+        inside = (value in entry["values"]) if entry["type"] == "choice" else (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and entry["min"] <= value <= entry["max"])
+        if not inside:
+            raise UserError(f"--from {origin}: {name} = {value!r} is outside {config.path}'s range for it")
+    trial = f" (trial {data['trial_id']})" if isinstance(data, dict) and "trial_id" in data else ""
+    return values, f"{path}{trial}"
+
+
 def retrain_best(config: Config, study: Study, source: Source, seeds: int = 1,
-                 out: TextIO = sys.stdout) -> dict[str, Any]:
-    """Retrain the best trial's hyperparameters `seeds` times; export the best-validating run to best/."""
+                 out: TextIO = sys.stdout, origin: str | None = None) -> dict[str, Any]:
+    """Retrain the best trial's hyperparameters `seeds` times; export the best-validating run to best/.
+
+    `origin` (`--from`): take the hyperparameters from another study or a JSON file instead of
+    this study's search (see `hyperparameters_from`); the preset still sets sizes and epochs.
+    """
+    if origin is not None:
+        import keras_tuner
+
+        values, where = hyperparameters_from(origin, study.root.parent, config)
+        hp = keras_tuner.HyperParameters()
+        AlexNetHyperModel.from_config(config).values(hp)  # declares the space, at its defaults
+        hp.values.update(values)
+        print(f"hyperparameters from {where}, trained at {config.path}'s sizes:\n    {values}", file=out, flush=True)
+        metrics = _retrain(config, study, source, hp, seeds, "retrain-best", study.best_dir, export=True,
+                           extra={"hyperparameters_from": where}, out=out)
+        _say_exported(study, metrics, out)
+        return metrics
     tuner = load_finished_tuner(config, study)
     best = ranked_trials(tuner.oracle)[0]
     print(f"best trial {best.trial_id}: {tuner.oracle.objective.name} {best.score:.4f} after "
           f"{best.hyperparameters.values.get('tuner/epochs')} epochs\n    "
           f"{searched_values(best.hyperparameters.values)}", file=out, flush=True)
     metrics = _retrain(config, study, source, best.hyperparameters, seeds, "retrain-best", study.best_dir,
-                       export=True, extra={"trial_id": best.trial_id, "search_score": best.score}, out=out)
-    print(f"exported to {study.best_dir}/: model.keras, serving/, hyperparameters.json, metrics.json (both "
-          f"exports reloaded and checked on {metrics['exports_verified_on_images']} test images)",
-          file=out, flush=True)
+                       export=True, extra={"trial_id": best.trial_id, "search_score": best.score,
+                                           "hyperparameters_from": f"study {study.name}"}, out=out)
+    _say_exported(study, metrics, out)
     return metrics
+
+
+def _say_exported(study: Study, metrics: dict[str, Any], out: TextIO) -> None:
+    exports = "model.keras, serving/" if (study.best_dir / "serving").is_dir() else "model.keras"
+    print(f"exported to {study.best_dir}/: {exports}, hyperparameters.json, metrics.json (exports reloaded "
+          f"and checked on {metrics['exports_verified_on_images']} test images)", file=out, flush=True)
 
 
 def train_baseline(config: Config, study: Study, source: Source, seeds: int = 1,

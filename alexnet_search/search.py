@@ -24,9 +24,9 @@ from typing import Any, TextIO
 
 import keras
 import keras_tuner
-from keras_tuner.src.tuners.hyperband import HyperbandOracle
+from keras_tuner.oracles import HyperbandOracle
 
-from . import distribute
+from . import backend, distribute
 from .config import Config
 from .data import Source, TrainingSet, make_dataset, make_splits, pipeline_options
 from .errors import UserError
@@ -34,6 +34,7 @@ from .hypermodel import AlexNetHyperModel
 from .model import clear_session
 from .plan import estimate_seconds, format_duration, schedule_for, time_training_steps
 from .progress import EpochReporter, Progress
+from .tboard import TensorBoardLogger, write_experiment
 from .study import (
     Study, describe_device, failure_reason, prepare_search, rank_key, read_json, require_study, searched_values,
     write_json_atomic, write_provenance,
@@ -238,15 +239,6 @@ class AlexNetTuner(keras_tuner.Hyperband):
             self.oracle.save()
         write_json_atomic(self._get_tuner_fname(), self.get_state())
 
-    def _log_epochs(self, trial) -> None:
-        """The epochs a trial's model has trained, as the HParams tab's `epochs` metric."""
-        import tensorflow as tf
-
-        run = self.study.tensorboard_dir / trial.trial_id / "execution0"
-        if run.is_dir():
-            with tf.summary.create_file_writer(str(run)).as_default():
-                tf.summary.scalar("epochs", int(trial.hyperparameters.values.get("tuner/epochs", 0)), step=0)
-
     def on_search_begin(self):
         self.oracle.verbose = 0  # search() just set it from fit's verbose; Progress reports instead
         super().on_search_begin()
@@ -292,8 +284,6 @@ class AlexNetTuner(keras_tuner.Hyperband):
 
     def run_trial(self, trial, *args, **kwargs):
         """Keras Tuner's trial, seeded, and failed with a one-line reason on NaN, divergence or OOM."""
-        import tensorflow as tf
-
         if self._doomed:
             raise keras_tuner.errors.FailedTrialError(self._doomed)
         # The last trial's model is discarded: free its graphs too, which Keras Tuner's own
@@ -301,10 +291,15 @@ class AlexNetTuner(keras_tuner.Hyperband):
         clear_session()
         # Weights and shuffling follow the study seed, offset per trial so that trials differ.
         keras.utils.set_random_seed(self.seed * 100_003 + int(trial.trial_id))
-        kwargs["callbacks"] = [*kwargs.get("callbacks", []), self._guard]
+        # Keras Tuner logs to TensorBoard only on TensorFlow: this logger does it on every backend.
+        logger = TensorBoardLogger(self.study.tensorboard_dir / trial.trial_id / "execution0",
+                                   values=searched_values(trial.hyperparameters.values), session=trial.trial_id)
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), logger, self._guard]
         try:
             histories = super().run_trial(trial, *args, **kwargs)
-        except (tf.errors.ResourceExhaustedError, MemoryError) as exc:
+        except Exception as exc:
+            if not backend.is_out_of_memory(exc):
+                raise
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise keras_tuner.errors.FailedTrialError(f"out of memory: {first}") from None
         if self._guard.reason:
@@ -316,7 +311,6 @@ class AlexNetTuner(keras_tuner.Hyperband):
         self._guard.set_model(None)  # it serves every trial; holding the last model would keep it alive
         self.end_run(trial.trial_id, self.oracle.get_trial(trial.trial_id).status.lower())
         self._running = None
-        self._log_epochs(trial)
         if self.progress:
             trial = self.oracle.get_trial(trial.trial_id)
             if self._is_worker():  # the oracle is the chief's, behind gRPC
@@ -380,24 +374,6 @@ def load_finished_tuner(config: Config, study: Study) -> AlexNetTuner:
     return tuner
 
 
-def write_hparams_config(tuner: AlexNetTuner, logdir: str) -> None:
-    """Declare the HParams experiment so TensorBoard lists every trial's domains and metrics."""
-    import tensorflow as tf
-    from keras_tuner.src.engine.tuner_utils import convert_hyperparams_to_hparams
-    from tensorboard.plugins.hparams import api as hp_api
-
-    hparams = convert_hyperparams_to_hparams(tuner.oracle.get_space(), hp_api)
-    metrics = [
-        hp_api.Metric("epoch_accuracy", group="validation", display_name="val accuracy"),
-        hp_api.Metric("epoch_loss", group="validation", display_name="val loss"),
-        hp_api.Metric("epochs", display_name="epochs"),
-        hp_api.Metric("epoch_accuracy", group="train", display_name="train accuracy"),
-        hp_api.Metric("epoch_loss", group="train", display_name="train loss"),
-    ]
-    with tf.summary.create_file_writer(logdir).as_default():
-        hp_api.hparams_config(hparams=list(hparams), metrics=metrics)
-
-
 def best_trials_table(tuner: AlexNetTuner, n: int = 5) -> str:
     best = ranked_trials(tuner.oracle)[:n]
     if not best:
@@ -423,7 +399,6 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
     `callbacks` are added to every trial's fit; Keras Tuner deep-copies them per trial, so one
     that collects across trials must share its state through `__deepcopy__` (see EpochReporter).
     """
-    import tensorflow as tf
     from keras_tuner.src import config as kt_config
 
     say = lambda line: print(line, file=out, flush=True)  # noqa: E731
@@ -442,8 +417,8 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
         resuming = prepare_search(study, config, overwrite)
     schedule = schedule_for(config)
 
-    has_gpu = bool(tf.config.list_physical_devices("GPU"))
-    say(f"device: {describe_device()}" + ("" if role == "single" else f"; role: {role} ({os.environ[distribute.TUNER_ID]})"))
+    has_gpu = backend.gpu_count() > 0
+    say(f"device: {describe_device()}; Keras backend: {backend.version()}" + ("" if role == "single" else f"; role: {role} ({os.environ[distribute.TUNER_ID]})"))
     if config["study"]["expects_gpu"] and not has_gpu and role != "chief":
         estimate = estimate_seconds(config, time_training_steps(config), schedule)
         say(
@@ -468,7 +443,7 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
     kt_config.DEBUG = False  # Keras Tuner prints failed trials' tracebacks; trial.json keeps them
     if role != "worker":
         write_provenance(study.root, config, extra={"data_source": source.describe(), "split": splits.note})
-        write_hparams_config(tuner, str(study.tensorboard_dir))
+        write_experiment(study.tensorboard_dir, config.space)
         finished = [t for t in tuner.oracle.trials.values() if t.status in _ENDED]
         progress.epochs_done = sum(trial_epochs(t) for t in finished)
         say(f"study {study.name}: {schedule.trials} trials, {schedule.epochs} epochs in the Hyperband schedule"
@@ -487,7 +462,6 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
     train = TrainingSet(splits.x_train, splits.y_train, batch, seed=seed, **pipe)
     val = make_dataset(splits.x_val, splits.y_val, batch, **pipe)
     callbacks = [
-        keras.callbacks.TensorBoard(log_dir=str(study.tensorboard_dir), write_graph=False, profile_batch=0),
         EpochReporter(progress),
         *callbacks,
     ]

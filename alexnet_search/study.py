@@ -15,6 +15,7 @@ half-written file where a good one stood.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -127,18 +128,9 @@ def git_commit() -> str | None:
 
 
 def describe_device() -> str:
-    import tensorflow as tf
+    from .backend import describe_device as describe
 
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return f"CPU ({os.cpu_count()} cores; no GPU visible to TensorFlow)"
-    names = []
-    for gpu in gpus:
-        try:
-            names.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
-        except Exception:  # details are best-effort; the count is what matters
-            names.append(gpu.name)
-    return f"{len(gpus)} GPU(s): " + ", ".join(names)
+    return describe()
 
 
 def versions() -> dict[str, Any]:
@@ -146,11 +138,17 @@ def versions() -> dict[str, Any]:
     import keras_tuner
     import numpy
     import tensorboard
-    import tensorflow as tf
 
+    from . import backend
+
+    try:
+        tensorflow = importlib.metadata.version("tensorflow")
+    except importlib.metadata.PackageNotFoundError:
+        tensorflow = "not installed"
     return {
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
+        "backend": backend.version(),
+        "tensorflow": tensorflow,
         "keras": keras.__version__,
         "keras_tuner": keras_tuner.__version__,
         "tensorboard": tensorboard.__version__,

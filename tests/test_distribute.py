@@ -58,6 +58,15 @@ def test_gpu_speed_options_are_off_without_a_gpu():
     assert distribute.speed_options("float32", False, has_gpu=False) == ("float32", False, None)
 
 
+def test_jax_always_compiles_with_xla_and_says_so():
+    # Uncompiled JAX runs every layer op by op: the preset's jit_compile = false is TensorFlow's.
+    precision, jit, note = distribute.speed_options("float32", False, has_gpu=True, backend="jax")
+    assert (precision, jit) == ("float32", True) and "JAX compiles every model" in note
+    precision, jit, note = distribute.speed_options("mixed_float16", False, has_gpu=False, backend="jax")
+    assert (precision, jit) == ("float32", True) and "no GPU" in note
+    assert distribute.speed_options("float32", True, has_gpu=False, backend="jax") == ("float32", True, None)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -3,7 +3,7 @@
 import random
 
 import pytest
-from keras_tuner.src.tuners.hyperband import HyperbandOracle
+from keras_tuner.oracles import HyperbandOracle
 
 from alexnet_search.plan import format_duration, format_schedule, hyperband_schedule
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import keras_tuner
 import pytest
-import tensorflow as tf
 from keras_tuner.engine.trial import Trial
 
 from alexnet_search.config import load_config
@@ -63,10 +62,11 @@ def _save_trial(study: Study, space: dict, trial_id: str, values: dict, score, s
 
 
 def _write_events(run: Path, first_step: int, values: list[float]) -> None:
-    writer = tf.summary.create_file_writer(str(run))
-    with writer.as_default():
-        for step, value in enumerate(values, first_step):
-            tf.summary.scalar("epoch_accuracy", value, step=step)
+    from alexnet_search.tboard import Writer
+
+    writer = Writer(run)
+    for step, value in enumerate(values, first_step):
+        writer.scalar("epoch_accuracy", value, step=step)
     writer.close()
 
 
@@ -287,9 +287,13 @@ def test_read_scalars_returns_each_epoch_and_a_later_file_wins(tmp_path):
 def test_fit_time_spans_the_train_writer_opening_to_the_last_validation_epoch(tmp_path):
     def write(folder, times):
         folder.mkdir(parents=True)
-        with tf.io.TFRecordWriter(str(folder / f"events.out.tfevents.{int(times[0])}.h.1.0.v2")) as w:
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        with open(folder / f"events.out.tfevents.{int(times[0])}.h.1.0.v2", "wb") as f:
+            w = RecordWriter(f)
             for step, t in enumerate(times):
-                w.write(tf.compat.v1.Event(wall_time=t, step=step).SerializeToString())
+                w.write(Event(wall_time=t, step=step).SerializeToString())
 
     run = tmp_path / "execution0"
     write(run / "train", [1000.0, 1004.0, 1008.0])

@@ -1,0 +1,162 @@
+"""The Keras backend a run uses: TensorFlow (the default), JAX or PyTorch, chosen the Keras way.
+
+`KERAS_BACKEND=jax` (or `BACKEND=jax` for make) picks JAX; nothing else in the package needs to
+know which one it runs on, except through this module: the device it trains on, the backend's
+version for results, what an out-of-memory error looks like, and whether TensorFlow is there for
+the one thing that needs it (the SavedModel serving export).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+from .errors import UserError
+
+BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}  # backend -> module it needs
+DEFAULT = "tensorflow"
+
+
+def chosen() -> str:
+    """The backend Keras will load, read without importing Keras (so it can be checked first)."""
+    name = os.environ.get("KERAS_BACKEND")
+    if name is None:
+        import json
+        from pathlib import Path
+
+        home = os.environ.get("KERAS_HOME") or Path.home() / ".keras"
+        try:
+            name = json.loads((Path(home) / "keras.json").read_text()).get("backend")
+        except (OSError, ValueError, AttributeError):
+            name = None
+    return name or DEFAULT
+
+
+def check() -> str:
+    """The chosen backend, or a UserError saying how to install it or choose another."""
+    name = chosen()
+    if name not in BACKENDS:
+        raise UserError(f"KERAS_BACKEND={name!r} is not one of {', '.join(BACKENDS)}; set it to one of those")
+    if importlib.util.find_spec(BACKENDS[name]) is None:
+        others = [b for b in BACKENDS if b != name and importlib.util.find_spec(BACKENDS[b])]
+        hint = f" or run with KERAS_BACKEND={others[0]} (installed here)" if others else ""
+        raise UserError(f"the Keras backend is {name} but {BACKENDS[name]} is not installed; "
+                        f"`BACKEND={name} make env` installs it{hint}")
+    return name
+
+
+def start() -> str:
+    """Import Keras on the chosen backend with its start-up chatter held back; returns the backend.
+
+    TensorFlow's C++ start-up lines (CPU features, absent CUDA) are written to file descriptor 2
+    before any log level applies, so they are caught there, and shown after all where they explain
+    something: when the import fails, or when nvidia-smi sees a GPU that the backend does not.
+    """
+    import logging
+    import shutil
+    import tempfile
+    import warnings
+
+    name = check()
+    if name == "jax":
+        # Every new model is compiled by XLA (seconds on a CPU, more on a GPU). A persistent cache
+        # lets a promoted Hyperband trial, a resumed study and each retrain seed reuse the
+        # programs an earlier process compiled for the same layer widths.
+        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_dir() / "jax"))
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    # Hyperband's promoted trials load weights only, by design; Keras warns about the optimizer.
+    warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    gpus = []
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        ok = False
+        try:
+            import keras  # noqa: F401  (loads the backend)
+
+            gpus = gpu_names()
+            ok = True
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            chatter = caught.read().decode(errors="replace")
+            if not ok or (not gpus and shutil.which("nvidia-smi")):
+                sys.stderr.write(chatter)
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        tf.get_logger().setLevel(logging.ERROR)  # e.g. retracing notes, one per new trial model
+    return name
+
+
+def cache_dir():
+    """Where compiled programs are kept between runs: $ALEXNET_SEARCH_CACHE, else ~/.cache/alexnet-search."""
+    from pathlib import Path
+
+    return Path(os.environ.get("ALEXNET_SEARCH_CACHE") or Path.home() / ".cache" / "alexnet-search")
+
+
+def name() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
+def version() -> str:
+    """`jax 0.10.2`: the backend and its library's version."""
+    backend = name()
+    module = __import__(BACKENDS[backend])
+    return f"{backend} {module.__version__}"
+
+
+def has_tensorflow() -> bool:
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def gpu_names() -> list[str]:
+    """The GPUs the backend trains on (empty on a CPU)."""
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        names = []
+        for gpu in tf.config.list_physical_devices("GPU"):
+            try:
+                names.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
+            except Exception:  # details are best-effort; the count is what matters
+                names.append(gpu.name)
+        return names
+    if backend == "jax":
+        import jax
+
+        return [getattr(d, "device_kind", str(d)) for d in jax.devices() if d.platform == "gpu"]
+    import torch
+
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+
+def gpu_count() -> int:
+    return len(gpu_names())
+
+
+def describe_device() -> str:
+    gpus = gpu_names()
+    if not gpus:
+        return f"CPU ({os.cpu_count()} cores; no GPU visible to {name()})"
+    return f"{len(gpus)} GPU(s): " + ", ".join(gpus)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is the backend saying a device (or the host) ran out of memory."""
+    if isinstance(exc, MemoryError):
+        return True
+    kind = type(exc).__name__
+    if kind in ("ResourceExhaustedError", "OutOfMemoryError"):  # TensorFlow; torch.cuda
+        return True
+    # JAX/XLA: XlaRuntimeError (or JaxRuntimeError) whose message starts with the status code.
+    return "RuntimeError" in kind and "RESOURCE_EXHAUSTED" in str(exc)[:200]
