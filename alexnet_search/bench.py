@@ -71,6 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "validation takes a quarter as many again (default 256)")
     arg("--study-full", action="store_true", help="run the study at the preset's own sizes and width (the 5%% "
         "overhead target; about 30 minutes for cpu.toml on 2 cores)")
+    arg("--backends", default=None, help="Keras backends to measure side by side, comma-separated (default: "
+        "every installed one of tensorflow and jax); the seed's way runs on the first")
     arg("--skip-search", action="store_true", help="skip the study (first step, time outside fit, memory)")
     arg("--skip-variants", action="store_true", help="skip the seed-vs-ours throughput runs")
     arg("--output", default=None, help="JSON file for every figure (default: results/bench-<timestamp>.json)")
@@ -184,9 +186,10 @@ def measure_variant(variant: str, images: int, image_size: int, batch_size: int,
     start_rss = rss_mb()
     space = load_config(config).space
     keras.utils.set_random_seed(1)
-    # float32 without XLA in both: this compares input pipelines, and on a CPU the search turns
-    # XLA and mixed precision off anyway (distribute.speed_options).
-    hypermodel = AlexNetHyperModel(space, image_size=image_size, width_multiplier=width, jit_compile=False)
+    # float32, and XLA only where the backend always uses it (JAX): this compares input pipelines,
+    # and on a CPU the search turns XLA and mixed precision off anyway (distribute.speed_options).
+    jit = keras.backend.backend() == "jax"
+    hypermodel = AlexNetHyperModel(space, image_size=image_size, width_multiplier=width, jit_compile=jit)
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)  # no values set: the seed's hyperparameters
     flops, gflops = forward_flops(model), matmul_gflops()
@@ -196,7 +199,7 @@ def measure_variant(variant: str, images: int, image_size: int, batch_size: int,
     prep = time.perf_counter()
     if variant == "seed":
         translate = hypermodel.values(hp).get("translate", 0.1)
-        model = seed_model(model, image_size, translate, dict(hypermodel.compile_args(hp), jit_compile=False))
+        model = seed_model(model, image_size, translate, dict(hypermodel.compile_args(hp), jit_compile=jit))
         say(f"    resizing {images} images to {image_size}x{image_size} float32 up front")
         x = upfront_resize(x, image_size)
         train = lambda **kw: model.fit(x, y, batch_size=batch_size, shuffle=True, **kw)  # noqa: E731
@@ -223,7 +226,7 @@ def measure_variant(variant: str, images: int, image_size: int, batch_size: int,
     sizes = [min(batch_size, images - (i % per_epoch) * batch_size) for i in range(len(ends))]
     first, steady = throughput(start, ends, sizes, per_epoch)
     return {
-        "variant": variant, "images": images, "image_size": image_size, "batch_size": batch_size,
+        "variant": variant, "backend": keras.backend.backend(), "images": images, "image_size": image_size, "batch_size": batch_size,
         "steps": len(ends), "width": width, "forward_flops": flops, "matmul_gflops": gflops,
         "prep_s": prep, "fit_s": ends[-1] - start, "first_epoch_images_per_s": first, "images_per_s": steady,
         "start_rss_mb": start_rss, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -432,9 +435,39 @@ def format_study(study: dict) -> str:
     return "\n".join(lines)
 
 
-def run_child(kind: str, argv: list[str], say=print) -> dict:
+def format_backends(report: dict) -> str:
+    """Our pipeline and the study on each backend, side by side."""
+    rows = [("backend", "steady img/s", "1st epoch img/s", "peak RSS", "trials", "1st steps per trial",
+             "outside fit", "RSS per trial")]
+    for name, r in report["backends"].items():
+        ours, study = r.get("ours", {}), r.get("study", {})
+        row = [name]
+        row += (["failed", "-", "-"] if "error" in ours else
+                [f"{ours['images_per_s']:.1f}", f"{ours['first_epoch_images_per_s']:.1f}",
+                 f"{ours['peak_rss_mb']:,.0f} MB"]) if ours else ["-", "-", "-"]
+        if study and "error" not in study:
+            t = study["trials"]
+            growth = (t[-1]["rss_mb"] - t[0]["rss_mb"]) / (len(t) - 1) if len(t) > 1 else 0.0
+            row += [str(len(t)), _secs(sum(x["first_steps_s"] for x in t) / len(t)), f"{study['outside_fit']:.0%}",
+                    f"{growth:+.1f} MB"]
+        else:
+            row += ["failed" if study else "-", "-", "-", "-"]
+        rows.append(tuple(row))
+    return "\n".join(["backends (1st steps: a new model's first training and validation step, where it is "
+                      "traced and compiled):", *_columns(rows)])
+
+
+def installed_backends() -> list[str]:
+    import importlib.util
+
+    return [b for b in ("tensorflow", "jax") if importlib.util.find_spec(b) is not None]
+
+
+def run_child(kind: str, argv: list[str], say=print, backend: str | None = None) -> dict:
     """`python -m alexnet_search.bench --child KIND ARGV`: its lines echoed, its last JSON line returned."""
     env = dict(os.environ)
+    if backend:
+        env["KERAS_BACKEND"] = backend
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")]))
     result = None
@@ -474,28 +507,42 @@ def run(args) -> int:
     from .study import write_json_atomic
 
     _resolve(args)
+    backends = args.backends.split(",") if args.backends else installed_backends()
+    missing = [b for b in backends if b not in installed_backends()]
+    if missing or not backends:
+        raise UserError(f"--backends {args.backends}: {', '.join(missing) or 'none'} not installed here; "
+                        f"installed: {', '.join(installed_backends()) or 'none'}")
     source = source_from(args.data_dir)  # a wrong folder fails here, before anything runs
     say = lambda line: print(line, flush=True)  # noqa: E731
     say(f"bench: {args.images} images at {args.image_size}x{args.image_size}, batch {args.batch_size}, "
-        f"{args.steps} steps per variant, width {args.width}; data: "
+        f"{args.steps} steps per variant, width {args.width}; backends {', '.join(backends)}; data: "
         f"{source.describe() if source.folder else 'random images (no --data-dir or $CIFAR10_DIR)'}")
     started, phase, tables = time.monotonic(), 0, []
-    phases = (0 if args.skip_variants else 2) + (0 if args.skip_search else 1)
+    phases = (0 if args.skip_variants else 1 + len(backends)) + (0 if args.skip_search else len(backends))
     report: dict = {"settings": {k: getattr(args, k) for k in _CHILD_FLAGS},
-                    "written": datetime.now().isoformat(timespec="seconds")}
+                    "written": datetime.now().isoformat(timespec="seconds"), "backends": {b: {} for b in backends}}
     if not args.skip_variants:
-        for variant in VARIANTS:
+        phase += 1
+        say(f"[{phase}/{phases}] {VARIANTS['seed']} on {backends[0]} (own process) ...")
+        report["seed"] = run_child("seed", _child_argv(args), say, backends[0])
+        for b in backends:
             phase += 1
-            say(f"[{phase}/{phases}] {VARIANTS[variant]} (own process) ...")
-            report[variant] = run_child(variant, _child_argv(args), say)
+            say(f"[{phase}/{phases}] {VARIANTS['ours']} on {b} (own process) ...")
+            report["backends"][b]["ours"] = run_child("ours", _child_argv(args), say, b)
+        report["ours"] = report["backends"][backends[0]]["ours"]  # the seed's way's own backend
         report["ceiling_images_per_s"] = {v: ceiling_images_per_s(report[v]) for v in VARIANTS}
         tables.append(format_table(report["seed"], report["ours"]))
     if not args.skip_search:
-        phase += 1
-        say(f"[{phase}/{phases}] Hyperband study through run_search, at least {args.trials_memory} trials ...")
-        report["study"] = run_child("study", _child_argv(args), say)
-        tables.append(f"study failed: {report['study']['error']}" if "error" in report["study"]
-                      else format_study(report["study"]))
+        for b in backends:
+            phase += 1
+            say(f"[{phase}/{phases}] Hyperband study through run_search on {b}, at least {args.trials_memory} "
+                f"trials ...")
+            study = report["backends"][b]["study"] = run_child("study", _child_argv(args), say, b)
+            tables.append(f"study on {b} failed: {study['error']}" if "error" in study
+                          else f"on {b}: " + format_study(study))
+        report["study"] = report["backends"][backends[0]]["study"]
+    if len(backends) > 1:
+        tables.append(format_backends(report))
     output = Path(args.output or f"results/bench-{datetime.now():%Y%m%d-%H%M%S}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(output, report)

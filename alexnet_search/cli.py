@@ -101,6 +101,7 @@ def cmd_report(args) -> int:
 def cmd_plan(args) -> int:
     from .config import load_config
     from .plan import estimate_seconds, format_duration, format_schedule, schedule_for, time_training_steps
+    from . import backend
     from .study import describe_device
 
     config = load_config(args.config)
@@ -121,7 +122,8 @@ def cmd_plan(args) -> int:
     retrain_s = config["retrain"]["epochs"] * (
         d["train_size"] * timing.train_s_per_image + d["val_size"] * timing.eval_s_per_image
     ) + (d["train_size"] + d["val_size"] + 10_000) * timing.eval_s_per_image
-    print(f"\nmeasured on {describe_device()}: {1 / timing.train_s_per_image:.0f} training images/s, "
+    print(f"\nmeasured on {describe_device()}, Keras backend {backend.version()}: "
+          f"{1 / timing.train_s_per_image:.0f} training images/s, "
           f"{1 / timing.eval_s_per_image:.0f} inference images/s (default hyperparameters)")
     print(f"estimated: search {format_duration(search_s)}, retrain-best {format_duration(retrain_s)} per seed "
           f"(widths vary by trial; failed trials shorten the search)")

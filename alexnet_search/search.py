@@ -268,7 +268,7 @@ class AlexNetTuner(keras_tuner.Hyperband):
         )
         self._running = trial.trial_id
         self._write_runs(trial.trial_id, earlier + [{
-            "tuner_id": self.tuner_id, "host": socket.gethostname(), "pid": os.getpid(),
+            "tuner_id": self.tuner_id, "host": socket.gethostname(), "pid": os.getpid(), "backend": backend.name(),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }])
         if self.progress:

@@ -142,16 +142,35 @@ def test_every_flag_has_help_and_the_defaults_are_the_issues():
 @pytest.mark.slow
 def test_bench_runs_each_variant_in_its_own_process_and_writes_json(tmp_path, cifar_dir, capsys):
     _, args = _parse("--images", 32, "--image-size", 32, "--batch-size", 16, "--steps", 2, "--skip-search",
-                     "--config", CPU, "--data-dir", cifar_dir, "--output", tmp_path / "bench.json")
+                     "--config", CPU, "--data-dir", cifar_dir, "--output", tmp_path / "bench.json",
+                     "--backends", "tensorflow")
     assert bench.run(args) == 0
     out = capsys.readouterr().out
     assert "[1/2] seed's way" in out and "[2/2] ours" in out and "ours/seed:" in out
     report = json.loads((tmp_path / "bench.json").read_text())
     for name in ("seed", "ours"):
         assert report[name]["images_per_s"] > 0 and report[name]["peak_rss_mb"] > 0
-        assert report[name]["steps"] == 2
+        assert report[name]["steps"] == 2 and report[name]["backend"] == "tensorflow"
     assert report["seed"]["forward_flops"] == report["ours"]["forward_flops"]
     assert min(report["ceiling_images_per_s"].values()) > 0 and "study" not in report
+
+
+@pytest.mark.slow
+def test_bench_puts_the_backends_side_by_side(tmp_path, cifar_dir, capsys):
+    pytest.importorskip("jax")
+    _, args = _parse("--images", 32, "--image-size", 32, "--batch-size", 16, "--steps", 2, "--trials-memory", 2,
+                     "--study-images", 32, "--config", CPU, "--data-dir", cifar_dir, "--output",
+                     tmp_path / "bench.json", "--backends", "tensorflow,jax")
+    assert bench.run(args) == 0
+    out = capsys.readouterr().out
+    assert "[5/5] Hyperband study through run_search on jax" in out and "backends (1st steps" in out
+    report = json.loads((tmp_path / "bench.json").read_text())
+    for name in ("tensorflow", "jax"):
+        figures = report["backends"][name]
+        assert figures["ours"]["backend"] == name and figures["ours"]["images_per_s"] > 0
+        assert len(figures["study"]["trials"]) >= 2 and figures["study"]["trials"][0]["rss_mb"] > 0
+    with pytest.raises(UserError, match="--backends torch: torch not installed"):
+        bench.run(_parse("--backends", "torch")[1])
 
 
 @pytest.mark.slow

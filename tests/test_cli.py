@@ -6,6 +6,7 @@ Tests marked `backends` also run in `make test`'s JAX leg, an environment withou
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -106,7 +107,8 @@ def test_running_again_resumes_without_redoing_trials(searched):
 
 def _kill_when(args, cwd, marker, sig=signal.SIGKILL, expected_rc=-signal.SIGKILL):
     """Run the CLI and SIGKILL it (no chance to clean up) as soon as `marker` is printed."""
-    env = {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin",
+           **{k: v for k, v in os.environ.items() if k == "KERAS_BACKEND"}}
     proc = subprocess.Popen([sys.executable, "-m", "alexnet_search", *map(str, args)], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     seen = []
