@@ -24,6 +24,26 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (got {value})")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (1-65535)")
+    return value
+
+
 def _study_args(p: argparse.ArgumentParser, with_data: bool = True, with_seeds: bool = False) -> None:
     p.add_argument("--config", default=DEFAULT_CONFIG,
                    help=f"preset TOML file (default: {DEFAULT_CONFIG}; tuning/cpu.toml for a CPU)")
@@ -36,7 +56,7 @@ def _study_args(p: argparse.ArgumentParser, with_data: bool = True, with_seeds: 
                        help="CIFAR-10 python-batch folder (cifar-10-batches-py) for offline machines; "
                             "default: $CIFAR10_DIR, else download through Keras")
     if with_seeds:
-        p.add_argument("--seeds", type=int, default=1,
+        p.add_argument("--seeds", type=_at_least_one, default=1,
                        help="train this many times with different seeds and report mean and std (default 1)")
 
 
@@ -52,8 +72,11 @@ def cmd_search(args) -> int:
     from . import distribute
 
     config, study = _load(args)
-    host = args.oracle_host or config["distributed"]["host"]
-    port = args.oracle_port or config["distributed"]["port"]
+    host, port = distribute.oracle_address(args.oracle_host, args.oracle_port, config)
+    serves = args.workers or args.chief or "chief" in os.environ.get(distribute.TUNER_ID, "")
+    if serves and not distribute.is_loopback(host):
+        print(f"warning: serving Keras Tuner's oracle on {host}:{port}, which other hosts can reach; its gRPC "
+              f"port has no authentication, so anyone there can read and steer this study", file=sys.stderr)
     if args.workers:
         if args.chief or args.worker is not None:
             raise UserError("--workers starts its own chief and workers; drop --chief/--worker")
@@ -134,10 +157,12 @@ def cmd_predict(args) -> int:
     from .predict import predict
     from .study import restore_dir
 
+    from .study import study_for
+
     if args.model:
         model_path = Path(args.model)
     else:
-        best = Path(args.results_dir) / args.study / "best"
+        best = study_for(args.results_dir, args.study).best_dir
         restore_dir(best)
         model_path = best / "model.keras"
     for path, top in zip(args.images, predict(model_path, args.images, top=args.top)):
@@ -171,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="discard the study's existing trials and start over (needed when the preset's "
                         "search space or sizes changed)")
-    p.add_argument("--workers", type=int, default=0, metavar="N",
+    p.add_argument("--workers", type=_at_least_one, default=0, metavar="N",
                    help="run Keras Tuner's distributed tuning here: one chief and N worker processes "
                         "(one GPU each where there are several), output prefixed and logged in STUDY/logs/")
     p.add_argument("--chief", action="store_true",
@@ -180,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="be worker ID (e.g. 1, or any id without 'chief') of the chief at --oracle-host")
     p.add_argument("--oracle-host", default=None,
                    help="the chief's address (default: the preset's [distributed] host, 127.0.0.1)")
-    p.add_argument("--oracle-port", type=int, default=None,
+    p.add_argument("--oracle-port", type=_port, default=None,
                    help="the chief's port (default: the preset's [distributed] port, 8000)")
     p.set_defaults(func=cmd_search)
 
@@ -219,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", default="paper", help="study whose best/model.keras to use (default: paper)")
     p.add_argument("--results-dir", default=DEFAULT_RESULTS, help=f"folder holding all studies (default: {DEFAULT_RESULTS})")
     p.add_argument("--model", default=None, help="path to a .keras file instead of the study's")
-    p.add_argument("--top", type=int, default=3, help="classes to show per image (default 3)")
+    p.add_argument("--top", type=_at_least_one, default=3, help="classes to show per image (default 3)")
     p.set_defaults(func=cmd_predict)
 
     from . import bench
@@ -232,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tensorboard", help="serve TensorBoard for all studies on localhost",
                        description="Serve TensorBoard over RESULTS_DIR on 127.0.0.1 only.")
     p.add_argument("--results-dir", default=DEFAULT_RESULTS, help=f"folder holding all studies (default: {DEFAULT_RESULTS})")
-    p.add_argument("--port", type=int, default=6006, help="port (default 6006)")
+    p.add_argument("--port", type=_port, default=6006, help="port (default 6006)")
     p.set_defaults(func=cmd_tensorboard)
     return parser
 
@@ -240,9 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        # These train nothing in this process (the benchmark trains in child processes).
-        in_children = args.command == "bench" or getattr(args, "workers", 0)
-        if args.func is not cmd_tensorboard and not in_children:
+        # Every command but tensorboard imports Keras, if only to check a preset: load it here, with
+        # its backend's start-up chatter held back, so that an error stays one line.
+        if args.func is not cmd_tensorboard:
             from . import backend
 
             backend.start()

@@ -18,9 +18,13 @@ tuner id its ongoing trial before any new one).
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import ipaddress
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -49,16 +53,61 @@ def role() -> str:
     return "chief" if "chief" in os.environ[TUNER_ID] else "worker"
 
 
+def oracle_address(flag_host: str | None, flag_port: int | None, config) -> tuple[str, int]:
+    """Where the chief serves: what the user typed, else Keras Tuner's variables, else the preset."""
+    host = flag_host or os.environ.get(ORACLE_IP) or config["distributed"]["host"]
+    port = flag_port or os.environ.get(ORACLE_PORT) or config["distributed"]["port"]
+    try:
+        port = int(port)
+    except ValueError:
+        raise UserError(f"{ORACLE_PORT}={port!r} is not a port number; set it to 1-65535") from None
+    if not 1 <= port <= 65535:
+        raise UserError(f"oracle port {port} is out of range; use 1-65535")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
+def check_port(host: str, port: int) -> None:
+    """UserError unless a chief could serve on host:port now.
+
+    gRPC binds with SO_REUSEPORT, so a second chief would share a port that a first one (or an
+    orphan) still serves, and the workers' calls would be split between two oracles. A plain bind
+    here fails while anything listens there.
+    """
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UserError(f"--oracle-host {host}: cannot resolve it ({exc}); use an address of this machine") from None
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed chief's TIME_WAIT is no owner
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UserError(f"port {port} on {host} is already in use (another study's chief, or another "
+                                f"program); pass --oracle-port with a free port") from None
+            raise UserError(f"cannot serve the oracle on {host}:{port} ({exc.strerror or exc}); --oracle-host "
+                            f"must be an address of this machine") from None
+
+
 def set_role(chief: bool, worker: str | None, host: str, port: int) -> None:
-    """Set Keras Tuner's variables for --chief / --worker ID (before any tuner is built)."""
+    """Set Keras Tuner's variables for --chief / --worker ID (before any tuner is built); the
+    address given here wins over any inherited from the environment."""
     if chief and worker:
         raise UserError("--chief and --worker are exclusive: a process has one role")
     if worker is not None and ("chief" in worker or not worker.strip()):
         raise UserError(f"--worker {worker!r}: a worker id must be non-empty and must not contain 'chief'")
     if chief or worker is not None:
         os.environ[TUNER_ID] = "chief" if chief else (worker if not worker.isdigit() else f"tuner{worker}")
-        os.environ.setdefault(ORACLE_IP, host)
-        os.environ.setdefault(ORACLE_PORT, str(port))
+    if chief or worker is not None or TUNER_ID in os.environ:
+        os.environ[ORACLE_IP] = host
+        os.environ[ORACLE_PORT] = str(port)
 
 
 def gpu_count() -> int:
@@ -137,6 +186,16 @@ def _visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
 
 
+def _die_with_parent() -> None:
+    """In a child, before it runs: have the kernel send it SIGTERM when the launcher dies, however
+    it dies (kill -9 included). An orphaned chief would go on serving its port and split a later
+    study's workers between two oracles. Linux's prctl(PR_SET_PDEATHSIG); elsewhere a no-op."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class _Process:
     def __init__(self, name: str, tuner_id: str, argv: list[str], env: dict, log: Path, out: TextIO, lock):
         self.name, self.tuner_id, self.argv, self.env, self.log, self.out, self.lock = (
@@ -148,7 +207,7 @@ class _Process:
     def start(self) -> None:
         self.started = time.monotonic()
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1, start_new_session=True)
+                                     text=True, bufsize=1, start_new_session=True, preexec_fn=_die_with_parent)
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
 
     def _pump(self, proc: subprocess.Popen) -> None:
@@ -176,6 +235,7 @@ def launch_local(child_args: list[str], workers: int, host: str, port: int, log_
     """
     if workers < 1:
         raise UserError(f"--workers must be >= 1 (got {workers})")
+    check_port(host, port)
     log_dir.mkdir(parents=True, exist_ok=True)
     lock, gpus = threading.Lock(), _visible_gpus()
     base = {**os.environ, ORACLE_IP: host, ORACLE_PORT: str(port), "PYTHONUNBUFFERED": "1"}

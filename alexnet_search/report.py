@@ -24,7 +24,9 @@ from . import tboard
 from .config import SPACE_BOUNDS
 from .errors import UserError
 from .plan import Schedule, format_duration, hyperband_schedule
-from .study import Study, failure_reason, rank_key, read_json, require_study, restore_dir, searched_values
+from .study import (
+    Study, failure_reason, rank_key, read_json, require_study, restore_dir, searched_values, write_text_atomic,
+)
 
 TOP_TRIALS = 10  # rows of the best-trials table
 TOP_CURVES = 5  # learning curves drawn; more make the plot unreadable
@@ -437,7 +439,5 @@ def write_report(study: Study) -> Path:
     lines += ["", *_plots(study, trials, order, config["space"], objective),
               *_study_section(config, preset, trials, schedule, summary, versions, commands, study.tensorboard_dir)]
     report = study.root / "report.md"
-    tmp = report.with_name(".report.md.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, report)  # a reader never sees half a report
+    write_text_atomic(report, "\n".join(lines))  # a reader never sees half a report
     return report

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -41,6 +42,7 @@ from .study import (
 )
 
 
+_TRIAL_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 # Keras Tuner's end states; INVALID is a trial whose hyperparameters could not build a model.
 _ENDED = ("COMPLETED", "FAILED", "INVALID")
 # A trial whose process died this many times while running it (killed, or out of host memory) is
@@ -257,6 +259,11 @@ class AlexNetTuner(keras_tuner.Hyperband):
 
     def on_trial_begin(self, trial):
         _CtrlC.check()
+        # A worker's trial ids come from the chief over an unauthenticated port, and become paths
+        # (trial folders, TensorBoard runs that are deleted and rewritten): Keras Tuner's are digits.
+        if not _TRIAL_ID.fullmatch(str(trial.trial_id)):
+            raise UserError(f"the oracle sent trial id {str(trial.trial_id)[:40]!r}, which is not one Keras Tuner "
+                            f"makes; refusing to use it in a path. Check who serves {os.environ.get(distribute.ORACLE_IP)}")
         super().on_trial_begin(trial)
         # A trial interrupted by a crash is re-run from scratch: drop its half-written curves.
         shutil.rmtree(self.study.tensorboard_dir / trial.trial_id, ignore_errors=True)
@@ -410,6 +417,8 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
     d = config["data"]
     splits = make_splits(x, y, d["train_size"], d["val_size"])
     del x, y
+    if role == "chief":
+        distribute.check_port(os.environ[distribute.ORACLE_IP], int(os.environ[distribute.ORACLE_PORT]))
     if role == "worker":
         study.tuner_dir.mkdir(parents=True, exist_ok=True)
         resuming = False

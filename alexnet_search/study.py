@@ -76,9 +76,36 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """`text` at `path`, all or nothing (a crash leaves the old file or the new one)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename in `folder` durable: a rename is a change to the folder, not to the file."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -101,6 +128,7 @@ def replace_dir_atomic(staging: Path, target: Path) -> None:
     if target.exists():
         os.replace(target, old)
     os.replace(staging, target)
+    fsync_dir(target.parent)
     if old.exists():
         shutil.rmtree(old, ignore_errors=True)
 
@@ -237,6 +265,12 @@ def prepare_search(study: Study, config: Config, overwrite: bool) -> bool:
                 f"--study NEW_NAME for a new study, or --overwrite to discard this one"
             )
         resuming = study.tuner_dir.exists()
+    if overwrite and study.root.is_dir():
+        foreign = foreign_entries(study.root)
+        if foreign:
+            shown = ", ".join(sorted(foreign)[:3]) + (" ..." if len(foreign) > 3 else "")
+            raise UserError(f"--overwrite refused: {study.root} is not a study folder (it holds {shown}); "
+                            f"--overwrite only empties a folder this tool made. Choose another --study")
     try:
         study.root.mkdir(parents=True, exist_ok=True)
         probe = study.root / ".write-test"
@@ -248,7 +282,7 @@ def prepare_search(study: Study, config: Config, overwrite: bool) -> bool:
         ) from None
     if overwrite:
         # Everything goes, baseline and report included: a report must never set a new search
-        # beside an old one's baseline.
+        # beside an old one's baseline. Only ever in a folder this tool made.
         for child in study.root.iterdir():
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child, ignore_errors=True)
@@ -256,6 +290,20 @@ def prepare_search(study: Study, config: Config, overwrite: bool) -> bool:
                 child.unlink(missing_ok=True)
     write_json_atomic(study.identity_file, {"preset": config.path, "identity": identity})
     return resuming
+
+
+# What this tool writes in a study folder (results/README.md), dot-files being its staging names.
+STUDY_ENTRIES = {
+    "study.json", "config.json", "versions.json", "tuner", "logs", "tensorboard", "best_hyperparameters.json",
+    "search_summary.json", "best", "baseline", "report.md", "report",
+}
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """Names in `folder` that this tool would not have written there (empty for a study folder)."""
+    if folder.is_symlink() or not folder.is_dir():
+        return [folder.name]
+    return [p.name for p in folder.iterdir() if p.name not in STUDY_ENTRIES and not p.name.startswith(".")]
 
 
 def require_study(study: Study) -> None:

@@ -126,3 +126,96 @@ def test_a_worker_killed_mid_trial_is_restarted_and_its_trial_rerun(tmp_path, ci
     trials = _trials(study)
     assert len(trials) == 5 and all(t["status"] == "COMPLETED" for t in trials.values())
     assert _runners(study)[f"trial_{killed}"] == ["tuner1", "tuner1"]  # run again by the restarted worker
+
+
+def test_what_the_user_typed_wins_over_an_inherited_oracle_address(clean_env):
+    from alexnet_search.config import load_config
+
+    config = load_config(REPO / "tuning" / "cpu.toml")
+    os.environ[distribute.ORACLE_IP], os.environ[distribute.ORACLE_PORT] = "10.9.9.9", "9001"
+    assert distribute.oracle_address("127.0.0.1", 8123, config) == ("127.0.0.1", 8123)
+    assert distribute.oracle_address(None, None, config) == ("10.9.9.9", 9001)  # Keras Tuner's variables next
+    distribute.set_role(chief=True, worker=None, host="127.0.0.1", port=8123)
+    assert os.environ[distribute.ORACLE_IP] == "127.0.0.1" and os.environ[distribute.ORACLE_PORT] == "8123"
+    for var in KT_VARS:
+        os.environ.pop(var, None)
+    assert distribute.oracle_address(None, None, config) == ("127.0.0.1", 8000)  # the preset last
+    os.environ[distribute.ORACLE_PORT] = "http"
+    with pytest.raises(UserError, match="KERASTUNER_ORACLE_PORT='http' is not a port number"):
+        distribute.oracle_address(None, None, config)
+    assert distribute.is_loopback("127.0.0.1") and distribute.is_loopback("localhost")
+    assert not distribute.is_loopback("10.9.9.9") and not distribute.is_loopback("0.0.0.0")
+
+
+def test_a_port_something_already_serves_is_refused(clean_env):
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as gRPC binds: a second bind would share it
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(UserError, match=f"port {port} on 127.0.0.1 is already in use"):
+            distribute.check_port("127.0.0.1", port)
+    distribute.check_port("127.0.0.1", port)  # free again
+    with pytest.raises(UserError, match="must be an address of this machine"):
+        distribute.check_port("192.0.2.1", _free_port())  # TEST-NET: never this machine's
+
+
+def _one_line_exit_2(result, expected):
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert expected in lines[0], lines[0]
+
+
+@pytest.mark.slow
+def test_bad_ports_are_one_line_and_write_nothing(tmp_path, cifar_dir, tiny_config):
+    results = tmp_path / "results"
+    base = ["search", "--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", results]
+    _one_line_exit_2(run_cli(*base, "--chief", "--oracle-port", 99999, cwd=tmp_path), "99999 is not a port number")
+    _one_line_exit_2(run_cli(*base, "--workers", -1, cwd=tmp_path), "--workers: must be >= 1")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        _one_line_exit_2(run_cli(*base, "--chief", "--oracle-port", port, cwd=tmp_path), "already in use")
+        _one_line_exit_2(run_cli(*base, "--workers", 2, "--oracle-port", port, cwd=tmp_path), "already in use")
+    assert not results.exists()
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for proc in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{proc}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(proc))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_killed_launcher_takes_its_chief_and_workers_with_it_and_the_study_resumes(tmp_path, cifar_dir, tiny_config):
+    """kill -9 of the launcher used to leave the chief serving its port for good."""
+    results = tmp_path / "results"
+    args = [sys.executable, "-m", "alexnet_search", "search", "--config", str(tiny_config), "--data-dir",
+            str(cifar_dir), "--results-dir", str(results), "--workers", "2", "--oracle-port", str(_free_port())]
+    env = {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "PATH": os.environ["PATH"],
+           **{k: v for k, v in os.environ.items() if k == "KERAS_BACKEND"}}
+    for kill in range(2):
+        proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        for line in proc.stdout:
+            if "completed (tuner" in line:  # a trial finished: kill mid-study
+                break
+        proc.kill()
+        proc.wait(timeout=30)
+        for _ in range(100):
+            if not _processes_mentioning(str(results)):
+                break
+            time.sleep(0.2)
+        assert not _processes_mentioning(str(results)), f"kill {kill + 1}: a chief or worker outlived its launcher"
+    again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-4000:]
+    trials = _trials(results / "tiny")
+    assert len(trials) == 5 and all(t["status"] == "COMPLETED" for t in trials.values()), \
+        {k: (t["status"], t.get("message")) for k, t in trials.items()}

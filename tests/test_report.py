@@ -313,3 +313,25 @@ def test_missing_study_or_no_completed_trial_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no completed trial.*make search"):
         write_report(study)
     assert not (study.root / "report.md").exists()
+
+
+def test_report_md_is_written_atomically_and_durably(tmp_path, monkeypatch):
+    """report.md goes through the same helper as every other result: all or nothing, folder synced."""
+    from alexnet_search import study as study_module
+
+    study = make_study(tmp_path / "s")
+    (study.root / "report.md").write_text("the previous report")
+    writes = []
+    real = study_module.write_text_atomic
+
+    def recording(path, text):
+        writes.append(Path(path).name)
+        raise OSError("disk full")  # the new report cannot be written: the old one must survive whole
+
+    monkeypatch.setattr("alexnet_search.report.write_text_atomic", recording)
+    with pytest.raises(OSError):
+        write_report(study)
+    assert writes == ["report.md"] and (study.root / "report.md").read_text() == "the previous report"
+    monkeypatch.setattr("alexnet_search.report.write_text_atomic", real)
+    assert write_report(study).read_text().startswith("#")
+    assert sorted(p.name for p in study.root.iterdir() if p.name.startswith(".")) == []

@@ -211,3 +211,17 @@ def test_a_seeded_search_repeats_to_the_last_bit(tmp_path, cifar_dir, tiny_confi
     first = metrics("a")
     assert len(first) >= 5 and all(status == "COMPLETED" for _, _, status in first)
     assert first == metrics("b")
+
+
+def test_a_trial_id_that_would_leave_the_study_folder_is_refused(tmp_path):
+    """A worker takes trial ids from the chief's unauthenticated port and deletes folders by them."""
+    from alexnet_search.errors import UserError
+
+    config, study, tuner = _fresh_tuner(tmp_path, "s")
+    outside = tmp_path / "outside"
+    (outside / "execution0").mkdir(parents=True)
+    bad = keras_tuner.engine.trial.Trial(keras_tuner.HyperParameters(), trial_id="../../outside")
+    with pytest.raises(UserError, match="trial id '../../outside'.* not one Keras Tuner makes"):
+        tuner.on_trial_begin(bad)
+    assert (outside / "execution0").is_dir()  # not deleted as a stale TensorBoard run
+    assert not list(study.tuner_dir.glob("trial_*"))

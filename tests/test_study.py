@@ -120,3 +120,48 @@ def test_failure_reason_is_the_last_traceback_line_without_the_class():
     assert failure_reason(message) == "out of memory: OOM"
     assert failure_reason("ValueError: bad") == "bad"
     assert failure_reason("") == "no reason recorded"
+
+
+def test_overwrite_only_ever_empties_a_folder_this_tool_made(tmp_path):
+    """--results-dir ~ --study Documents --overwrite used to empty the user's Documents."""
+    cpu = load_config(REPO / "tuning" / "cpu.toml")
+    documents = tmp_path / "Documents"
+    documents.mkdir()
+    (documents / "thesis.tex").write_text("years of work")
+    (documents / "photos").mkdir()
+    with pytest.raises(UserError, match="--overwrite refused: .* not a study folder .*photos, thesis.tex"):
+        prepare_search(study_for(tmp_path, "Documents"), cpu, overwrite=True)
+    assert (documents / "thesis.tex").read_text() == "years of work" and (documents / "photos").is_dir()
+    assert sorted(p.name for p in documents.iterdir()) == ["photos", "thesis.tex"]  # nothing written either
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert prepare_search(study_for(tmp_path, "empty"), cpu, overwrite=True) is False
+    study = study_for(tmp_path, "cpu")
+    prepare_search(study, cpu, overwrite=False)
+    (study.root / "best").mkdir()
+    (study.root / "report.md").write_text("old")
+    assert prepare_search(study, cpu, overwrite=True) is False  # a study of ours: emptied and restarted
+    assert [p.name for p in study.root.iterdir()] == ["study.json"]
+
+
+def test_atomic_writes_make_the_rename_durable_by_syncing_the_folder(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from alexnet_search import study as study_module
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(study_module.os, "fsync", lambda fd: (synced.append(stat.S_ISDIR(os.fstat(fd).st_mode)),
+                                                              real(fd))[1])
+    write_json_atomic(tmp_path / "a.json", {"x": 1})
+    assert synced == [False, True]  # the file's data, then the folder holding its new name
+    synced.clear()
+    study_module.write_text_atomic(tmp_path / "report.md", "# report")
+    assert synced == [False, True] and (tmp_path / "report.md").read_text() == "# report"
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    synced.clear()
+    replace_dir_atomic(staging, tmp_path / "best")
+    assert synced == [True]
