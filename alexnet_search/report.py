@@ -25,7 +25,8 @@ from .config import SPACE_BOUNDS
 from .errors import UserError
 from .plan import Schedule, format_duration, hyperband_schedule
 from .study import (
-    Study, failure_reason, rank_key, read_json, require_study, restore_dir, searched_values, write_text_atomic,
+    ENDED, FAILED, Study, direction, failure_reason, rank_key, read_json, require_study, restore_dir,
+    searched_values, write_text_atomic,
 )
 
 TOP_TRIALS = 10  # rows of the best-trials table
@@ -58,10 +59,7 @@ def _read(path: Path, required: bool = False) -> Any:
         if required:
             raise UserError(f"{path} is missing; rerun `make search` with this study's CONFIG and STUDY to rewrite it")
         return None
-    try:
-        return read_json(path)
-    except ValueError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); rerun the command that writes it") from None
+    return read_json(path)
 
 
 def load_trials(tuner_dir: Path) -> list[Trial]:
@@ -82,9 +80,8 @@ def load_trials(tuner_dir: Path) -> list[Trial]:
 
 def ranked(trials: list[Trial], objective: str) -> list[Trial]:
     """Completed trials, best first, ties to the earlier trial (as search.ranked_trials)."""
-    direction = "max" if objective.endswith("accuracy") else "min"
     return sorted((t for t in trials if t.status == "COMPLETED" and t.score is not None),
-                  key=lambda t: rank_key(t.score, t.id, direction))
+                  key=lambda t: rank_key(t.score, t.id, direction(objective)))
 
 
 def read_scalars(run: Path, tag: str) -> dict[int, float]:
@@ -167,7 +164,7 @@ def _warnings(config, trials, best, schedule: Schedule, summary, tuned, baseline
     if best.epochs < s["max_epochs"]:
         out.append(f"**Best trial had a short budget:** trial {best.id} trained {best.epochs} of max_epochs "
                    f"{s['max_epochs']}; a short run's score is noisy and may not hold over the full budget.")
-    finished = [t for t in trials if t.status in ("COMPLETED", "FAILED", "INVALID")]
+    finished = [t for t in trials if t.status in ENDED]
     failed = [t for t in finished if t.status != "COMPLETED"]
     if len(failed) * 2 > len(finished):
         out.append(f"**Most trials failed:** {len(failed)} of {len(finished)} finished trials failed (see Failed "
@@ -311,10 +308,10 @@ def _plot_order(plt, path: Path, trials: list[Trial], done: list[Trial], objecti
     fig, ax = plt.subplots(figsize=(7, 4.2))
     colours, handles = _budgets(plt, done)
     ax.scatter([int(t.id) for t in done], [t.score for t in done], c=[colours[t.epochs] for t in done], s=24)
-    pick = max if objective.endswith("accuracy") else min
+    pick = max if direction(objective) == "max" else min
     running = [pick(t.score for t in done[: i + 1]) for i in range(len(done))]
     handles += ax.step([int(t.id) for t in done], running, where="post", color="black", lw=1, label="best so far")
-    failed = [int(t.id) for t in trials if t.status in ("FAILED", "INVALID")]
+    failed = [int(t.id) for t in trials if t.status in FAILED]
     if failed:  # along the bottom: a failed trial has no score
         handles.append(ax.scatter(failed, [0.02] * len(failed), marker="x", color="red",
                                   transform=ax.get_xaxis_transform(), label="failed"))
@@ -365,7 +362,7 @@ def _outside_fit(tensorboard: Path, trials: list[Trial], summary: dict | None) -
 def _study_section(config, preset, trials, schedule, summary, versions, commands, tensorboard: Path) -> list[str]:
     s, d, st = config["search"], config["data"], config["study"]
     done = [t for t in trials if t.status == "COMPLETED"]
-    failed = [t for t in trials if t.status in ("FAILED", "INVALID")]
+    failed = [t for t in trials if t.status in FAILED]
     spent = summary["epochs_spent"] if summary else sum(t.epochs - t.initial_epoch for t in done + failed)
     wall = format_duration(summary["wall_time_s"]) if summary else "not recorded"
     lines = ["## Study", "", f"- preset: `{preset}`" + (f": {st['description']}" if st.get("description") else ""),
@@ -432,7 +429,7 @@ def write_report(study: Study) -> Path:
              f"| rank | trial | {objective} | epochs | " + " | ".join(names) + " |", "| --- " * (4 + len(names)) + "|"]
     lines += [f"| {i} | {t.id} | {t.score:.4f} | {t.epochs} | " + " | ".join(_num(t.values.get(n, "")) for n in names)
               + " |" for i, t in enumerate(order[:TOP_TRIALS], 1)]
-    failed = [t for t in trials if t.status in ("FAILED", "INVALID")]
+    failed = [t for t in trials if t.status in FAILED]
     if failed:
         lines += ["", "### Failed trials", ""]
         lines += [f"- trial {t.id}: {failure_reason(t.message)}" for t in failed]

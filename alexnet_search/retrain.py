@@ -44,7 +44,9 @@ from .progress import EpochReporter, Progress
 from .hypermodel import AlexNetHyperModel
 from .search import load_finished_tuner, ranked_trials
 from .tboard import TensorBoardLogger
-from .study import Study, study_for, replace_dir_atomic, restore_dir, searched_values, write_json_atomic, write_provenance
+from .study import (
+    Study, direction, replace_dir_atomic, restore_dir, searched_values, study_for, write_json_atomic, write_provenance,
+)
 
 _VERIFY_IMAGES = 512
 
@@ -113,7 +115,7 @@ class KeepBestEpoch(keras.callbacks.Callback):
 
     def __init__(self, monitor: str = "val_accuracy"):
         super().__init__()
-        self.monitor, self.sign = monitor, -1.0 if monitor.endswith("loss") else 1.0
+        self.monitor, self.sign = monitor, 1.0 if direction(monitor) == "max" else -1.0
         self.best, self.best_epoch, self._weights = None, None, None
 
     def on_epoch_end(self, epoch, logs=None):

@@ -37,14 +37,12 @@ from .plan import estimate_seconds, format_duration, schedule_for, time_training
 from .progress import EpochReporter, Progress
 from .tboard import TensorBoardLogger, write_experiment
 from .study import (
-    Study, describe_device, failure_reason, prepare_search, rank_key, read_json, require_study, searched_values,
-    write_json_atomic, write_provenance,
+    ENDED, FAILED, Study, describe_device, direction, failure_reason, prepare_search, rank_key, read_json,
+    require_study, searched_values, write_json_atomic, write_provenance,
 )
 
 
 _TRIAL_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
-# Keras Tuner's end states; INVALID is a trial whose hyperparameters could not build a model.
-_ENDED = ("COMPLETED", "FAILED", "INVALID")
 # A trial whose process died this many times while running it (killed, or out of host memory) is
 # failed on its next start instead of run again: Keras Tuner would hand it back on every resume,
 # forever. Ctrl-C is not a death; a single kill -9 still resumes the trial.
@@ -81,7 +79,7 @@ class _AtomicHyperbandOracle(HyperbandOracle):
         for trial_id in [t for t in self.trials if t not in self.start_order]:
             del self.trials[trial_id]  # its id is reused by the next trial, which rewrites its folder
         for trial_id in list(self._retry_queue):
-            if self.trials[trial_id].status in _ENDED:
+            if self.trials[trial_id].status in ENDED:
                 self._retry_queue.remove(trial_id)
                 if trial_id not in self.end_order:
                     self.end_order.append(trial_id)
@@ -164,7 +162,7 @@ class AlexNetTuner(keras_tuner.Hyperband):
                  overwrite: bool = False, progress: Progress | None = None, distribution_strategy=None):
         s = config["search"]
         oracle = _AtomicHyperbandOracle(
-            objective=keras_tuner.Objective(s["objective"], "max" if s["objective"].endswith("accuracy") else "min"),
+            objective=keras_tuner.Objective(s["objective"], direction(s["objective"])),
             max_epochs=s["max_epochs"],
             factor=s["factor"],
             hyperband_iterations=s["hyperband_iterations"],
@@ -192,7 +190,7 @@ class AlexNetTuner(keras_tuner.Hyperband):
             self._earlier_wall = float(read_json(self.summary_file).get("wall_time_s", 0.0))
         if not self._is_worker():  # the oracle lives here: keep the summary current after every trial
             oracle.on_trial_ended = self._trial_ended
-            finished = [t for t in oracle.trials.values() if t.status in _ENDED]
+            finished = [t for t in oracle.trials.values() if t.status in ENDED]
             self._epochs_at_start = sum(trial_epochs(t) for t in finished)
 
     def _trial_ended(self, trial) -> None:
@@ -222,13 +220,13 @@ class AlexNetTuner(keras_tuner.Hyperband):
     def write_summary(self, finished: bool = False) -> dict:
         """search_summary.json: wall time summed over every run of this study, and trial counts."""
         trials = list(self.oracle.trials.values())
-        done = [t for t in trials if t.status in _ENDED]
+        done = [t for t in trials if t.status in ENDED]
         summary = {
             "wall_time_s": round(self._earlier_wall + time.monotonic() - self._started, 1),
             "trials_scheduled": self.schedule.trials,
             "trials_started": len(trials),
             "trials_completed": sum(t.status == "COMPLETED" for t in trials),
-            "trials_failed": sum(t.status in ("FAILED", "INVALID") for t in trials),
+            "trials_failed": sum(t.status in FAILED for t in trials),
             "epochs_scheduled": self.schedule.epochs,
             "epochs_spent": sum(trial_epochs(t) for t in done),
             "finished": finished,
@@ -453,7 +451,7 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
     if role != "worker":
         write_provenance(study.root, config, extra={"data_source": source.describe(), "split": splits.note})
         write_experiment(study.tensorboard_dir, config.space)
-        finished = [t for t in tuner.oracle.trials.values() if t.status in _ENDED]
+        finished = [t for t in tuner.oracle.trials.values() if t.status in ENDED]
         progress.epochs_done = sum(trial_epochs(t) for t in finished)
         say(f"study {study.name}: {schedule.trials} trials, {schedule.epochs} epochs in the Hyperband schedule"
             + (f"; resuming with {len(finished)} finished" if resuming else ""))

@@ -36,6 +36,16 @@ from .errors import UserError
 TUNER_KEYS = frozenset({"tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round", "tuner/trial_id"})
 
 
+# Keras Tuner's end states; INVALID is a trial whose hyperparameters could not build a model.
+ENDED = ("COMPLETED", "FAILED", "INVALID")
+FAILED = ("FAILED", "INVALID")
+
+
+def direction(objective: str) -> str:
+    """"max" for an accuracy, "min" for a loss: the objective's name says which way is better."""
+    return "min" if objective.endswith("loss") else "max"
+
+
 def clean_value(value: Any) -> Any:
     """Round away float noise from stepped ranges (0.6000000000000001 -> 0.6)."""
     return float(f"{value:.10g}") if isinstance(value, float) else value
@@ -115,8 +125,13 @@ def _umask() -> int:
 
 
 def read_json(path: str | Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    """A JSON file this tool wrote; UserError (not a traceback) when someone damaged it."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); it was edited or damaged: restore it, or start "
+                        f"the study over with --overwrite") from None
 
 
 def replace_dir_atomic(staging: Path, target: Path) -> None:
@@ -253,7 +268,7 @@ def prepare_search(study: Study, config: Config, overwrite: bool) -> bool:
     if study.exists() and not overwrite:
         try:
             old = read_json(study.identity_file)["identity"]
-        except (OSError, ValueError, KeyError):
+        except (OSError, UserError, KeyError, TypeError):
             raise UserError(
                 f"{study.identity_file} is unreadable; rerun with --overwrite to start {study.name} over"
             ) from None

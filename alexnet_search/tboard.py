@@ -112,7 +112,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
         if "learning_rate" not in logs and self.model is not None:
             lr = getattr(self.model.optimizer, "learning_rate", None)
             if lr is not None:
-                self._writer("train").scalar("epoch_learning_rate", float(keras.ops.convert_to_numpy(lr)), epoch)
+                self._writer("train").scalar("epoch_learning_rate", _number(lr), epoch)
         self._last_epoch = epoch
 
     def on_train_end(self, logs=None):
@@ -121,6 +121,13 @@ class TensorBoardLogger(keras.callbacks.Callback):
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()
+
+
+def _number(value) -> float:
+    """A backend scalar as a float. Not through numpy's __array__: TensorFlow's tensors and Keras'
+    variables lack its `copy` keyword, which numpy 2 warns about on every call."""
+    tensor = keras.ops.convert_to_tensor(value)
+    return float(tensor.numpy() if hasattr(tensor, "numpy") else tensor.item())
 
 
 def events(folder: Path) -> Iterator[event_pb2.Event]:

@@ -342,6 +342,7 @@ def test_help_lists_every_subcommand_and_flag_with_text(tmp_path):
 
 
 @slow
+@backends
 def test_plan_prints_the_schedule_and_an_estimate(tmp_path, tiny_config):
     result = run_cli("plan", "--config", tiny_config, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]

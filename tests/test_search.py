@@ -192,6 +192,7 @@ def test_retrain_needs_a_completed_trial(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.backends
 def test_a_seeded_search_repeats_to_the_last_bit(tmp_path, cifar_dir, tiny_config):
     """Same preset and seed: the same configurations, and every trial's every metric identical."""
     import io

@@ -165,3 +165,17 @@ def test_atomic_writes_make_the_rename_durable_by_syncing_the_folder(tmp_path, m
     synced.clear()
     replace_dir_atomic(staging, tmp_path / "best")
     assert synced == [True]
+
+
+def test_a_damaged_study_file_is_one_readable_error(tmp_path):
+    from alexnet_search.study import read_json
+
+    (tmp_path / "search_summary.json").write_text('{"wall_time_s": 12')
+    with pytest.raises(UserError, match="search_summary.json is not valid JSON .*--overwrite"):
+        read_json(tmp_path / "search_summary.json")
+    cpu = load_config(REPO / "tuning" / "cpu.toml")
+    study = study_for(tmp_path, "s")
+    study.root.mkdir()
+    study.identity_file.write_text('["not", "a", "study"]')
+    with pytest.raises(UserError, match="is unreadable; rerun with --overwrite"):
+        prepare_search(study, cpu, overwrite=False)
