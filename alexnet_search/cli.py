@@ -123,7 +123,10 @@ def cmd_report(args) -> int:
 
 def cmd_plan(args) -> int:
     from .config import load_config
-    from .plan import estimate_seconds, format_duration, format_schedule, schedule_for, time_training_steps
+    from .plan import (
+        estimate_retrain_seconds, estimate_seconds, format_duration, format_schedule, schedule_for,
+        time_training_steps,
+    )
     from . import backend
     from .study import describe_device
 
@@ -141,10 +144,7 @@ def cmd_plan(args) -> int:
         return 0
     timing = time_training_steps(config)
     search_s = estimate_seconds(config, timing, schedule)
-    # fit validates every epoch; train, val and test (10,000 images) are evaluated once at the end.
-    retrain_s = config["retrain"]["epochs"] * (
-        d["train_size"] * timing.train_s_per_image + d["val_size"] * timing.eval_s_per_image
-    ) + (d["train_size"] + d["val_size"] + 10_000) * timing.eval_s_per_image
+    retrain_s = estimate_retrain_seconds(config, timing)
     print(f"\nmeasured on {describe_device()}, Keras backend {backend.version()}: "
           f"{1 / timing.train_s_per_image:.0f} training images/s, "
           f"{1 / timing.eval_s_per_image:.0f} inference images/s (default hyperparameters)")

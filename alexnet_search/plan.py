@@ -141,6 +141,15 @@ def estimate_seconds(config: Config, timing: StepTiming, schedule: Schedule | No
     return schedule.epochs * per_epoch
 
 
+def estimate_retrain_seconds(config: Config, timing: StepTiming, test_images: int = 10_000) -> float:
+    """One retrain seed: the preset's epochs of training and validation, then train, val and the
+    test set evaluated once each."""
+    d = config["data"]
+    return config["retrain"]["epochs"] * (
+        d["train_size"] * timing.train_s_per_image + d["val_size"] * timing.eval_s_per_image
+    ) + (d["train_size"] + d["val_size"] + test_images) * timing.eval_s_per_image
+
+
 def format_duration(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     days, seconds = divmod(seconds, 86400)

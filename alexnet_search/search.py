@@ -255,6 +255,11 @@ class AlexNetTuner(keras_tuner.Hyperband):
                 self._write_runs(trial_id, runs)
                 return
 
+    def interrupted(self) -> None:
+        """The user stopped the search (Ctrl-C): the running trial did not kill its process."""
+        if self._running:
+            self.end_run(self._running, "interrupted")
+
     def on_trial_begin(self, trial):
         _CtrlC.check()
         # A worker's trial ids come from the chief over an unauthenticated port, and become paths
@@ -387,7 +392,7 @@ def best_trials_table(tuner: AlexNetTuner, n: int = 5) -> str:
     header = ["trial", tuner.oracle.objective.name, "epochs"] + names
     rows = [
         [t.trial_id, f"{t.score:.4f}", str(t.hyperparameters.values.get("tuner/epochs", "?"))]
-        + [f"{v:.3g}" if isinstance(v, float) else str(v) for v in searched_values(t.hyperparameters.values).values()]
+        + [_short(v) for v in searched_values(t.hyperparameters.values).values()]
         for t in best
     ]
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
@@ -480,8 +485,7 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
         tuner.search(train, validation_data=val, callbacks=[*callbacks, _CtrlC()] if trains else callbacks,
                      **fit_kwargs)
     except KeyboardInterrupt:
-        if tuner._running:  # the user stopped it: the trial did not kill its process
-            tuner.end_run(tuner._running, "interrupted")
+        tuner.interrupted()
         raise
     except RuntimeError as exc:
         if "consecutive failures" not in str(exc):

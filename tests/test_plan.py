@@ -49,3 +49,16 @@ def test_format_schedule_and_duration():
     assert "23 trials (17 new configurations" in text and "75 epochs" in text
     assert format_duration(59) == "59s" and format_duration(61) == "1m 01s"
     assert format_duration(3 * 3600 + 120) == "3h 02m" and format_duration(2 * 86400 + 3600) == "2d 1h"
+
+
+def test_estimates_count_every_epoch_and_the_final_evaluations():
+    from alexnet_search.config import load_config
+    from alexnet_search.plan import StepTiming, estimate_retrain_seconds, estimate_seconds
+
+    from conftest import REPO
+
+    cpu = load_config(REPO / "tuning" / "cpu.toml")  # 8,000 + 2,000 images, 75 search epochs, 30 retrain
+    timing = StepTiming(train_s_per_image=0.001, eval_s_per_image=0.0001)
+    assert estimate_seconds(cpu, timing) == pytest.approx(75 * (8.0 + 0.2))
+    # 30 epochs of training and validation, then train + val + the 10,000 test images once
+    assert estimate_retrain_seconds(cpu, timing) == pytest.approx(30 * 8.2 + 2.0)
