@@ -65,7 +65,7 @@ def _load(args):
     from .study import study_for
 
     config = load_config(args.config)
-    return config, study_for(args.results_dir, args.study or config.name)
+    return config, study_for(args.results_dir, config.name if args.study is None else args.study)
 
 
 def cmd_search(args) -> int:

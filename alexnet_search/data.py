@@ -94,9 +94,8 @@ def resolve_data_dir(data_dir: str | None) -> Path | None:
     path = Path(chosen).expanduser()
     origin = "--data-dir" if data_dir else ENV_VAR
     if not path.is_dir():
-        raise UserError(
-            f"data folder {path} (from {origin}) does not exist; point it at a cifar-10-batches-py folder"
-        )
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise UserError(f"data folder {path} (from {origin}) {what}; point it at a cifar-10-batches-py folder")
     # Accept the folder the tarball was extracted into, too.
     if not _training_batches(path) and (path / "cifar-10-batches-py").is_dir():
         path = path / "cifar-10-batches-py"

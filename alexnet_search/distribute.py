@@ -22,6 +22,7 @@ import ctypes
 import errno
 import ipaddress
 import os
+import re
 import shutil
 import signal
 import socket
@@ -101,8 +102,10 @@ def set_role(chief: bool, worker: str | None, host: str, port: int) -> None:
     address given here wins over any inherited from the environment."""
     if chief and worker:
         raise UserError("--chief and --worker are exclusive: a process has one role")
-    if worker is not None and ("chief" in worker or not worker.strip()):
-        raise UserError(f"--worker {worker!r}: a worker id must be non-empty and must not contain 'chief'")
+    if worker is not None and ("chief" in worker or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", worker)):
+        # Keras Tuner names a file after it (<study>/tuner/<id>.json): no paths, no 'chief'.
+        raise UserError(f"--worker {worker!r}: a worker id is 1-64 letters, digits, '_' or '-', and must not "
+                        f"contain 'chief'")
     if chief or worker is not None:
         os.environ[TUNER_ID] = "chief" if chief else (worker if not worker.isdigit() else f"tuner{worker}")
     if chief or worker is not None or TUNER_ID in os.environ:

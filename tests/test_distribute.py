@@ -47,6 +47,8 @@ def test_role_flags_are_checked(clean_env):
         distribute.set_role(chief=True, worker="1", host="h", port=1)
     with pytest.raises(UserError, match="must not contain 'chief'"):
         distribute.set_role(chief=False, worker="chief2", host="h", port=1)
+    with pytest.raises(UserError, match="letters, digits"):  # Keras Tuner writes tuner/<id>.json
+        distribute.set_role(chief=False, worker="../../x", host="h", port=1)
     distribute.set_role(chief=False, worker=None, host="h", port=1)
     assert distribute.role() == "single" and distribute.ORACLE_IP not in os.environ
 
@@ -179,6 +181,10 @@ def test_bad_ports_are_one_line_and_write_nothing(tmp_path, cifar_dir, tiny_conf
         port = busy.getsockname()[1]
         _one_line_exit_2(run_cli(*base, "--chief", "--oracle-port", port, cwd=tmp_path), "already in use")
         _one_line_exit_2(run_cli(*base, "--workers", 2, "--oracle-port", port, cwd=tmp_path), "already in use")
+    exposed = run_cli(*base, "--chief", "--oracle-host", "192.0.2.1", "--oracle-port", _free_port(), cwd=tmp_path)
+    warning, error = exposed.stderr.strip().splitlines()
+    assert warning.startswith("warning: serving Keras Tuner's oracle on 192.0.2.1") and "no authentication" in warning
+    assert error.startswith("error: cannot serve the oracle on 192.0.2.1") and exposed.returncode == 2
     assert not results.exists()
 
 
