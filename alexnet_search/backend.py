@@ -76,6 +76,8 @@ def start() -> str:
         os.dup2(caught.fileno(), 2)
         ok = False
         try:
+            if has_tensorflow():  # imported sooner or later (Keras Tuner, TensorBoard) whatever the backend
+                import tensorflow  # noqa: F401
             import keras  # noqa: F401  (loads the backend)
 
             gpus = gpu_names()
