@@ -221,8 +221,9 @@ class Batches(keras.utils.PyDataset):
     generator, which `keras.utils.set_random_seed` fixes. Training batches (shuffled) drop the
     last partial batch when there is more than one: a batch of another shape would make XLA
     (JAX, or TensorFlow's jit_compile) compile the train step a second time for every model.
-    `parallel_map`: build batches on worker threads; `prefetch`: keep several batches ready
-    ahead of the one training (the preset's `[data]` speed options; neither changes the data).
+    `parallel_map`: build batches on worker threads; `prefetch`: let those threads keep up to 8
+    batches ready ahead of the one training, instead of 1 (the preset's `[data]` speed options;
+    neither changes the data; without worker threads Keras' own adapter decides).
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False,
