@@ -39,7 +39,7 @@ def check() -> str:
     if name not in BACKENDS:
         raise UserError(f"KERAS_BACKEND={name!r} is not one of {', '.join(BACKENDS)}; set it to one of those")
     if importlib.util.find_spec(BACKENDS[name]) is None:
-        others = [b for b in BACKENDS if b != name and importlib.util.find_spec(BACKENDS[b])]
+        others = [b for b in installed() if b != name]
         hint = f" or run with KERAS_BACKEND={others[0]} (installed here)" if others else ""
         raise UserError(f"the Keras backend is {name} but {BACKENDS[name]} is not installed; "
                         f"`BACKEND={name} make env` installs it{hint}")
@@ -114,6 +114,11 @@ def version() -> str:
     backend = name()
     module = __import__(BACKENDS[backend])
     return f"{backend} {module.__version__}"
+
+
+def installed() -> list[str]:
+    """The Keras backends whose library is installed here."""
+    return [b for b, module in BACKENDS.items() if importlib.util.find_spec(module) is not None]
 
 
 def has_tensorflow() -> bool:

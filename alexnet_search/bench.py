@@ -457,12 +457,6 @@ def format_backends(report: dict) -> str:
                       "traced and compiled):", *_columns(rows)])
 
 
-def installed_backends() -> list[str]:
-    import importlib.util
-
-    return [b for b in ("tensorflow", "jax") if importlib.util.find_spec(b) is not None]
-
-
 def run_child(kind: str, argv: list[str], say=print, backend: str | None = None) -> dict:
     """`python -m alexnet_search.bench --child KIND ARGV`: its lines echoed, its last JSON line returned."""
     env = dict(os.environ)
@@ -507,11 +501,14 @@ def run(args) -> int:
     from .study import write_json_atomic
 
     _resolve(args)
-    backends = args.backends.split(",") if args.backends else installed_backends()
-    missing = [b for b in backends if b not in installed_backends()]
+    from . import backend
+
+    here = [b for b in backend.installed() if b != "torch"]  # measured here: TensorFlow and JAX
+    backends = args.backends.split(",") if args.backends else here
+    missing = [b for b in backends if b not in here]
     if missing or not backends:
         raise UserError(f"--backends {args.backends}: {', '.join(missing) or 'none'} not installed here; "
-                        f"installed: {', '.join(installed_backends()) or 'none'}")
+                        f"installed: {', '.join(here) or 'none'}")
     source = source_from(args.data_dir)  # a wrong folder fails here, before anything runs
     say = lambda line: print(line, flush=True)  # noqa: E731
     say(f"bench: {args.images} images at {args.image_size}x{args.image_size}, batch {args.batch_size}, "

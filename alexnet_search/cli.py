@@ -128,7 +128,6 @@ def cmd_plan(args) -> int:
         time_training_steps,
     )
     from . import backend
-    from .study import describe_device
 
     config = load_config(args.config)
     schedule = schedule_for(config)
@@ -145,7 +144,7 @@ def cmd_plan(args) -> int:
     timing = time_training_steps(config)
     search_s = estimate_seconds(config, timing, schedule)
     retrain_s = estimate_retrain_seconds(config, timing)
-    print(f"\nmeasured on {describe_device()}, Keras backend {backend.version()}: "
+    print(f"\nmeasured on {backend.describe_device()}, Keras backend {backend.version()}: "
           f"{1 / timing.train_s_per_image:.0f} training images/s, "
           f"{1 / timing.eval_s_per_image:.0f} inference images/s (default hyperparameters)")
     print(f"estimated: search {format_duration(search_s)}, retrain-best {format_duration(retrain_s)} per seed "

@@ -37,7 +37,7 @@ from .plan import estimate_seconds, format_duration, schedule_for, time_training
 from .progress import EpochReporter, Progress
 from .tboard import TensorBoardLogger, write_experiment
 from .study import (
-    ENDED, FAILED, Study, describe_device, direction, failure_reason, prepare_search, rank_key, read_json,
+    ENDED, FAILED, Study, direction, failure_reason, prepare_search, rank_key, read_json,
     require_study, searched_values, write_json_atomic, write_provenance,
 )
 
@@ -430,7 +430,7 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
     schedule = schedule_for(config)
 
     has_gpu = backend.gpu_count() > 0
-    say(f"device: {describe_device()}; Keras backend: {backend.version()}" + ("" if role == "single" else f"; role: {role} ({os.environ[distribute.TUNER_ID]})"))
+    say(f"device: {backend.describe_device()}; Keras backend: {backend.version()}" + ("" if role == "single" else f"; role: {role} ({os.environ[distribute.TUNER_ID]})"))
     if config["study"]["expects_gpu"] and not has_gpu and role != "chief":
         estimate = estimate_seconds(config, time_training_steps(config), schedule)
         say(

@@ -157,12 +157,6 @@ def git_commit() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
-def describe_device() -> str:
-    from .backend import describe_device as describe
-
-    return describe()
-
-
 def versions() -> dict[str, Any]:
     import keras
     import keras_tuner
@@ -185,7 +179,7 @@ def versions() -> dict[str, Any]:
         "numpy": numpy.__version__,
         "platform": platform.platform(),
         "git_commit": git_commit(),
-        "device": describe_device(),
+        "device": backend.describe_device(),
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -44,11 +44,15 @@ class Writer:
         self.folder = Path(folder)
         self._file: EventFileWriter | None = None
 
-    def write(self, summary: summary_pb2.Summary, step: int = 0) -> None:
+    def open(self) -> EventFileWriter:
+        """The file, created now if not yet (its first event records when)."""
         if self._file is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._file = EventFileWriter(str(self.folder))
-        self._file.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+        return self._file
+
+    def write(self, summary: summary_pb2.Summary, step: int = 0) -> None:
+        self.open().add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         self.write(scalars.scalar_pb(tag, float(value)), step)
@@ -98,7 +102,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         # The train writer's file opens now: `report.fit_seconds` reads fit's start from it.
-        self._writer("train").write(summary_pb2.Summary())
+        self._writer("train").open()
         if self.values is not None:
             self._writer("").write(hparams.hparams_pb(self.values, trial_id=self.session))
 
