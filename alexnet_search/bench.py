@@ -156,7 +156,7 @@ def upfront_resize(x: np.ndarray, size: int, chunk: int = 500) -> np.ndarray:
     return out
 
 
-def seed_model(ours, image_size: int, translate: float, compile_args: dict):
+def seed_model(ours, image_size: int, hp, jit_compile: bool):
     """The seed's model: float32 input at image_size, in-model augmentation, then the *same layer
     objects* as `ours` from conv1 on (shared, not replicated), so the two stacks cannot differ."""
     import keras
@@ -166,46 +166,42 @@ def seed_model(ours, image_size: int, translate: float, compile_args: dict):
 
     inputs = keras.Input((image_size, image_size, 3), name="resized_image")
     x = layers.RandomFlip("horizontal")(inputs)
-    x = layers.RandomTranslation(translate, translate)(x)  # reflect fill, like ours' reflect-padded crops
+    x = layers.RandomTranslation(hp.translate, hp.translate)(x)  # reflect fill, like ours' reflect-padded crops
     names = [layer.name for layer in ours.layers]
     for layer in ours.layers[names.index("conv1"):]:
         x = layer(x)
-    return compile_alexnet(keras.Model(inputs, x, name="alexnet_seed_way"), **compile_args)
+    return compile_alexnet(keras.Model(inputs, x, name="alexnet_seed_way"), hp, jit_compile=jit_compile)
 
 
 def measure_variant(variant: str, images: int, image_size: int, batch_size: int, steps: int,
                     width: float, config: str, data_dir: str | None = None, say=print) -> dict:
     """Train one variant for `steps` steps in this process; its figures, JSON-ready."""
     import keras
-    import keras_tuner
 
-    from .config import load_config
     from .data import TrainingSet
-    from .hypermodel import AlexNetHyperModel
+    from .model import build_alexnet, compile_alexnet
+    from .space import Hyperparameters
 
     start_rss = rss_mb()
-    space = load_config(config).space
     keras.utils.set_random_seed(1)
     # float32, and XLA only where the backend always uses it (JAX): this compares input pipelines,
     # and on a CPU the search turns XLA and mixed precision off anyway (distribute.speed_options).
     jit = keras.backend.backend() == "jax"
-    hypermodel = AlexNetHyperModel(space, image_size=image_size, width_multiplier=width, jit_compile=jit)
-    hp = keras_tuner.HyperParameters()
-    model = hypermodel.build(hp)  # no values set: the seed's hyperparameters
+    hp = Hyperparameters()  # the seed's
+    model = compile_alexnet(build_alexnet(hp, image_size=image_size, width_multiplier=width), hp, jit_compile=jit)
     flops, gflops = forward_flops(model), matmul_gflops()
     say(f"    matmul {gflops:.0f} GFLOP/s; model {flops / 1e9:.3f} GFLOP forward per image")
     x, y = training_images(images, data_dir)
 
     prep = time.perf_counter()
     if variant == "seed":
-        translate = hypermodel.values(hp).get("translate", 0.1)
-        model = seed_model(model, image_size, translate, dict(hypermodel.compile_args(hp), jit_compile=jit))
+        model = seed_model(model, image_size, hp, jit)
         say(f"    resizing {images} images to {image_size}x{image_size} float32 up front")
         x = upfront_resize(x, image_size)
         train = lambda **kw: model.fit(x, y, batch_size=batch_size, shuffle=True, **kw)  # noqa: E731
     else:
-        data = TrainingSet(x, y, batch_size, seed=1)
-        train = lambda **kw: hypermodel.fit(hp, model, data, **kw)  # noqa: E731
+        batches = TrainingSet(x, y, batch_size, seed=1).batches(hp)
+        train = lambda **kw: model.fit(batches, shuffle=False, **kw)  # noqa: E731
     prep = time.perf_counter() - prep
 
     ends: list[float] = []

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .space import BOUNDS, SEED
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # section -> key -> (types, check, what a valid value looks like)
@@ -60,25 +60,6 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
     },
 }
 
-# The names the search space may use, with the bounds a value must respect whatever the preset
-# says (None: unbounded). Widths are in the paper's units; `model.width_multiplier` scales them.
-SPACE_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
-    # name: (lowest allowed, highest allowed, highest is exclusive)
-    "conv1_filters": (1, None, False),
-    "conv2_filters": (1, None, False),
-    "conv3_filters": (1, None, False),
-    "conv4_filters": (1, None, False),
-    "conv5_filters": (1, None, False),
-    "dense_units": (1, None, False),
-    "dropout": (0.0, 1.0, True),
-    "translate": (0.0, 0.5, False),
-    "lr": (0.0, None, False),
-    "momentum": (0.0, 1.0, True),
-    "weight_decay": (0.0, None, False),
-}
-_STRICTLY_POSITIVE = {"lr"}
-# Hyperparameters whose values are names, not numbers: the names each may take.
-SPACE_NAMES = {"lr_schedule": ("constant", "plateau", "cosine")}
 _SPACE_KEYS = {
     "float": {"min", "max", "default", "step", "sampling"},
     "int": {"min", "max", "default", "step"},
@@ -167,13 +148,10 @@ def _check_value(where: str, value: Any, spec: tuple) -> None:
 
 
 def _check_space_entry(where: str, name: str, entry: Any) -> None:
-    if name not in SPACE_BOUNDS and name not in SPACE_NAMES:
-        raise UserError(
-            f"{where}: unknown hyperparameter '{name}'; the model takes "
-            + ", ".join(sorted([*SPACE_BOUNDS, *SPACE_NAMES]))
-        )
+    if name not in BOUNDS:
+        raise UserError(f"{where}: unknown hyperparameter '{name}'; the model takes " + ", ".join(sorted(BOUNDS)))
     if not isinstance(entry, dict):
-        raise UserError(f"{where} must be a table with type, min/max or values, and default")
+        raise UserError(f"{where} must be a table with type, and min/max or values")
     kind = entry.get("type")
     if kind not in _SPACE_KEYS:
         raise UserError(f'{where}.type = {kind!r} is invalid: use "float", "int" or "choice"')
@@ -183,29 +161,23 @@ def _check_space_entry(where: str, name: str, entry: Any) -> None:
             f"{where}: unknown key(s) {', '.join(sorted(unknown))} for a {kind}; "
             f"allowed: {', '.join(sorted(_SPACE_KEYS[kind]))}"
         )
-    if "default" not in entry:
-        raise UserError(f"{where}: missing 'default' (the seed's value for {name})")
-
-    if name in SPACE_NAMES:
-        allowed = SPACE_NAMES[name]
-        values = entry.get("values")
-        if kind != "choice" or not isinstance(values, list) or not values:
-            raise UserError(f'{where} must be a choice, e.g. type = "choice", values = {list(allowed)}')
-        for v in values:
-            if v not in allowed:
-                raise UserError(f"{where}: {v!r} is not a {name}; use one of {', '.join(allowed)}")
-        if entry["default"] not in values:
-            raise UserError(f"{where}.default = {entry['default']!r} is not one of values {values}")
-        return
+    bounds = BOUNDS[name]
+    # Without a default the search starts from the seed's value, which must then be in the range.
+    default = entry.get("default", SEED[name])
+    given = "default" in entry
+    if bounds.names and kind != "choice":
+        raise UserError(f'{where} must be a choice, e.g. type = "choice", values = {list(bounds.names)}')
 
     number = (int,) if kind == "int" else (int, float)
     if kind == "choice":
         values = entry.get("values")
         if not isinstance(values, list) or not values:
-            raise UserError(f"{where}.values must be a non-empty list, e.g. values = [0.0, 0.9]")
+            raise UserError(f"{where}.values must be a non-empty list, e.g. values = {list(bounds.names) or [0.0, 0.9]}")
         candidates = values
-        if entry["default"] not in values:
-            raise UserError(f"{where}.default = {entry['default']!r} is not one of values {values}")
+        if default not in values:
+            raise UserError(f"{where}.default = {default!r} is not one of values {values}" if given else
+                            f"{where}: the seed's {name} = {default!r} is not one of values {values}; add it, "
+                            f"or set a default")
     else:
         for key in ("min", "max"):
             if key not in entry:
@@ -224,23 +196,16 @@ def _check_space_entry(where: str, name: str, entry: Any) -> None:
             raise UserError(f'{where}.sampling = {sampling!r} is invalid: use "linear" or "log"')
         if sampling == "log" and lo <= 0:
             raise UserError(f"{where}: log sampling needs min > 0 (got {lo})")
-        default = entry["default"]
         if isinstance(default, bool) or not isinstance(default, number) or not lo <= default <= hi:
-            raise UserError(f"{where}.default = {default!r} must be a {_type_name(number)} in [{lo}, {hi}]")
+            raise UserError(f"{where}.default = {default!r} must be a {_type_name(number)} in [{lo}, {hi}]" if given
+                            else f"{where}: the seed's {name} = {default!r} is outside [{lo}, {hi}]; widen the "
+                                 f"range, or set a default inside it")
         candidates = [lo, hi, default]
 
-    low, high, high_exclusive = SPACE_BOUNDS[name]
     for v in candidates:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise UserError(f"{where}: value {v!r} is not a finite number")
-        too_low = low is not None and (v <= low if name in _STRICTLY_POSITIVE else v < low)
-        too_high = high is not None and (v >= high if high_exclusive else v > high)
-        if too_low or too_high:
-            lo_txt = f"> {low}" if name in _STRICTLY_POSITIVE else f">= {low}"
-            hi_txt = "" if high is None else (f" and < {high}" if high_exclusive else f" and <= {high}")
-            raise UserError(f"{where}: {name} = {v!r} is out of range; {name} must be {lo_txt}{hi_txt}")
-        if name.endswith(("_filters", "_units")) and not float(v).is_integer():
-            raise UserError(f"{where}: {name} = {v!r} must be a whole number")
+        problem = bounds.problem(v)
+        if problem:
+            raise UserError(f"{where}: {name} = {v!r} {problem}")
 
 
 def validate(data: dict[str, Any], where: str) -> None:
@@ -292,6 +257,8 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
     data["search"].setdefault("max_retries_per_trial", 0)
     data["data"].setdefault("parallel_map", True)
     data["data"].setdefault("prefetch", True)
+    for name, entry in data["space"].items():
+        entry.setdefault("default", SEED[name])  # recorded in config.json, and part of the study's identity
     return data
 
 

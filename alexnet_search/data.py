@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 from .errors import UserError
+from .space import Hyperparameters
 
 ENV_VAR = "CIFAR10_DIR"
 _BATCH_RE = re.compile(r"^data_batch_(\d+)$")
@@ -297,7 +298,7 @@ class TrainingSet:
     parallel_map: bool = True
     prefetch: bool = True
 
-    def dataset(self, translate: float = 0.1) -> Batches:
-        """Shuffled, augmented batches; 0.1 is the seed's augmentation strength."""
-        return make_dataset(self.x, self.y, self.batch_size, shuffle=True, seed=self.seed, translate=translate,
+    def batches(self, hp: Hyperparameters) -> Batches:
+        """Shuffled batches, augmented as `hp` says."""
+        return make_dataset(self.x, self.y, self.batch_size, shuffle=True, seed=self.seed, translate=hp.translate,
                             parallel_map=self.parallel_map, prefetch=self.prefetch)

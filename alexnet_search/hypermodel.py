@@ -1,14 +1,14 @@
-"""The Keras Tuner HyperModel: maps `hp` onto `model.build_alexnet`, `model.compile_alexnet` and,
-in `fit`, the augmentation of `data.TrainingSet`.
+"""The Keras Tuner HyperModel: maps `hp` onto a `space.Hyperparameters`, which the model, the
+optimiser and the input pipeline each read (`model.build_alexnet`, `model.compile_alexnet`,
+`model.lr_schedule_callback`, `data.TrainingSet.batches`).
 
-The search space itself (names, ranges, defaults) lives in the preset's [space.*] tables; this
-module only declares those entries on `hp`. Every default is the seed's value, so
+Which hyperparameters are searched, and over what range, is the preset's [space.*] tables; this
+module only declares those on `hp`. The rest keep the seed's value, so
 `build(keras_tuner.HyperParameters())` is the seed's model.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import keras_tuner
@@ -16,14 +16,8 @@ import keras_tuner
 from .config import Config
 from .data import TrainingSet
 from .model import build_alexnet, compile_alexnet, lr_schedule_callback
+from .space import Hyperparameters
 from .study import clean_value
-
-_MODEL_ARGS = set(inspect.signature(build_alexnet).parameters) - {"image_size", "num_classes", "precision"}
-_COMPILE_ARGS = set(inspect.signature(compile_alexnet).parameters) - {"model", "jit_compile", "precision"}
-_COMPILE_DEFAULTS = {k: p.default for k, p in inspect.signature(compile_alexnet).parameters.items()}
-_DATA_ARGS = set(inspect.signature(TrainingSet.dataset).parameters) - {"self"}
-_DEFAULTS = {k: p.default for k, p in inspect.signature(build_alexnet).parameters.items()}
-_WIDTHS = {"conv1_filters", "conv2_filters", "conv3_filters", "conv4_filters", "conv5_filters", "dense_units"}
 
 
 def declare(hp: keras_tuner.HyperParameters, name: str, entry: dict[str, Any]):
@@ -78,34 +72,27 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
         """The searched values for this `hp`, declaring any not yet declared."""
         return {name: clean_value(declare(hp, name, entry)) for name, entry in self.space.items()}
 
-    def compile_args(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
-        """The searched values that `model.compile_alexnet` takes; those not searched keep its defaults."""
-        return {k: v for k, v in self.values(hp).items() if k in _COMPILE_ARGS}
+    def hyperparameters(self, hp: keras_tuner.HyperParameters) -> Hyperparameters:
+        """This `hp`'s values; names the space does not search keep the seed's value."""
+        return Hyperparameters.of(self.values(hp))
 
     def build(self, hp: keras_tuner.HyperParameters):
-        values = self.values(hp)
-        model_args = {k: v for k, v in values.items() if k in _MODEL_ARGS}
-        compile_args = self.compile_args(hp)
-        # Widths not in the space keep the seed's value; all of them are scaled.
-        for name in _WIDTHS:
-            width = model_args.get(name, _DEFAULTS[name])
-            model_args[name] = max(1, round(width * self.width_multiplier))
-        model = build_alexnet(image_size=self.image_size, precision=self.precision, **model_args)
-        return compile_alexnet(model, jit_compile=self.jit_compile, precision=self.precision, **compile_args)
+        params = self.hyperparameters(hp)
+        model = build_alexnet(params, image_size=self.image_size, width_multiplier=self.width_multiplier,
+                              precision=self.precision)
+        return compile_alexnet(model, params, jit_compile=self.jit_compile, precision=self.precision)
 
     def fit(self, hp, model, x, *args, **kwargs):
-        """`model.fit`, with a `TrainingSet` turned into its augmented pipeline for this `hp`.
+        """`model.fit`, with a `TrainingSet` turned into its augmented batches for this `hp`.
 
         Keras Tuner passes its callbacks (checkpointing, TensorBoard, HParams) and Hyperband's
         epochs/initial_epoch through kwargs: all are forwarded.
         """
-        values = self.values(hp)
+        params = self.hyperparameters(hp)
         if isinstance(x, TrainingSet):
-            x = x.dataset(**{k: v for k, v in values.items() if k in _DATA_ARGS})
-            kwargs.setdefault("shuffle", False)  # the pipeline reshuffles each epoch itself
-        schedule = lr_schedule_callback(
-            values.get("lr_schedule", "constant"), values.get("lr", _COMPILE_DEFAULTS["lr"]), self.horizon
-        )
+            x = x.batches(params)
+            kwargs.setdefault("shuffle", False)  # the batches reshuffle each epoch themselves
+        schedule = lr_schedule_callback(params, self.horizon)
         if schedule is not None:
             kwargs["callbacks"] = [*kwargs.get("callbacks", []), schedule]
         return model.fit(x, *args, **kwargs)

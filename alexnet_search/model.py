@@ -1,7 +1,8 @@
 """AlexNet for CIFAR-10, built from explicit arguments.
 
-This module knows nothing of Keras Tuner: every knob is a plain keyword argument whose default
-is the seed script's value, so `build_alexnet()` is the hand-picked model the project started from.
+This module knows nothing of Keras Tuner: every knob is a field of `space.Hyperparameters`, whose
+defaults are the seed script's values, so `build_alexnet()` is the hand-picked model the project
+started from.
 
 The model takes raw CIFAR images, uint8 of shape (N, 32, 32, 3). Scaling and the resize to
 `image_size` happen inside the graph, per batch: the data stays uint8 at 32x32 in memory (30 MB for
@@ -23,6 +24,7 @@ import keras
 from keras import layers
 
 from .errors import UserError
+from .space import BOUNDS, Hyperparameters
 
 CIFAR_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
@@ -97,25 +99,22 @@ def check_image_size(image_size: int) -> FeatureSizes:
 
 
 def build_alexnet(
+    hp: Hyperparameters = Hyperparameters(),
     image_size: int = 128,
-    conv1_filters: int = 96,
-    conv2_filters: int = 256,
-    conv3_filters: int = 384,
-    conv4_filters: int = 384,
-    conv5_filters: int = 256,
-    dense_units: int = 4096,
-    dropout: float = 0.5,
+    width_multiplier: float = 1.0,
     num_classes: int = NUM_CLASSES,
     precision: str = "float32",
 ) -> keras.Model:
-    """The seed's single-branch AlexNet, uncompiled.
+    """The seed's single-branch AlexNet, uncompiled, with `hp`'s widths and dropout.
 
-    Input: uint8 images (N, 32, 32, 3). Output: class probabilities, float32 even when
-    `precision` is "mixed_float16" or "mixed_bfloat16" (layers compute in 16 bits, keep float32
-    weights), so losses and exported scores keep full precision.
+    `width_multiplier` scales every conv and dense width (CPU presets search the paper's widths
+    on a narrower network). Input: uint8 images (N, 32, 32, 3). Output: class probabilities,
+    float32 even when `precision` is "mixed_float16" or "mixed_bfloat16" (layers compute in 16
+    bits, keep float32 weights), so losses and exported scores keep full precision.
     """
     check_image_size(image_size)
     stride = conv1_stride(image_size)
+    width = lambda paper_width: max(1, round(paper_width * width_multiplier))  # noqa: E731
     prec = {"dtype": precision}  # per layer, not Keras' global policy: clear_session() between trials resets that
 
     inputs = keras.Input(shape=CIFAR_SHAPE, dtype="uint8", name="image")
@@ -124,40 +123,38 @@ def build_alexnet(
         x = layers.Resizing(image_size, image_size, name="resize", **prec)(x)
 
     # Batch norm sits where the paper had local response normalisation: after conv1 and conv2.
-    x = layers.Conv2D(conv1_filters, _CONV1_KERNEL, strides=stride, activation="relu", name="conv1", **prec)(x)
+    x = layers.Conv2D(width(hp.conv1_filters), _CONV1_KERNEL, strides=stride, activation="relu", name="conv1", **prec)(x)
     x = layers.BatchNormalization(name="bn1", **prec)(x)
     x = layers.MaxPooling2D(_POOL, strides=_POOL_STRIDE, name="pool1", **prec)(x)
-    x = layers.Conv2D(conv2_filters, 5, padding="same", activation="relu", name="conv2", **prec)(x)
+    x = layers.Conv2D(width(hp.conv2_filters), 5, padding="same", activation="relu", name="conv2", **prec)(x)
     x = layers.BatchNormalization(name="bn2", **prec)(x)
     x = layers.MaxPooling2D(_POOL, strides=_POOL_STRIDE, name="pool2", **prec)(x)
-    x = layers.Conv2D(conv3_filters, 3, padding="same", activation="relu", name="conv3", **prec)(x)
-    x = layers.Conv2D(conv4_filters, 3, padding="same", activation="relu", name="conv4", **prec)(x)
-    x = layers.Conv2D(conv5_filters, 3, padding="same", activation="relu", name="conv5", **prec)(x)
+    x = layers.Conv2D(width(hp.conv3_filters), 3, padding="same", activation="relu", name="conv3", **prec)(x)
+    x = layers.Conv2D(width(hp.conv4_filters), 3, padding="same", activation="relu", name="conv4", **prec)(x)
+    x = layers.Conv2D(width(hp.conv5_filters), 3, padding="same", activation="relu", name="conv5", **prec)(x)
     x = layers.MaxPooling2D(_POOL, strides=_POOL_STRIDE, name="pool3", **prec)(x)
     x = layers.Flatten(name="flatten", **prec)(x)
-    x = layers.Dense(dense_units, activation="relu", name="fc1", **prec)(x)
-    x = layers.Dropout(dropout, name="drop1", **prec)(x)
-    x = layers.Dense(dense_units, activation="relu", name="fc2", **prec)(x)
-    x = layers.Dropout(dropout, name="drop2", **prec)(x)
+    x = layers.Dense(width(hp.dense_units), activation="relu", name="fc1", **prec)(x)
+    x = layers.Dropout(hp.dropout, name="drop1", **prec)(x)
+    x = layers.Dense(width(hp.dense_units), activation="relu", name="fc2", **prec)(x)
+    x = layers.Dropout(hp.dropout, name="drop2", **prec)(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name="alexnet")
 
 
 def compile_alexnet(
     model: keras.Model,
-    lr: float = 1e-3,
-    momentum: float = 0.0,
-    weight_decay: float = 0.0,
+    hp: Hyperparameters = Hyperparameters(),
     jit_compile: bool | str = "auto",
     precision: str = "float32",
 ) -> keras.Model:
-    """Compile with the seed's optimiser: plain SGD at lr 0.001 (Keras' default momentum of 0).
+    """Compile with `hp`'s SGD: by default the seed's, lr 0.001 and Keras' default momentum of 0.
 
-    `weight_decay` is SGD's decoupled decay (the paper used 5e-4); 0 is the seed's. Under
-    "mixed_float16" the loss is scaled, so small float16 gradients do not flush to zero.
+    `weight_decay` is SGD's decoupled decay (the paper used 5e-4). Under "mixed_float16" the loss
+    is scaled, so small float16 gradients do not flush to zero.
     """
     optimizer = keras.optimizers.SGD(
-        learning_rate=lr, momentum=momentum, weight_decay=weight_decay or None
+        learning_rate=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay or None
     )
     if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -206,17 +203,15 @@ def clear_session() -> int:
     return dropped
 
 
-LR_SCHEDULES = ("constant", "plateau", "cosine")
-
-
-def lr_schedule_callback(kind: str, lr: float, horizon: int) -> keras.callbacks.Callback | None:
-    """The learning-rate schedule as a callback, or None for the seed's constant rate.
+def lr_schedule_callback(hp: Hyperparameters, horizon: int) -> keras.callbacks.Callback | None:
+    """`hp.lr_schedule` as a callback, or None for the seed's constant rate.
 
     "plateau": divide by 10 when validation loss has not improved for about a tenth of the run,
-    as the paper did by hand. "cosine": anneal from `lr` towards 0 over `horizon` epochs. Both
+    as the paper did by hand. "cosine": anneal from `hp.lr` towards 0 over `horizon` epochs. Both
     key on the epoch index, so a Hyperband trial continuing from epoch k picks up where its parent
     left off.
     """
+    kind, lr = hp.lr_schedule, hp.lr
     if kind == "constant":
         return None
     if kind == "plateau":
@@ -227,4 +222,4 @@ def lr_schedule_callback(kind: str, lr: float, horizon: int) -> keras.callbacks.
         return keras.callbacks.LearningRateScheduler(
             lambda epoch: lr * 0.5 * (1 + math.cos(math.pi * min(epoch, horizon) / horizon)), verbose=0
         )
-    raise ValueError(f"unknown learning-rate schedule {kind!r}; use one of {', '.join(LR_SCHEDULES)}")
+    raise ValueError(f"unknown learning-rate schedule {kind!r}; use one of {', '.join(BOUNDS['lr_schedule'].names)}")

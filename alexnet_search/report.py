@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import tboard
-from .config import SPACE_BOUNDS
+from .space import BOUNDS
 from .errors import UserError
 from .plan import Schedule, format_duration, hyperband_schedule
 from .study import (
@@ -145,7 +145,7 @@ def edge(name: str, entry: dict, value: Any) -> str | None:
             scale = math.log if entry.get("sampling") == "log" else float
             frac = (scale(value) - scale(lo)) / (scale(hi) - scale(lo))
             at_lo, at_hi = frac <= EDGE_FRACTION, frac >= 1 - EDGE_FRACTION
-    low, high, _ = SPACE_BOUNDS.get(name, (None, None, False))
+    low, high = BOUNDS[name].low, BOUNDS[name].high
     # A range that already starts at its hard bound (weight decay 0, no translation) cannot widen.
     if at_lo and (low is None or lo > low):
         return "lowest"

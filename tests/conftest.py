@@ -11,7 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from alexnet_search.space import Hyperparameters
+
 REPO = Path(__file__).resolve().parents[1]
+# A network of a few thousand weights: trains in milliseconds, exercises every layer.
+TINY_NET = Hyperparameters(conv1_filters=8, conv2_filters=8, conv3_filters=8, conv4_filters=8, conv5_filters=8,
+                           dense_units=16)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

@@ -15,8 +15,9 @@ from alexnet_search.data import Source
 from alexnet_search.errors import UserError
 from alexnet_search.model import build_alexnet
 from alexnet_search.plan import schedule_for
+from alexnet_search.space import Hyperparameters
 
-from conftest import REPO
+from conftest import REPO, TINY_NET
 
 CPU = str(REPO / "tuning" / "cpu.toml")
 
@@ -35,9 +36,8 @@ def test_forward_flops_of_the_seed_model_at_128():
 
 
 def test_seed_way_model_shares_the_layer_stack_of_ours():
-    ours = build_alexnet(image_size=64, conv1_filters=8, conv2_filters=8, conv3_filters=8, conv4_filters=8,
-                         conv5_filters=8, dense_units=16)
-    seed = bench.seed_model(ours, 64, 0.1, {"lr": 1e-3})
+    ours = build_alexnet(TINY_NET, image_size=64)
+    seed = bench.seed_model(ours, 64, Hyperparameters(), jit_compile=False)
     assert seed.input.shape[1:] == (64, 64, 3) and seed.input.dtype == "float32"
     assert seed.get_layer("conv1") is ours.get_layer("conv1") and seed.get_layer("fc2") is ours.get_layer("fc2")
     assert bench.forward_flops(seed) == bench.forward_flops(ours)

@@ -240,11 +240,13 @@ def test_a_keras_export_from_one_backend_predicts_the_same_classes_on_the_other(
     script = """
 import sys, numpy as np, keras
 from alexnet_search.model import build_alexnet, compile_alexnet
+from alexnet_search.space import Hyperparameters
+TINY_NET = Hyperparameters(conv1_filters=8, conv2_filters=8, conv3_filters=8, conv4_filters=8, conv5_filters=8,
+                           dense_units=16)
 images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
 if sys.argv[1] == "save":
     keras.utils.set_random_seed(3)
-    model = compile_alexnet(build_alexnet(image_size=32, conv1_filters=8, conv2_filters=8, conv3_filters=8,
-                                          conv4_filters=8, conv5_filters=8, dense_units=16))
+    model = compile_alexnet(build_alexnet(TINY_NET, image_size=32))
     model.fit(images, np.arange(16) % 10, epochs=1, verbose=0)
     model.save(sys.argv[2])
 else:

@@ -55,9 +55,9 @@ def _write(tmp_path, text, name="bad.toml"):
     ("[search]\nfactor = 1", "search.factor = 1 is invalid: it must be an integer >= 2"),
     ("[study]\nseed = 0", "study.seed = 0 is invalid: it must be an integer >= 1"),
     ("[data]\nimage_size = 16", "image_size >= "),
-    ('[space.lr]\ntype = "float"\nmin = 0.0\nmax = 0.1\ndefault = 0.001', "lr = 0.0 is out of range; lr must be > 0"),
-    ('[space.lr]\ntype = "float"\nmin = -1.0\nmax = 0.1\ndefault = 0.001', "lr must be > 0"),
-    ('[space.dropout]\ntype = "float"\nmin = 0.1\nmax = 1.0\ndefault = 0.5', "dropout must be >= 0.0 and < 1.0"),
+    ('[space.lr]\ntype = "float"\nmin = 0.0\nmax = 0.1\ndefault = 0.001', "lr = 0.0 is out of range; it must be > 0"),
+    ('[space.lr]\ntype = "float"\nmin = -1.0\nmax = 0.1\ndefault = 0.001', "lr = -1.0 is out of range; it must be > 0"),
+    ('[space.dropout]\ntype = "float"\nmin = 0.1\nmax = 1.0\ndefault = 0.5', "dropout = 1.0 is out of range; it must be >= 0.0 and < 1.0"),
     ('[space.dropout]\ntype = "choice"\nvalues = []\ndefault = 0.5', "values must be a non-empty list"),
     ('[space.dropout]\ntype = "choice"\nvalues = [0.1]\ndefault = 0.5', "default = 0.5 is not one of values"),
     ('[space.dropout]\ntype = "float"\nmin = 0.7\nmax = 0.2\ndefault = 0.5', "min 0.7 is larger than max 0.2"),
@@ -68,7 +68,7 @@ def _write(tmp_path, text, name="bad.toml"):
     ('[space.conv1_filters]\ntype = "float"\nmin = 1.5\nmax = 9.0\ndefault = 2.0', "must be a whole number"),
     ("[data\ntrain_size = 5", "is not valid TOML"),
     ('[space.lr_schedule]\ntype = "choice"\nvalues = ["cosine", "exponential"]\ndefault = "cosine"',
-     "'exponential' is not a lr_schedule; use one of constant, plateau, cosine"),
+     "lr_schedule = 'exponential' is not one of constant, plateau, cosine"),
 ])
 def test_bad_presets_give_one_clear_line(tmp_path, text, message):
     with pytest.raises(UserError, match=message) as info:
@@ -91,8 +91,11 @@ def test_override_replaces_a_space_entry_whole(tmp_path):
     assert config.space["momentum"] == {"type": "float", "min": 0.0, "max": 0.9, "default": 0.0}
 
 
-def test_schedule_names_are_the_models():
-    from alexnet_search.config import SPACE_NAMES
-    from alexnet_search.model import LR_SCHEDULES
-
-    assert SPACE_NAMES["lr_schedule"] == LR_SCHEDULES
+def test_a_range_without_default_starts_from_the_seed_value_and_must_hold_it(tmp_path):
+    config = load_config(_write(tmp_path, '[space.momentum]\ntype = "choice"\nvalues = [0.0, 0.9]'))
+    assert config.space["momentum"]["default"] == 0.0  # recorded in config.json like a written one
+    with pytest.raises(UserError, match="seed's momentum = 0.0 is not one of values"):
+        load_config(_write(tmp_path, '[space.momentum]\ntype = "choice"\nvalues = [0.5, 0.9]'))
+    with pytest.raises(UserError, match=r"seed's lr = 0.001 is outside \[0.01, 0.1\]"):
+        load_config(_write(tmp_path, '[space.lr]\ntype = "float"\nmin = 0.01\nmax = 0.1'))
+    assert load_config(_write(tmp_path, '[space.lr]\ntype = "float"\nmin = 0.01\nmax = 0.1\ndefault = 0.01'))

@@ -8,6 +8,7 @@ import pytest
 
 from alexnet_search import data
 from alexnet_search.errors import UserError
+from alexnet_search.space import Hyperparameters
 
 from conftest import synthetic_images, write_batch
 
@@ -197,7 +198,7 @@ def test_augmented_epochs_are_the_same_in_every_run_and_differ_from_each_other()
     x = np.random.default_rng(0).integers(0, 256, (96, 32, 32, 3), dtype=np.uint8)
 
     def epochs(seed, parallel_map=True):
-        ds = data.TrainingSet(x, np.arange(96) % 10, 16, seed=seed, parallel_map=parallel_map).dataset(0.25)
+        ds = data.TrainingSet(x, np.arange(96) % 10, 16, seed=seed, parallel_map=parallel_map).batches(Hyperparameters(translate=0.25))
         return [np.concatenate([xb for xb, _ in _epoch(ds)]) for _ in range(2)]
 
     a, b = epochs(5), epochs(5, parallel_map=False)

@@ -31,12 +31,17 @@ def test_empty_hyperparameters_build_the_seed_model():
     assert [w.shape for w in model.weights] == [w.shape for w in build_alexnet().weights]
 
 
-def test_compile_args_are_the_searched_optimiser_values_only():
-    hypermodel = AlexNetHyperModel.from_config(PAPER)
+def test_names_the_space_does_not_search_keep_the_seed_value():
+    from alexnet_search.space import SEED
+
+    narrow = AlexNetHyperModel({"lr": PAPER.space["lr"]}, image_size=32, width_multiplier=0.125)
     hp = keras_tuner.HyperParameters()
-    assert hypermodel.compile_args(hp) == {"lr": 1e-3, "momentum": 0.0, "weight_decay": 0.0}
-    narrow = AlexNetHyperModel({"lr": PAPER.space["lr"]})
-    assert narrow.compile_args(keras_tuner.HyperParameters()) == {"lr": 1e-3}
+    narrow.build(hp)
+    hp.values["lr"] = 0.05
+    assert narrow.hyperparameters(hp).as_dict() == {**SEED, "lr": 0.05}
+    model = narrow.build(hp)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
+    assert model.get_layer("drop1").rate == 0.5 and model.get_layer("conv1").filters == 12  # 96 / 8
 
 
 def _corner(space, end):
@@ -93,9 +98,9 @@ def test_fit_builds_the_augmented_pipeline_from_hp():
     asked = []
 
     class Recording(TrainingSet):
-        def dataset(self, translate=0.1):
-            asked.append(translate)
-            return super().dataset(translate)
+        def batches(self, hp):
+            asked.append(hp.translate)
+            return super().batches(hp)
 
     hypermodel = AlexNetHyperModel(PAPER.space, image_size=32, width_multiplier=0.125)
     hp = keras_tuner.HyperParameters()

@@ -8,6 +8,9 @@ from alexnet_search.model import (
     build_alexnet, check_image_size, clear_session, compile_alexnet, conv1_stride, feature_sizes,
     lr_schedule_callback, smallest_image_size,
 )
+from alexnet_search.space import Hyperparameters
+
+from conftest import TINY_NET
 
 
 def _conv(k, cin, cout):
@@ -57,8 +60,7 @@ def test_too_small_size_names_the_smallest_that_works():
 
 
 def test_takes_uint8_images_and_predicts_deterministically_at_inference():
-    model = build_alexnet(image_size=32, conv1_filters=8, conv2_filters=8, conv3_filters=8,
-                          conv4_filters=8, conv5_filters=8, dense_units=16)
+    model = build_alexnet(TINY_NET, image_size=32)
     assert model.inputs[0].dtype == "uint8"
     x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     a = np.asarray(model(x, training=False))
@@ -73,11 +75,12 @@ def test_the_model_can_be_xla_compiled():
     # (RandomTranslation is one), which is why augmentation lives in the input pipeline.
     from keras.src.trainers.trainer import model_supports_jit
 
-    assert model_supports_jit(build_alexnet(image_size=32, dense_units=16))
+    assert model_supports_jit(build_alexnet(TINY_NET, image_size=32))
 
 
 def test_compile_uses_sgd_with_the_given_settings():
-    model = compile_alexnet(build_alexnet(image_size=32, dense_units=16), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    model = compile_alexnet(build_alexnet(TINY_NET, image_size=32),
+                            Hyperparameters(lr=0.01, momentum=0.9, weight_decay=5e-4))
     opt = model.optimizer
     assert opt.__class__.__name__ == "SGD"
     assert float(opt.learning_rate) == pytest.approx(0.01)
@@ -88,22 +91,24 @@ def test_compile_uses_sgd_with_the_given_settings():
 
 
 def test_learning_rate_schedules():
-    assert lr_schedule_callback("constant", 0.1, 10) is None
-    cosine = lr_schedule_callback("cosine", 0.1, 10)
+    def schedule(kind, horizon):
+        return lr_schedule_callback(Hyperparameters(lr=0.1, lr_schedule=kind), horizon)
+
+    assert schedule("constant", 10) is None
+    cosine = schedule("cosine", 10)
     assert cosine.schedule(0) == pytest.approx(0.1)
     assert cosine.schedule(5) == pytest.approx(0.05)
     assert cosine.schedule(12) == pytest.approx(0.0)  # a continued run stays at the end
-    plateau = lr_schedule_callback("plateau", 0.1, 64)
+    plateau = schedule("plateau", 64)
     assert plateau.monitor == "val_loss" and plateau.factor == pytest.approx(0.1) and plateau.patience == 6
     with pytest.raises(ValueError, match="unknown learning-rate schedule"):
-        lr_schedule_callback("linear", 0.1, 10)
+        schedule("linear", 10)
 
 
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_computes_in_16_bits_and_outputs_float32(precision):
     model = compile_alexnet(
-        build_alexnet(image_size=32, conv1_filters=8, conv2_filters=8, conv3_filters=8, conv4_filters=8,
-                      conv5_filters=8, dense_units=16, precision=precision),
+        build_alexnet(TINY_NET, image_size=32, precision=precision),
         precision=precision,
     )
     assert model.get_layer("conv1").compute_dtype == precision.split("_")[1]
@@ -128,8 +133,7 @@ def test_clear_session_frees_the_graphs_of_a_trained_model():
         return {id(o): o for o in gc.get_objects() if isinstance(o, FuncGraph)}
 
     before = graphs()
-    model = compile_alexnet(build_alexnet(image_size=32, conv1_filters=8, conv2_filters=8, conv3_filters=8,
-                                          conv4_filters=8, conv5_filters=8, dense_units=16), lr=0.01)
+    model = compile_alexnet(build_alexnet(TINY_NET, image_size=32), Hyperparameters(lr=0.01))
     x = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
     model.fit(x, np.arange(32) % 10, batch_size=8, epochs=1, validation_split=0.25, verbose=0)
     made = [weakref.ref(g) for i, g in graphs().items() if i not in before]

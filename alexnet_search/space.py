@@ -1,0 +1,98 @@
+"""Every hyperparameter the tool knows, declared once: its name, the seed's value, the bounds any
+range must respect, and (by the group it sits in) where it goes.
+
+`Hyperparameters()` is the seed script's model. The model, its optimiser and the input pipeline
+each read their own fields from one `Hyperparameters` (`model.build_alexnet`,
+`model.compile_alexnet`, `model.lr_schedule_callback`, `data.TrainingSet.batches`); a preset's
+`[space.NAME]` tables say which of them to search and over what range (`config` checks each range
+against the bounds here). Plain data: nothing here knows Keras or Keras Tuner.
+
+To add a hyperparameter: one field below, its one use where the group says it goes, and a
+`[space.NAME]` table in a preset to search it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What any value of a hyperparameter must respect, whatever a preset's range says."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # `low` itself is not allowed
+    high_open: bool = False  # `high` itself is not allowed
+    whole: bool = False  # widths: whole numbers
+    names: tuple[str, ...] = ()  # a value that is a name, not a number: the names it may take
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is not allowed, or None."""
+        if self.names:
+            return None if value in self.names else f"is not one of {', '.join(self.names)}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return "is not a finite number"
+        below = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        above = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        if below or above:
+            return f"is out of range; it must be {self.describe()}"
+        if self.whole and not float(value).is_integer():
+            return "must be a whole number"
+        return None
+
+    def describe(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {self.high}")
+        return " and ".join(parts) or "any number"
+
+
+def _knob(default: Any, **bounds: Any) -> Any:
+    return field(default=default, metadata={"bounds": Bounds(**bounds)})
+
+
+_WIDTH = {"low": 1, "whole": True}
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """One value for every hyperparameter; the defaults are the seed script's."""
+
+    # The network: model.build_alexnet. Widths are in the paper's units (a preset's
+    # model.width_multiplier scales all of them together).
+    conv1_filters: int = _knob(96, **_WIDTH)
+    conv2_filters: int = _knob(256, **_WIDTH)
+    conv3_filters: int = _knob(384, **_WIDTH)
+    conv4_filters: int = _knob(384, **_WIDTH)
+    conv5_filters: int = _knob(256, **_WIDTH)
+    dense_units: int = _knob(4096, **_WIDTH)
+    dropout: float = _knob(0.5, low=0.0, high=1.0, high_open=True)
+
+    # The optimiser: model.compile_alexnet (plain SGD, Keras' default momentum of 0, no decay).
+    lr: float = _knob(1e-3, low=0.0, low_open=True)
+    momentum: float = _knob(0.0, low=0.0, high=1.0, high_open=True)
+    weight_decay: float = _knob(0.0, low=0.0)
+    # Its learning-rate schedule: model.lr_schedule_callback (the seed kept lr constant).
+    lr_schedule: str = _knob("constant", names=("constant", "plateau", "cosine"))
+
+    # The data: data.TrainingSet.batches (random shifts of up to 10% of the image, and flips).
+    translate: float = _knob(0.1, low=0.0, high=0.5)
+
+    @classmethod
+    def of(cls, values: dict[str, Any]) -> "Hyperparameters":
+        """From a name -> value dict (a trial's, a JSON file's); missing names keep the seed's
+        value, and anything else (Keras Tuner's tuner/* bookkeeping) is ignored."""
+        return cls(**{k: v for k, v in values.items() if k in NAMES})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+NAMES: tuple[str, ...] = tuple(f.name for f in fields(Hyperparameters))
+SEED: dict[str, Any] = Hyperparameters().as_dict()
+BOUNDS: dict[str, Bounds] = {f.name: f.metadata["bounds"] for f in fields(Hyperparameters)}
