@@ -38,7 +38,7 @@ from .errors import UserError
 TUNER_ID, ORACLE_IP, ORACLE_PORT = "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"
 # A worker that dies within STARTUP_S of starting, MAX_RESTARTS times in a row, is a broken setup
 # (bad environment, unreachable chief): the study stops. A later death is restarted every time:
-# its trial comes back to it, and search.CRASHED_RUNS_LIMIT fails a trial that keeps killing it.
+# its trial comes back to it, and runlog.CRASHED_RUNS_LIMIT fails a trial that keeps killing it.
 MAX_RESTARTS = 3
 STARTUP_S = 120.0
 
@@ -250,7 +250,9 @@ def launch_local(child_args: list[str], workers: int, host: str, port: int, log_
             env["CUDA_VISIBLE_DEVICES"] = gpu
         return env
 
-    say = lambda line: print(f"[launcher] {line}", file=out, flush=True)  # noqa: E731
+    from .progress import printer
+
+    say = printer(out, "[launcher] ")
     say(f"chief on {host}:{port} and {workers} worker(s); logs in {log_dir}/")
     chief = _Process("chief", "chief", argv, env_for("chief", "" if gpus else None), log_dir / "chief.log", out, lock)
     # Workers must not see --overwrite: only the chief may reset the study.

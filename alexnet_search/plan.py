@@ -7,6 +7,7 @@ promote fewer configurations and spend less.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -48,17 +49,25 @@ class Schedule:
 
 
 def hyperband_schedule(max_epochs: int, factor: int, iterations: int = 1) -> Schedule:
-    """One Hyperband iteration's rounds, in the order Keras Tuner runs them."""
-    from keras_tuner.oracles import HyperbandOracle
+    """One Hyperband iteration's rounds, in the order Keras Tuner runs them.
 
-    oracle = HyperbandOracle(objective="val_accuracy", max_epochs=max_epochs, factor=factor, seed=1)
+    Keras Tuner's HyperbandOracle (keras_tuner/src/tuners/hyperband.py), written out with the same
+    arithmetic: brackets count down from the most exploratory; bracket b has b + 1 rounds; round r
+    of bracket b runs ceil(ceil(1 + log_factor(max_epochs)) / (b + 1) * factor^(b - r)) trials to
+    ceil(max_epochs / factor^(b - r)) epochs. tests/test_plan.py drives the real oracle to the end
+    and checks these counts against it.
+    """
+    brackets, epochs = 0, float(max_epochs)
+    while epochs >= 1:  # the oracle's min_epochs is 1
+        epochs /= factor
+        brackets += 1
+    last_round_size = math.ceil(1 + math.log(max_epochs, factor))
     rounds = []
-    # Keras Tuner starts at the most exploratory bracket and counts down to 0.
-    for bracket in reversed(range(oracle._get_num_brackets())):
+    for bracket in reversed(range(brackets)):
         previous_epochs = 0
-        for rnd in range(oracle._get_num_rounds(bracket)):
-            trials = oracle._get_size(bracket, rnd)
-            epochs = oracle._get_epochs(bracket, rnd)
+        for rnd in range(bracket + 1):
+            trials = math.ceil(last_round_size / (bracket + 1) * factor ** (bracket - rnd))
+            epochs = math.ceil(max_epochs / factor ** (bracket - rnd))
             rounds.append(
                 Round(
                     bracket=bracket,

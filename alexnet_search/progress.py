@@ -1,4 +1,5 @@
-"""Progress lines for long work: trial k of n, per-epoch metrics, elapsed and time left.
+"""Progress lines for long work: trial k of n, per-epoch metrics, elapsed and time left, and the
+search's per-trial lines (`TrialReporter`).
 
 The estimate of time left is (epochs still to run) x (mean seconds per epoch seen so far in this
 process). Trials differ in width, so it is an estimate; it settles after a few trials.
@@ -13,8 +14,17 @@ from typing import Any, Callable, TextIO
 import keras
 
 from .plan import format_duration
+from .study import best_epoch, failure_reason, searched_values, short, trial_epochs
 
 _METRICS = (("loss", "loss"), ("accuracy", "acc"), ("val_loss", "val_loss"), ("val_accuracy", "val_acc"))
+
+
+def printer(out: TextIO = sys.stdout, prefix: str = "") -> Callable[[str], None]:
+    """A function that prints one line to `out` at once (long runs are watched live, or through a pipe)."""
+    def say(line: str) -> None:
+        print(f"{prefix}{line}", file=out, flush=True)
+
+    return say
 
 
 def format_metrics(logs: dict[str, Any]) -> str:
@@ -83,3 +93,47 @@ class EpochReporter(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.progress.epoch_end(epoch, logs or {}, self.progress.clock() - self._t0)
+
+
+class TrialReporter:
+    """The search's trial lines, on one shared `Progress`: a trial starts (which configuration,
+    which bracket), a trial ends (its score, the best so far), and, on a distributed study's
+    chief, each trial any worker ends with the whole study's counts and time left."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+
+    def begin(self, trial) -> None:
+        hp = trial.hyperparameters.values
+        parent = hp.get("tuner/trial_id")
+        shown = " ".join(f"{k}={short(v)}" for k, v in searched_values(hp).items())
+        self.progress.begin(
+            f"trial {int(trial.trial_id) + 1}/{self.progress.total_units}",
+            hp.get("tuner/initial_epoch", 0), hp.get("tuner/epochs", 0),
+            f"(id {trial.trial_id}; bracket {hp.get('tuner/bracket')} round {hp.get('tuner/round')}; "
+            f"{'continues trial ' + parent if parent else 'new configuration'})\n    {shown}",
+        )
+
+    def end(self, trial, leader, objective: str, trial_dir: str) -> None:
+        """`trial` ended (Keras Tuner's record of it); `leader`: the best completed trial, or None."""
+        hp = trial.hyperparameters.values
+        if trial.status == "COMPLETED":
+            result = f"best {objective} {trial.score:.4f} at epoch {best_epoch(trial.best_step, hp)}"
+        else:
+            result = f"{trial.status.lower()}: {failure_reason(trial.message)}"
+            if "FailedTrialError" not in (trial.message or ""):
+                result += f" (traceback in {trial_dir}/trial.json)"
+        lead = f"best so far {leader.score:.4f} (trial {leader.trial_id})" if leader else "none completed yet"
+        self.progress.end(trial_epochs(hp), f"{result}; {lead}")
+
+    def study_line(self, trial, runner: str, summary: dict, epochs_at_start: int, elapsed: float) -> None:
+        """The chief's line for a trial a worker ended; `summary` is search_summary.json's counts."""
+        spent = summary["epochs_spent"] - epochs_at_start
+        left = (summary["epochs_scheduled"] - summary["epochs_spent"]) * elapsed / spent if spent else None
+        result = f"{trial.score:.4f}" if trial.status == "COMPLETED" else failure_reason(trial.message)
+        self.progress.print(
+            f"trial {trial.trial_id} {trial.status.lower()} ({runner}): {result} | "
+            f"{summary['trials_completed'] + summary['trials_failed']}/{summary['trials_scheduled']} trials, "
+            f"{summary['epochs_spent']}/{summary['epochs_scheduled']} epochs, elapsed {format_duration(elapsed)}"
+            + (f", ~{format_duration(left)} left" if left is not None else "")
+        )

@@ -34,16 +34,17 @@ from typing import Any, TextIO
 import keras
 import numpy as np
 
-from . import backend, distribute
+from . import backend
 from .config import Config
-from .data import Source, TrainingSet, make_dataset, make_splits, pipeline_options
+from .data import Source
 from .errors import UserError
 from .model import CIFAR_SHAPE, clear_session
 from .plan import format_duration
-from .progress import EpochReporter, Progress
+from .progress import EpochReporter, Progress, printer
 from .hypermodel import AlexNetHyperModel
 from .search import load_finished_tuner, ranked_trials
 from .tboard import TensorBoardLogger
+from .training import Training
 from .study import (
     Study, direction, replace_dir_atomic, restore_dir, searched_values, study_for, write_json_atomic, write_provenance,
 )
@@ -101,11 +102,6 @@ def verify_exports(model: keras.Model, folder: Path, images: np.ndarray, toleran
     return len(images)
 
 
-def _evaluate(model: keras.Model, x, y, batch_size: int, **pipe) -> dict[str, float]:
-    loss, acc = model.evaluate(make_dataset(x, y, batch_size, **pipe), verbose=0)
-    return {"loss": float(loss), "accuracy": float(acc)}
-
-
 class KeepBestEpoch(keras.callbacks.Callback):
     """Puts back, when training ends, the weights of the epoch with the best validation `monitor`.
 
@@ -129,30 +125,23 @@ class KeepBestEpoch(keras.callbacks.Callback):
             self._weights = None
 
 
-def train_and_evaluate(hypermodel, hp, splits, test, config: Config, seed: int, log_dir: Path,
-                       progress: Progress, label: str, strategy=None) -> tuple[keras.Model, dict[str, Any]]:
+def train_and_evaluate(training: Training, hypermodel, hp, test, seed: int, log_dir: Path,
+                       progress: Progress, label: str) -> tuple[keras.Model, dict[str, Any]]:
     """One from-scratch training run of `hp` for the preset's retrain epochs, then evaluation.
 
     The run logs to `log_dir` with an HParams session, so TensorBoard's HParams tab shows it
     beside the search's trials.
     """
+    config = training.config
     epochs = config["retrain"]["epochs"]
-    batch = config["data"]["batch_size"] * distribute.replicas(strategy)
     keras.utils.set_random_seed(seed)
     clear_session()  # the previous seed's graphs; its model, if kept for export, is not trained again
-    if strategy is not None:
-        with strategy.scope():
-            model = hypermodel.build(hp)
-    else:
-        model = hypermodel.build(hp)
-    pipe = pipeline_options(config)
-    train = TrainingSet(splits.x_train, splits.y_train, batch, seed=seed, **pipe)
-    val = make_dataset(splits.x_val, splits.y_val, batch, **pipe)
+    model = training.build(hypermodel, hp)
     progress.begin(label, 0, epochs, f"(seed {seed})")
     started = time.monotonic()
     keep = KeepBestEpoch(config["search"]["objective"])
     hypermodel.fit(
-        hp, model, train, validation_data=val, epochs=epochs, verbose=0,
+        hp, model, training.train_set(seed), validation_data=training.val_set(), epochs=epochs, verbose=0,
         callbacks=[
             TensorBoardLogger(log_dir, hypermodel.values(hp), session=f"{log_dir.parent.name}/{log_dir.name}"),
             EpochReporter(progress),
@@ -162,10 +151,11 @@ def train_and_evaluate(hypermodel, hp, splits, test, config: Config, seed: int, 
     wall = time.monotonic() - started
     result = {"seed": seed, "epochs": epochs, "kept_epoch": keep.best_epoch, "train_wall_s": round(wall, 1)}
     # Accuracy without augmentation or dropout, on each split; the test set only here, once.
+    splits = training.splits
     for split, (x, y) in {"train": (splits.x_train, splits.y_train), "val": (splits.x_val, splits.y_val),
                           "test": test}.items():
-        for metric, value in _evaluate(model, x, y, batch, **pipe).items():
-            result[f"{split}_{metric}"] = value
+        loss, accuracy = model.evaluate(training.batches(x, y), verbose=0)
+        result[f"{split}_loss"], result[f"{split}_accuracy"] = float(loss), float(accuracy)
     progress.end(epochs, f"test accuracy {result['test_accuracy']:.4f} (val {result['val_accuracy']:.4f}, weights of "
                          f"epoch {keep.best_epoch}) in {format_duration(wall)}")
     return model, result
@@ -186,12 +176,9 @@ def _retrain(config: Config, study: Study, source: Source, hp, seeds: int, name:
     """Train `hp` `seeds` times, evaluate each once on test, write `target/` in one swap."""
     if seeds < 1:
         raise UserError(f"SEEDS/--seeds must be >= 1 (got {seeds})")
-    say = lambda line: print(line, file=out, flush=True)  # noqa: E731
-    d = config["data"]
-    x, y = source.train()
-    splits = make_splits(x, y, d["train_size"], d["val_size"])
+    say = printer(out)
+    training = Training.prepare(config, source)
     test = source.test()
-    del x, y
     try:
         study.root.mkdir(parents=True, exist_ok=True)
         restore_dir(target)
@@ -201,17 +188,14 @@ def _retrain(config: Config, study: Study, source: Source, hp, seeds: int, name:
         staging.mkdir()
     except OSError as exc:
         raise UserError(f"cannot write to {study.root} ({exc.strerror or exc}); choose another --results-dir") from None
-    say(f"data: {source.describe()}: {splits.note}; test set {len(test[0])} images")
+    for line in training.describe():
+        say(line + (f"; test set {len(test[0])} images" if line.startswith("data:") else ""))
     # TensorBoard shows the latest attempt only: a re-run's curves and HParams sessions would
     # otherwise pile up beside the old ones under the same names.
     shutil.rmtree(study.tensorboard_dir / name, ignore_errors=True)
 
     epochs = config["retrain"]["epochs"]
-    precision, jit, note = distribute.speed_for(config)
-    if note:
-        say(f"note: {note}")
-    strategy = distribute.strategy()
-    hypermodel = AlexNetHyperModel.from_config(config, horizon=epochs, precision=precision, jit_compile=jit)
+    hypermodel = training.hypermodel(horizon=epochs)
     values = hypermodel.values(hp)
     started = time.monotonic()
     progress = Progress(seeds, seeds * epochs, out=out)
@@ -219,15 +203,15 @@ def _retrain(config: Config, study: Study, source: Source, hp, seeds: int, name:
     for i in range(seeds):
         seed = config["study"]["seed"] + i
         model, result = train_and_evaluate(
-            hypermodel, hp, splits, test, config, seed, study.tensorboard_dir / name / f"seed{seed}",
-            progress, f"{name} {i + 1}/{seeds}", strategy=strategy,
+            training, hypermodel, hp, test, seed, study.tensorboard_dir / name / f"seed{seed}",
+            progress, f"{name} {i + 1}/{seeds}",
         )
         runs.append(result)
         if result["val_accuracy"] > kept_val:  # chosen on validation, never on test
             kept, kept_val, kept_seed = model, result["val_accuracy"], seed
 
     metrics = {**extra, "epochs": epochs, "seeds": [r["seed"] for r in runs], "runs": runs, **summarize(runs),
-               "data": splits.note}
+               "data": training.splits.note}
     if export:
         if not export_model(kept, staging):
             say("note: TensorFlow is not installed, so no serving/ SavedModel was exported (model.keras was); "

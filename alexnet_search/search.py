@@ -15,13 +15,10 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sys
 import threading
 import time
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import keras
 import keras_tuner
@@ -29,24 +26,22 @@ from keras_tuner.oracles import HyperbandOracle
 
 from . import backend, distribute
 from .config import Config
-from .data import Source, TrainingSet, make_dataset, make_splits, pipeline_options
+from .data import Source
 from .errors import UserError
 from .hypermodel import AlexNetHyperModel
 from .model import clear_session
 from .plan import estimate_seconds, format_duration, schedule_for, time_training_steps
-from .progress import EpochReporter, Progress
+from .progress import EpochReporter, Progress, TrialReporter, printer
+from .runlog import RunLog
 from .tboard import TensorBoardLogger, write_experiment
+from .training import Training
 from .study import (
     ENDED, FAILED, Study, direction, failure_reason, prepare_search, rank_key, read_json,
-    require_study, searched_values, write_json_atomic, write_provenance,
+    require_study, searched_values, short, trial_epochs, write_json_atomic, write_provenance,
 )
 
 
 _TRIAL_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
-# A trial whose process died this many times while running it (killed, or out of host memory) is
-# failed on its next start instead of run again: Keras Tuner would hand it back on every resume,
-# forever. Ctrl-C is not a death; a single kill -9 still resumes the trial.
-CRASHED_RUNS_LIMIT = 2
 
 
 class _AtomicHyperbandOracle(HyperbandOracle):
@@ -152,10 +147,11 @@ class _CtrlC(keras.callbacks.Callback):
 
 
 class AlexNetTuner(keras_tuner.Hyperband):
-    """`keras_tuner.Hyperband` with this package's progress output and seeding.
+    """`keras_tuner.Hyperband`, seeded per trial, each trial guarded and logged to TensorBoard.
 
-    Keras Tuner's own per-trial display is silenced in favour of `Progress`, which knows the
-    study's total trial count and time left.
+    Its helpers: `RunLog` keeps each trial's crash record, `TrialReporter` prints the trial lines
+    (Keras Tuner's own display is silenced), and `search_summary.json` is rewritten after every
+    trial with the study's counts and wall time.
     """
 
     def __init__(self, hypermodel: AlexNetHyperModel, config: Config, study: Study,
@@ -176,11 +172,11 @@ class AlexNetTuner(keras_tuner.Hyperband):
             project_name=study.tuner_dir.name, overwrite=overwrite, distribution_strategy=distribution_strategy,
         )
         self.seed = config["study"]["seed"]
-        self.progress = progress
-        self._guard = _TrialGuard()
-        self._doomed: str | None = None  # why the trial about to run fails unrun
-        self._running: str | None = None
         self.study = study
+        self.runlog = RunLog(study.tuner_dir, self.tuner_id)
+        self.reporter = TrialReporter(progress) if progress else None
+        self._guard = _TrialGuard()
+        self._fail_unrun: str | None = None  # RunLog's verdict on the trial about to run
         self.summary_file = study.root / "search_summary.json"
         self.schedule = schedule_for(config)
         self._started = time.monotonic()
@@ -191,31 +187,14 @@ class AlexNetTuner(keras_tuner.Hyperband):
         if not self._is_worker():  # the oracle lives here: keep the summary current after every trial
             oracle.on_trial_ended = self._trial_ended
             finished = [t for t in oracle.trials.values() if t.status in ENDED]
-            self._epochs_at_start = sum(trial_epochs(t) for t in finished)
+            self._epochs_at_start = sum(trial_epochs(t.hyperparameters.values) for t in finished)
 
     def _trial_ended(self, trial) -> None:
         summary = self.write_summary()
-        if self.progress and distribute.role() == "chief":
+        if self.reporter and distribute.role() == "chief":
             # The chief trains nothing; it is the one place that sees the whole study's progress.
-            spent = summary["epochs_spent"] - self._epochs_at_start
-            elapsed = time.monotonic() - self._started
-            left = (summary["epochs_scheduled"] - summary["epochs_spent"]) * elapsed / spent if spent else None
-            result = f"{trial.score:.4f}" if trial.status == "COMPLETED" else failure_reason(trial.message)
-            self.progress.print(
-                f"trial {trial.trial_id} {trial.status.lower()} ({self._runner(trial.trial_id)}): {result} | "
-                f"{summary['trials_completed'] + summary['trials_failed']}/{summary['trials_scheduled']} trials, "
-                f"{summary['epochs_spent']}/{summary['epochs_scheduled']} epochs, elapsed {format_duration(elapsed)}"
-                + (f", ~{format_duration(left)} left" if left is not None else "")
-            )
-
-    def _runner(self, trial_id: str) -> str:
-        runs = self.trial_runs(trial_id)
-        return runs[-1]["tuner_id"] if runs else "?"
-
-    def trial_runs(self, trial_id: str) -> list[dict]:
-        """Who ran a trial, and when: one entry per run (a trial re-run after a crash has two)."""
-        path = self.study.tuner_dir / f"trial_{trial_id}" / "runs.json"
-        return read_json(path) if path.is_file() else []
+            self.reporter.study_line(trial, self.runlog.runner(trial.trial_id), summary, self._epochs_at_start,
+                                     time.monotonic() - self._started)
 
     def write_summary(self, finished: bool = False) -> dict:
         """search_summary.json: wall time summed over every run of this study, and trial counts."""
@@ -228,7 +207,7 @@ class AlexNetTuner(keras_tuner.Hyperband):
             "trials_completed": sum(t.status == "COMPLETED" for t in trials),
             "trials_failed": sum(t.status in FAILED for t in trials),
             "epochs_scheduled": self.schedule.epochs,
-            "epochs_spent": sum(trial_epochs(t) for t in done),
+            "epochs_spent": sum(trial_epochs(t.hyperparameters.values) for t in done),
             "finished": finished,
         }
         write_json_atomic(self.summary_file, summary)
@@ -240,25 +219,12 @@ class AlexNetTuner(keras_tuner.Hyperband):
         write_json_atomic(self._get_tuner_fname(), self.get_state())
 
     def on_search_begin(self):
-        self.oracle.verbose = 0  # search() just set it from fit's verbose; Progress reports instead
+        self.oracle.verbose = 0  # search() just set it from fit's verbose; TrialReporter reports instead
         super().on_search_begin()
-
-    def _write_runs(self, trial_id: str, runs: list[dict]) -> None:
-        write_json_atomic(Path(self.get_trial_dir(trial_id)) / "runs.json", runs)
-
-    def end_run(self, trial_id: str, how: str) -> None:
-        """Close this process's open entry in the trial's runs.json: it did not die mid-run."""
-        runs = self.trial_runs(trial_id)
-        for run in reversed(runs):
-            if run.get("pid") == os.getpid() and run.get("tuner_id") == self.tuner_id and "ended" not in run:
-                run["ended"] = how
-                self._write_runs(trial_id, runs)
-                return
 
     def interrupted(self) -> None:
         """The user stopped the search (Ctrl-C): the running trial did not kill its process."""
-        if self._running:
-            self.end_run(self._running, "interrupted")
+        self.runlog.interrupted()
 
     def on_trial_begin(self, trial):
         _CtrlC.check()
@@ -270,32 +236,14 @@ class AlexNetTuner(keras_tuner.Hyperband):
         super().on_trial_begin(trial)
         # A trial interrupted by a crash is re-run from scratch: drop its half-written curves.
         shutil.rmtree(self.study.tensorboard_dir / trial.trial_id, ignore_errors=True)
-        earlier = self.trial_runs(trial.trial_id)
-        died = sum("ended" not in run for run in earlier)
-        self._doomed = (
-            f"its process died in {died} earlier runs of it (killed, or out of host memory?); failed so "
-            f"the study goes on" if died >= CRASHED_RUNS_LIMIT else None
-        )
-        self._running = trial.trial_id
-        self._write_runs(trial.trial_id, earlier + [{
-            "tuner_id": self.tuner_id, "host": socket.gethostname(), "pid": os.getpid(), "backend": backend.name(),
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }])
-        if self.progress:
-            hp = trial.hyperparameters.values
-            parent = hp.get("tuner/trial_id")
-            shown = " ".join(f"{k}={_short(v)}" for k, v in searched_values(hp).items())
-            self.progress.begin(
-                f"trial {int(trial.trial_id) + 1}/{self.progress.total_units}",
-                hp.get("tuner/initial_epoch", 0), hp.get("tuner/epochs", 0),
-                f"(id {trial.trial_id}; bracket {hp.get('tuner/bracket')} round {hp.get('tuner/round')}; "
-                f"{'continues trial ' + parent if parent else 'new configuration'})\n    {shown}",
-            )
+        self._fail_unrun = self.runlog.start(trial.trial_id)
+        if self.reporter:
+            self.reporter.begin(trial)
 
     def run_trial(self, trial, *args, **kwargs):
         """Keras Tuner's trial, seeded, and failed with a one-line reason on NaN, divergence or OOM."""
-        if self._doomed:
-            raise keras_tuner.errors.FailedTrialError(self._doomed)
+        if self._fail_unrun:
+            raise keras_tuner.errors.FailedTrialError(self._fail_unrun)
         # The last trial's model is discarded: free its graphs too, which Keras Tuner's own
         # clear_session leaves in TensorFlow's gradient registry.
         clear_session()
@@ -319,40 +267,25 @@ class AlexNetTuner(keras_tuner.Hyperband):
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
         self._guard.set_model(None)  # it serves every trial; holding the last model would keep it alive
-        self.end_run(trial.trial_id, self.oracle.get_trial(trial.trial_id).status.lower())
-        self._running = None
-        if self.progress:
-            trial = self.oracle.get_trial(trial.trial_id)
+        ended = self.oracle.get_trial(trial.trial_id)
+        self.runlog.end(trial.trial_id, ended.status.lower())
+        if self.reporter:
             if self._is_worker():  # the oracle is the chief's, behind gRPC
-                best = [t for t in self.oracle.get_best_trials(1) if t.status == "COMPLETED"]
+                leaders = [t for t in self.oracle.get_best_trials(1) if t.status == "COMPLETED"]
             else:
-                best = ranked_trials(self.oracle)
-            objective = self.oracle.objective.name
-            if trial.status == "COMPLETED":
-                result = f"best {objective} {trial.score:.4f} at epoch {_best_epoch(trial)}"
-            else:
-                result = f"{trial.status.lower()}: {failure_reason(trial.message)}"
-                if "FailedTrialError" not in (trial.message or ""):
-                    result += f" (traceback in {self.get_trial_dir(trial.trial_id)}/trial.json)"
-            lead = f"best so far {best[0].score:.4f} (trial {best[0].trial_id})" if best else "none completed yet"
-            self.progress.end(trial_epochs(trial), f"{result}; {lead}")
+                leaders = ranked_trials(self.oracle)
+            self.reporter.end(ended, leaders[0] if leaders else None, self.oracle.objective.name,
+                              self.get_trial_dir(trial.trial_id))
 
 
-def trial_epochs(trial) -> int:
-    """Epochs a trial trains: Hyperband's tuner/epochs minus where a promoted trial starts."""
-    hp = trial.hyperparameters.values
-    return int(hp.get("tuner/epochs", 0)) - int(hp.get("tuner/initial_epoch", 0))
+def _quiet_failed_trials() -> None:
+    """Keep Keras Tuner from printing each failed trial's traceback: TrialReporter prints its reason
+    in one line and trial.json keeps the traceback. The switch is Keras Tuner's module-level DEBUG
+    flag, which has no public spelling (keras_tuner/src/config.py, read in
+    BaseTuner._try_run_and_update_trial)."""
+    from keras_tuner.src import config as kt_config
 
-
-def _best_epoch(trial) -> int | str:
-    # best_step counts from the start of this trial's fit, which begins at tuner/initial_epoch.
-    if trial.best_step is None:
-        return "?"
-    return int(trial.best_step) + 1 + int(trial.hyperparameters.values.get("tuner/initial_epoch", 0))
-
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+    kt_config.DEBUG = False
 
 
 def make_tuner(config: Config, study: Study, overwrite: bool = False, progress: Progress | None = None,
@@ -392,7 +325,7 @@ def best_trials_table(tuner: AlexNetTuner, n: int = 5) -> str:
     header = ["trial", tuner.oracle.objective.name, "epochs"] + names
     rows = [
         [t.trial_id, f"{t.score:.4f}", str(t.hyperparameters.values.get("tuner/epochs", "?"))]
-        + [_short(v) for v in searched_values(t.hyperparameters.values).values()]
+        + [short(v) for v in searched_values(t.hyperparameters.values).values()]
         for t in best
     ]
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
@@ -409,17 +342,13 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
     `callbacks` are added to every trial's fit; Keras Tuner deep-copies them per trial, so one
     that collects across trials must share its state through `__deepcopy__` (see EpochReporter).
     """
-    from keras_tuner.src import config as kt_config
-
-    say = lambda line: print(line, file=out, flush=True)  # noqa: E731
+    say = printer(out)
     role = distribute.role()
     if role == "worker" and overwrite:
         raise UserError("--overwrite is the chief's to give: a worker joins the study the chief prepared")
-    # Everything that can fail on bad input is read before anything is written.
-    x, y = source.train()
-    d = config["data"]
-    splits = make_splits(x, y, d["train_size"], d["val_size"])
-    del x, y
+    # Everything that can fail on bad input is read before anything is written. The chief trains
+    # nothing, so it takes no GPUs.
+    training = Training.prepare(config, source, several_gpus=role != "chief")
     if role == "chief":
         distribute.check_port(os.environ[distribute.ORACLE_IP], int(os.environ[distribute.ORACLE_PORT]))
     if role == "worker":
@@ -429,35 +358,28 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
         resuming = prepare_search(study, config, overwrite)
     schedule = schedule_for(config)
 
-    has_gpu = backend.gpu_count() > 0
     say(f"device: {backend.describe_device()}; Keras backend: {backend.version()}" + ("" if role == "single" else f"; role: {role} ({os.environ[distribute.TUNER_ID]})"))
-    if config["study"]["expects_gpu"] and not has_gpu and role != "chief":
+    if config["study"]["expects_gpu"] and backend.gpu_count() == 0 and role != "chief":
         estimate = estimate_seconds(config, time_training_steps(config), schedule)
         say(
             f"warning: no GPU is visible, and {config.path} is sized for one: this search would take "
             f"about {format_duration(estimate)} on this CPU. For a CPU run use CONFIG=tuning/cpu.toml "
             f"(make search CONFIG=tuning/cpu.toml). Continuing; Ctrl-C stops, the same command resumes."
         )
-    precision, jit, note = distribute.speed_for(config)
-    if note and role != "chief":
-        say(f"note: {note}")
-    strategy = distribute.strategy() if role != "chief" else None
-    batch = d["batch_size"] * distribute.replicas(strategy)
-    if strategy is not None:
-        say(f"{strategy.num_replicas_in_sync} GPUs per trial (MirroredStrategy): global batch {batch}")
-    say(f"data: {source.describe()}: {splits.note}")
+    for line in training.describe():
+        if role != "chief" or line.startswith("data:"):
+            say(line)
 
     progress = Progress(schedule.trials, schedule.epochs, out=out)
-    hypermodel = AlexNetHyperModel.from_config(config, precision=precision, jit_compile=jit)
-    tuner = AlexNetTuner(hypermodel, config, study, overwrite=overwrite, progress=progress,
-                         distribution_strategy=strategy)
+    tuner = AlexNetTuner(training.hypermodel(), config, study, overwrite=overwrite, progress=progress,
+                         distribution_strategy=training.strategy)
     tuner.save()  # reloadable from the start: a kill during the first trial resumes too
-    kt_config.DEBUG = False  # Keras Tuner prints failed trials' tracebacks; trial.json keeps them
+    _quiet_failed_trials()
     if role != "worker":
-        write_provenance(study.root, config, extra={"data_source": source.describe(), "split": splits.note})
+        write_provenance(study.root, config, extra={"data_source": source.describe(), "split": training.splits.note})
         write_experiment(study.tensorboard_dir, config.space)
         finished = [t for t in tuner.oracle.trials.values() if t.status in ENDED]
-        progress.epochs_done = sum(trial_epochs(t) for t in finished)
+        progress.epochs_done = sum(trial_epochs(t.hyperparameters.values) for t in finished)
         say(f"study {study.name}: {schedule.trials} trials, {schedule.epochs} epochs in the Hyperband schedule"
             + (f"; resuming with {len(finished)} finished" if resuming else ""))
     if role == "chief":
@@ -469,10 +391,8 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
     if role == "worker":
         progress.total_epochs = None  # only the chief sees the whole study: it prints the time left
 
-    seed = config["study"]["seed"]
-    pipe = pipeline_options(config)
-    train = TrainingSet(splits.x_train, splits.y_train, batch, seed=seed, **pipe)
-    val = make_dataset(splits.x_val, splits.y_val, batch, **pipe)
+    train = training.train_set(config["study"]["seed"])
+    val = training.val_set()
     callbacks = [
         EpochReporter(progress),
         *callbacks,

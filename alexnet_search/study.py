@@ -56,6 +56,25 @@ def searched_values(values: dict[str, Any]) -> dict[str, Any]:
     return {k: clean_value(v) for k, v in values.items() if k not in TUNER_KEYS}
 
 
+def short(value: Any) -> str:
+    """A value as the progress lines and tables show it: floats to 3 significant digits."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def trial_epochs(values: dict[str, Any]) -> int:
+    """Epochs a trial trains, from its values: Hyperband's tuner/epochs minus where a promoted
+    trial starts."""
+    return int(values.get("tuner/epochs", 0)) - int(values.get("tuner/initial_epoch", 0))
+
+
+def best_epoch(best_step: int | None, values: dict[str, Any]) -> int | str:
+    """The epoch (from 1, counted from the configuration's start) where a trial scored best.
+    Keras Tuner's best_step counts from the start of this trial's fit, at tuner/initial_epoch."""
+    if best_step is None:
+        return "?"
+    return int(best_step) + 1 + int(values.get("tuner/initial_epoch", 0))
+
+
 def rank_key(score: float, trial_id: str, direction: str) -> tuple:
     """Sort key, best first; ties go to the earlier trial.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,21 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_NET = Hyperparameters(conv1_filters=8, conv2_filters=8, conv3_filters=8, conv4_filters=8, conv5_filters=8,
                            dense_units=16)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def options_without_help(help_text: str) -> list[str]:
+    """The options an argparse help text lists with no help of their own."""
+    lines = help_text.splitlines()
+    missing = []
+    for i, line in enumerate(lines):
+        entry = re.match(r"^  (-\S.*?)(\s{2,}\S.*)?$", line)
+        if not entry or entry.group(2):
+            continue
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        if re.match(r"^ {4,}\S", following):  # argparse moves a long option's help to the next line
+            continue
+        missing.append(entry.group(1).split()[0].rstrip(","))
+    return missing
 
 
 def write_batch(path: Path, images: np.ndarray, labels, protocol: int = 2) -> None:

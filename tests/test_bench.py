@@ -1,4 +1,4 @@
-"""bench.py: FLOP counting, the two variants' figures, the tables, the study's per-trial figures.
+"""bench/: FLOP counting, the two variants' figures, the tables, the study's per-trial figures.
 
 Behaviour only, never timings: the machine running the tests is shared and its speed unknown.
 """
@@ -10,6 +10,7 @@ import keras
 import pytest
 
 from alexnet_search import bench
+from alexnet_search.bench import overhead, pipeline
 from alexnet_search.config import load_config
 from alexnet_search.data import Source
 from alexnet_search.errors import UserError
@@ -17,7 +18,7 @@ from alexnet_search.model import build_alexnet
 from alexnet_search.plan import schedule_for
 from alexnet_search.space import Hyperparameters
 
-from conftest import REPO, TINY_NET
+from conftest import REPO, TINY_NET, options_without_help
 
 CPU = str(REPO / "tuning" / "cpu.toml")
 
@@ -31,16 +32,16 @@ def _parse(*argv):
 def test_forward_flops_of_the_seed_model_at_128():
     # conv1..conv5 + fc1, fc2, predictions at 128x128: 284.3 million multiply-adds.
     model = build_alexnet()
-    assert bench.forward_flops(model) == pytest.approx(2 * 284.3e6, rel=0.01)
-    assert bench.forward_flops(build_alexnet(image_size=32)) < bench.forward_flops(model)
+    assert pipeline.forward_flops(model) == pytest.approx(2 * 284.3e6, rel=0.01)
+    assert pipeline.forward_flops(build_alexnet(image_size=32)) < pipeline.forward_flops(model)
 
 
 def test_seed_way_model_shares_the_layer_stack_of_ours():
     ours = build_alexnet(TINY_NET, image_size=64)
-    seed = bench.seed_model(ours, 64, Hyperparameters(), jit_compile=False)
+    seed = pipeline.seed_model(ours, 64, Hyperparameters(), jit_compile=False)
     assert seed.input.shape[1:] == (64, 64, 3) and seed.input.dtype == "float32"
     assert seed.get_layer("conv1") is ours.get_layer("conv1") and seed.get_layer("fc2") is ours.get_layer("fc2")
-    assert bench.forward_flops(seed) == bench.forward_flops(ours)
+    assert pipeline.forward_flops(seed) == pipeline.forward_flops(ours)
     assert any(isinstance(layer, keras.layers.RandomTranslation) for layer in seed.layers)
     assert seed.optimizer is not None
 
@@ -49,29 +50,29 @@ def test_upfront_resize_is_one_float_array_in_unit_range():
     import numpy as np
 
     x = np.full((3, 32, 32, 3), 255, np.uint8)
-    out = bench.upfront_resize(x, 64, chunk=2)
+    out = pipeline.upfront_resize(x, 64, chunk=2)
     assert out.shape == (3, 64, 64, 3) and out.dtype == np.float32
     assert out.min() == pytest.approx(1.0) and out.max() == pytest.approx(1.0)
 
 
 def test_throughput_counts_tracing_in_the_first_epoch_only_and_steady_is_a_median():
     # fit starts at 0; the first step (tracing) ends at 10, the next three one second apart.
-    first, steady = bench.throughput(0.0, [10.0, 11.0, 12.0, 13.0], [4, 4, 4, 4], steps_per_epoch=2)
+    first, steady = pipeline.throughput(0.0, [10.0, 11.0, 12.0, 13.0], [4, 4, 4, 4], steps_per_epoch=2)
     assert first == pytest.approx(8 / 11)
     assert steady == pytest.approx(4 / 1)
     # A load spike in one step (8 s) moves the median step time, hence steady, not at all.
-    assert bench.throughput(0.0, [10.0, 11.0, 12.0, 20.0, 21.0], [4] * 5, 5)[1] == pytest.approx(4.0)
+    assert pipeline.throughput(0.0, [10.0, 11.0, 12.0, 20.0, 21.0], [4] * 5, 5)[1] == pytest.approx(4.0)
     # A partial last batch is left out of the steady figure.
-    assert bench.throughput(0.0, [10.0, 12.0, 12.5], [4, 4, 1], 3)[1] == pytest.approx(2.0)
+    assert pipeline.throughput(0.0, [10.0, 12.0, 12.5], [4, 4, 1], 3)[1] == pytest.approx(2.0)
     # One step only: steady falls back to the first-epoch rate rather than dividing by zero.
-    assert bench.throughput(0.0, [2.0], [4], 1) == (2.0, 2.0)
+    assert pipeline.throughput(0.0, [2.0], [4], 1) == (2.0, 2.0)
 
 
 @pytest.mark.parametrize("variant", ["seed", "ours"])
 def test_a_variant_run_reports_json_ready_figures(variant):
     lines = []
-    result = bench.measure_variant(variant, images=32, image_size=32, batch_size=16, steps=3, width=0.125,
-                                   config=CPU, say=lines.append)
+    result = pipeline.measure_variant(variant, images=32, image_size=32, batch_size=16, steps=3, width=0.125,
+                                   say=lines.append)
     result = json.loads(json.dumps(result))
     assert result["steps"] == 3 and result["variant"] == variant
     assert result["images_per_s"] > 0 and result["first_epoch_images_per_s"] > 0
@@ -89,8 +90,8 @@ def _variant(name, ips, peak, gflops=70.0):
 
 def test_table_shows_both_variants_the_ratio_and_the_ceiling():
     # The seed's process saw a loaded machine (35 GFLOP/s): its ceiling is half of ours'.
-    text = bench.format_table(_variant("seed", 20.0, 2000.0, gflops=35.0), _variant("ours", 30.0, 800.0))
-    assert bench.VARIANTS["seed"] in text and bench.VARIANTS["ours"] in text
+    text = pipeline.format_table(_variant("seed", 20.0, 2000.0, gflops=35.0), _variant("ours", 30.0, 800.0))
+    assert pipeline.VARIANTS["seed"] in text and pipeline.VARIANTS["ours"] in text
     assert "ours/seed" in text and "1.50" in text  # the ratio column: 30 / 20
     assert "ours 40.9 images/s (70 GFLOP/s)" in text and "seed 20.5 images/s" in text  # GFLOP/s / (3 x 0.57)
     assert "98%" in text and "73%" in text  # of ceiling: 20 / 20.5 and 30 / 40.9
@@ -99,8 +100,8 @@ def test_table_shows_both_variants_the_ratio_and_the_ceiling():
 
 
 def test_table_reports_a_failed_variant_instead_of_crashing():
-    text = bench.format_table({"error": "exit status -9 (killed: out of memory?)"}, _variant("ours", 30.0, 800.0))
-    assert "failed (exit status -9" in text and bench.VARIANTS["ours"] in text
+    text = pipeline.format_table({"error": "exit status -9 (killed: out of memory?)"}, _variant("ours", 30.0, 800.0))
+    assert "failed (exit status -9" in text and pipeline.VARIANTS["ours"] in text
 
 
 def test_study_table_lists_every_trial_and_the_memory_growth():
@@ -110,7 +111,7 @@ def test_study_table_lists_every_trial_and_the_memory_growth():
              "train_size": 256, "val_size": 64, "image_size": 32, "width": 0.125, "search_s": 6.0,
              "first_step_s": 1.2, "first_step_from_process_start_s": 5.0, "outside_fit": 0.25,
              "outside_steps": 0.5, "trials": trials, "rss_end_mb": 905.0}
-    text = bench.format_study(study)
+    text = overhead.format_study(study)
     assert "first trial's first step: 1.2s (5.0s from process start)" in text
     assert "after trial 1: 901 MB, after trial 3: 903 MB (+2 MB, +1.0 MB per trial)" in text
     assert text.count("25%") == 4  # three trials and the total
@@ -118,20 +119,19 @@ def test_study_table_lists_every_trial_and_the_memory_growth():
 
 
 def test_study_config_asks_for_enough_trials(tmp_path):
-    config = load_config(bench.study_config(CPU, tmp_path, min_trials=20))
+    config = load_config(overhead.study_config(CPU, tmp_path, min_trials=20))
     assert schedule_for(config).trials >= 20
     assert (config["data"]["train_size"], config["model"]["width_multiplier"]) == (256, 0.125)
     assert config.space == load_config(CPU).space  # the preset's search, only smaller
-    more = load_config(bench.study_config(CPU, tmp_path, min_trials=30))
+    more = load_config(overhead.study_config(CPU, tmp_path, min_trials=30))
     assert more["search"]["hyperband_iterations"] == 2
-    full = load_config(bench.study_config(CPU, tmp_path, min_trials=20, full=True))
+    full = load_config(overhead.study_config(CPU, tmp_path, min_trials=20, full=True))
     assert full["data"]["train_size"] == load_config(CPU)["data"]["train_size"]
 
 
 def test_every_flag_has_help_and_the_defaults_are_the_issues():
     parser, args = _parse()
-    for action in parser._actions:
-        assert action.help, f"{action.option_strings} has no help"
+    assert options_without_help(parser.format_help()) == []
     assert (args.images, args.image_size, args.batch_size, args.trials_memory) == (512, 128, 128, 20)
     bench._resolve(args)
     assert args.steps == 8  # two epochs of 512 images at batch 128
@@ -176,7 +176,7 @@ def test_bench_puts_the_backends_side_by_side(tmp_path, cifar_dir, capsys):
 @pytest.mark.slow
 def test_study_reports_memory_after_every_trial(tmp_path, cifar_dir, tiny_config):
     lines = []
-    study = bench.study_figures(tiny_config, Source(cifar_dir), tmp_path / "results", say=lines.append)
+    study = overhead.study_figures(tiny_config, Source(cifar_dir), tmp_path / "results", say=lines.append)
     trials = study["trials"]
     assert len(trials) == study["scheduled_trials"] == 5  # the tiny preset's Hyperband schedule
     assert [t["rss_mb"] > 0 for t in trials] == [True] * 5

@@ -5,6 +5,7 @@ Tests marked `backends` also run in `make test`'s JAX leg, an environment withou
 """
 
 import argparse
+import re
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import pytest
 
 from types import SimpleNamespace
 
-from conftest import REPO, make_cifar_dir, make_tiny_config, run_cli
+from conftest import REPO, make_cifar_dir, make_tiny_config, options_without_help, run_cli
 
 slow = pytest.mark.slow
 backends = pytest.mark.backends
@@ -330,17 +331,26 @@ def test_user_errors_are_one_line_and_exit_2(searched, tmp_path):
     assert json.loads((results / "tiny" / "study.json").read_text())["preset"] == str(tiny_config)
 
 
-def test_help_lists_every_subcommand_and_flag_with_text(tmp_path):
+def test_help_lists_every_subcommand_and_flag_with_text(tmp_path, capsys):
     from alexnet_search.cli import build_parser
 
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(sub.choices) == {"search", "retrain-best", "baseline", "report", "plan", "predict", "bench", "tensorboard"}
-    for name, command in sub.choices.items():
-        for action in command._actions:
-            assert action.help, f"{name} {action.option_strings or action.dest} has no help text"
+    commands = ["search", "retrain-best", "baseline", "report", "plan", "predict", "bench", "tensorboard"]
     top = run_cli("--help", cwd=tmp_path)
-    assert top.returncode == 0 and all(name in top.stdout for name in sub.choices)
+    listed = re.findall(r"^    (\S+)\s", top.stdout, re.M)
+    assert top.returncode == 0 and listed == commands
+    for name in commands:
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([name, "--help"])
+        text = capsys.readouterr().out
+        assert "--" in text and options_without_help(text) == [], name
+
+
+def test_the_help_check_finds_a_flag_without_help():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--documented", help="says what it does")
+    parser.add_argument("--bare")
+    parser.add_argument("--long-option-name-that-wraps-its-help", metavar="SOMETHING_LONG", help="on the next line")
+    assert options_without_help(parser.format_help()) == ["--bare"]
 
 
 @slow

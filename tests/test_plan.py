@@ -27,7 +27,7 @@ def test_schedule_matches_a_simulated_oracle(tmp_path, max_epochs, factor, itera
     hp = keras_tuner.HyperParameters()
     hp.Float("x", 0, 1)
     oracle.update_space(hp)
-    oracle._set_project_dir(str(tmp_path), "sim")
+    keras_tuner.Tuner(oracle=oracle, hypermodel=lambda hp: None, directory=str(tmp_path), project_name="sim")
     rng = random.Random(0)
     trials = epochs = 0
     while True:

@@ -1,5 +1,6 @@
 """search.py: ranking, Hyperband bookkeeping, and the tuner's crash-safe state files."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -7,7 +8,8 @@ import pytest
 import keras_tuner
 
 from alexnet_search.config import load_config
-from alexnet_search.search import make_tuner, ranked_trials, trial_epochs
+from alexnet_search.search import make_tuner, ranked_trials
+from alexnet_search.study import trial_epochs
 from alexnet_search.study import study_for
 
 from conftest import REPO
@@ -31,7 +33,7 @@ def test_ranking_is_best_first_with_ties_to_the_earlier_trial():
 def test_a_promoted_trial_counts_only_its_own_epochs():
     values = {"lr": 0.01, "dropout": 0.6000000000000001, "tuner/epochs": 9, "tuner/initial_epoch": 3,
               "tuner/bracket": 1, "tuner/round": 1, "tuner/trial_id": "0004"}
-    assert trial_epochs(_trial("0005", 0.1, **values)) == 6
+    assert trial_epochs(values) == 6
 
 
 def test_tuner_state_is_keras_tuners_own_and_reloads(tmp_path):
@@ -44,10 +46,26 @@ def test_tuner_state_is_keras_tuners_own_and_reloads(tmp_path):
     tuner.save()
     names = {p.name for p in (study.tuner_dir).iterdir()}
     assert {"oracle.json", "tuner0.json", f"trial_{trial.trial_id}"} <= names
-    assert not [p for p in study.tuner_dir.rglob("*.tmp")]  # atomic writes leave no temporaries
     again = make_tuner(config, study)
     assert list(again.oracle.trials) == [trial.trial_id]
     assert again.oracle.hyperparameters.get("lr") == 1e-3  # the space, with the seed's defaults
+
+
+def test_the_tuner_and_its_oracle_save_through_the_atomic_writer(tmp_path, monkeypatch):
+    from alexnet_search import search, study as study_module
+
+    written = []
+
+    def recording(path, obj):
+        written.append(Path(path).name)
+        study_module.write_json_atomic(path, obj)
+
+    monkeypatch.setattr(search, "write_json_atomic", recording)
+    _, study, tuner = _fresh_tuner(tmp_path, "s")
+    trial = tuner.oracle.create_trial("tuner0")
+    tuner.save()
+    assert {"oracle.json", "tuner0.json", "trial.json"} <= set(written)
+    assert (study.tuner_dir / f"trial_{trial.trial_id}" / "trial.json").is_file()
 
 
 def _fresh_tuner(tmp_path, name):
@@ -90,32 +108,28 @@ def test_reload_repairs_a_kill_between_keras_tuners_two_writes(tmp_path):
     reloaded = make_tuner(config, study).oracle
     assert list(reloaded.trials) == [trial.trial_id]
     assert reloaded.trials[trial.trial_id].status == "COMPLETED"
-    assert reloaded._retry_queue == [] and reloaded.end_order == [trial.trial_id]
-    following = reloaded.create_trial("tuner0")
+    assert reloaded.end_order == [trial.trial_id]
+    following = reloaded.create_trial("tuner0")  # not the finished trial handed out again
     assert following.trial_id == "0001" and following.status == "RUNNING"
 
 
 def test_a_trial_that_killed_its_process_twice_fails_instead_of_running_again(tmp_path):
     import json
 
-    from alexnet_search.search import CRASHED_RUNS_LIMIT
+    from alexnet_search.runlog import CRASHED_RUNS_LIMIT
 
     _, study, tuner = _fresh_tuner(tmp_path, "s")
     tuner.oracle.verbose = 0
     trial = tuner.oracle.create_trial(tuner.tuner_id)
     runs = study.tuner_dir / f"trial_{trial.trial_id}" / "runs.json"
     died = {"tuner_id": tuner.tuner_id, "pid": 1, "started": "earlier"}  # no "ended": its process died
-    stopped = {**died, "ended": "interrupted"}  # Ctrl-C: not a death
-    runs.write_text(json.dumps([died] * (CRASHED_RUNS_LIMIT - 1) + [stopped]))
-    tuner.on_trial_begin(trial)
-    assert tuner._doomed is None  # one death short of the limit: it runs again
-    tuner.end_run(trial.trial_id, "interrupted")
-    runs.write_text(json.dumps([died] * CRASHED_RUNS_LIMIT + [stopped]))
+    runs.write_text(json.dumps([died] * CRASHED_RUNS_LIMIT))
     tuner.on_trial_begin(trial)
     with pytest.raises(keras_tuner.errors.FailedTrialError, match=f"died in {CRASHED_RUNS_LIMIT} earlier runs"):
         tuner.run_trial(trial)
-    tuner.end_run(trial.trial_id, "failed")
-    assert [r.get("ended") for r in json.loads(runs.read_text())][-1] == "failed"
+    trial.status = "FAILED"  # as Keras Tuner's _try_run_and_update_trial records it
+    tuner.on_trial_end(trial)
+    assert [r.get("ended") for r in json.loads(runs.read_text())] == [None] * CRASHED_RUNS_LIMIT + ["failed"]
 
 
 @pytest.mark.slow

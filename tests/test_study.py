@@ -13,10 +13,24 @@ from alexnet_search.study import (
 from conftest import REPO
 
 
-def test_atomic_json_leaves_no_temporary_files(tmp_path):
+def test_atomic_json_replaces_the_file_whole_and_leaves_no_temporary_files(tmp_path):
     write_json_atomic(tmp_path / "a.json", {"x": 1})
     write_json_atomic(tmp_path / "a.json", {"x": 2})
     assert json.loads((tmp_path / "a.json").read_text()) == {"x": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_a_write_killed_before_its_rename_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    """The new content reaches the file's name only by the rename: a plain open(path, "w") fails this."""
+    write_json_atomic(tmp_path / "a.json", {"x": 1})
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("os.replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_json_atomic(tmp_path / "a.json", {"x": 2, "long": "y" * 100_000})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 

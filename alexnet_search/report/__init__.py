@@ -1,0 +1,182 @@
+"""`results/<study>/report.md`: what a study found, on one page that renders on GitHub.
+
+    write_report(study) -> results/<study>/report.md, with its plots in results/<study>/report/*.png
+
+Everything on the page is read from the study folder: study.json, config.json, versions.json,
+search_summary.json, tuner/trial_*/trial.json, the TensorBoard event files, and best/ and
+baseline/metrics.json when `retrain-best` and `baseline` have run. It trains nothing and needs no
+data set, so it can run at any time, on an interrupted search too (the page then says so); running
+it again after `retrain-best` or `baseline` adds their test accuracy. Neither Keras nor Keras Tuner is
+imported.
+
+Raises UserError when the study does not exist or has no completed trial yet.
+
+`load` reads the folder, `analysis` draws the conclusions (warnings, differences beyond the
+spread), `figures` plots, and this module writes the page.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import UserError
+from ..plan import format_duration, hyperband_schedule
+from ..study import FAILED, Study, failure_reason, require_study, restore_dir, write_text_atomic
+from . import figures
+from .analysis import SPREAD_RULE, difference, edge, outside_fit, warnings  # noqa: F401  (edge: public)
+from .load import Trial, curve, fit_seconds, load_trials, ranked, read, read_scalars  # noqa: F401
+from .text import mean_std, num, range_text, table
+
+TOP_TRIALS = 10  # rows of the best-trials table
+TOP_CURVES = 5  # learning curves drawn; more make the plot unreadable
+
+
+def _comparison(tuned, baseline, commands) -> list[str]:
+    lines = ["## Tuned vs the seed's defaults", ""]
+    runs = [(label, m) for label, m in ((f"tuned (retrain-best of trial {(tuned or {}).get('trial_id')})", tuned),
+                                        ("seed defaults (baseline)", baseline)) if m]
+    if runs:
+        lines += table(["run", "seeds", "epochs", "test accuracy", "val accuracy", "train accuracy"],
+                       [[label, ", ".join(map(str, m["seeds"])), m["epochs"], mean_std(m, "test_accuracy"),
+                         mean_std(m, "val_accuracy"), mean_std(m, "train_accuracy")] for label, m in runs])
+        lines += ["", "Accuracies are mean ± std over each run's seeds; the test set is evaluated once per seed.", ""]
+    if not tuned:
+        lines.append(f"retrain-best has not run: `{commands['retrain']}` trains the best trial's hyperparameters "
+                     f"for the preset's retrain epochs and tests them.")
+    if not baseline:
+        lines.append(f"The baseline has not run: `{commands['baseline']}` trains the seed's default "
+                     f"hyperparameters through the same pipeline and budget.")
+    if tuned and baseline:
+        diff, spread = difference(tuned, baseline)
+        lines += [f"Test accuracy difference (tuned − defaults): **{diff:+.4f}**.", "", SPREAD_RULE, ""]
+        if spread is None:
+            lines.append("The spread is unknown with one seed: rerun the side with one seed with SEEDS of 2 or "
+                         "more to tell a real difference from seed-to-seed variation.")
+        elif abs(diff) > spread:
+            winner = ("the tuned hyperparameters beat the seed's defaults" if diff > 0 else
+                      "the seed's defaults beat the tuned hyperparameters")
+            lines.append(f"The difference ({abs(diff):.4f}) exceeds the spread ({spread:.4f}): {winner} by more "
+                         f"than seed-to-seed variation.")
+        else:
+            lines.append(f"The difference ({abs(diff):.4f}) does not exceed the spread ({spread:.4f}): it is "
+                         f"within seed-to-seed variation; more seeds would narrow the spread.")
+    return lines + [""]
+
+
+def _best_trials(trials: list[Trial], order: list[Trial], names: list[str], objective: str) -> list[str]:
+    lines = ["## Best trials", "", f"The top {min(TOP_TRIALS, len(order))} of {len(order)} completed trials by "
+             f"{objective}; epochs: the model's total (a promoted trial's include its parent's).", ""]
+    lines += table(["rank", "trial", objective, "epochs", *names],
+                   [[i, t.id, f"{t.score:.4f}", t.epochs, *(num(t.values.get(n, "")) for n in names)]
+                    for i, t in enumerate(order[:TOP_TRIALS], 1)])
+    failed = [t for t in trials if t.status in FAILED]
+    if failed:
+        lines += ["", "### Failed trials", "", *(f"- trial {t.id}: {failure_reason(t.message)}" for t in failed)]
+    return lines + [""]
+
+
+def _plots(study: Study, trials: list[Trial], order: list[Trial], space: dict, objective: str) -> list[str]:
+    folder, tb = study.root / "report", study.tensorboard_dir
+    folder.mkdir(exist_ok=True)
+    plt, done = figures.pyplot(), [t for t in trials if t.status == "COMPLETED"]
+    figures.plot_hyperparameters(plt, folder / "hyperparameters.png", space, done, order[0], objective)
+    figures.plot_order(plt, folder / "trial_order.png", trials, done, objective)
+    lines = ["## Plots", "",
+             f"{objective} against each hyperparameter (star: best trial; dashed: seed default; colour: epochs "
+             f"trained):", "", "![hyperparameters](report/hyperparameters.png)", "",
+             f"{objective} in the order trials started:", "", "![trial order](report/trial_order.png)", ""]
+    tag = "epoch_accuracy" if objective.endswith("accuracy") else "epoch_loss"
+    by_id = {t.id: t for t in trials}
+    curves = [(f"trial {t.id} ({t.score:.3f})", curve(t, by_id, tb, tag), None) for t in order[:TOP_CURVES]]
+    if any(c for _, c, _ in curves):
+        figures.plot_lines(plt, folder / "learning_curves.png", [c for c in curves if c[1]], objective,
+                           f"top {len(curves)} trials")
+        lines += ["Learning curves of the top trials (a promoted trial starts with its parent's epochs):", "",
+                  "![learning curves](report/learning_curves.png)", ""]
+    else:
+        lines += [f"No learning curves: no {tag} event files under {tb.name}/.", ""]
+    runs = (("tuned", "retrain-best", "tab:red"), ("seed defaults", "baseline", "tab:blue"))
+    retrains = [(label, read_scalars(run / "validation", tag), colour)
+                for label, sub, colour in runs for run in sorted((tb / sub).glob("seed*"))]
+    if any(c for _, c, _ in retrains):
+        figures.plot_lines(plt, folder / "retrain_curves.png", [r for r in retrains if r[1]], objective,
+                           "retrain runs")
+        lines += ["retrain-best and baseline runs, one line per seed:", "",
+                  "![retrain curves](report/retrain_curves.png)", ""]
+    return lines
+
+
+def _study_section(config, preset, trials, schedule, summary, versions, commands, tensorboard: Path) -> list[str]:
+    s, d, st = config["search"], config["data"], config["study"]
+    done = [t for t in trials if t.status == "COMPLETED"]
+    failed = [t for t in trials if t.status in FAILED]
+    spent = summary["epochs_spent"] if summary else sum(t.epochs - t.initial_epoch for t in done + failed)
+    wall = format_duration(summary["wall_time_s"]) if summary else "not recorded"
+    lines = ["## Study", "", f"- preset: `{preset}`" + (f": {st['description']}" if st.get("description") else ""),
+             f"- seed: {st['seed']}",
+             f"- data: {d['train_size']} training + {d['val_size']} validation images at {d['image_size']}x"
+             f"{d['image_size']}, batch {d['batch_size']}; source: {config.get('data_source', 'not recorded')}"
+             + (f"; {config['split']}" if config.get("split") else ""),
+             f"- model: width multiplier {config['model']['width_multiplier']}; retrain {config['retrain']['epochs']} epochs",
+             f"- Hyperband: objective {s['objective']}, max_epochs {s['max_epochs']}, factor {s['factor']}, "
+             f"hyperband_iterations {s['hyperband_iterations']}, max_consecutive_failed_trials "
+             f"{s['max_consecutive_failed_trials']}, max_retries_per_trial {s.get('max_retries_per_trial', 0)}; "
+             f"planned {schedule.trials} trials, {schedule.epochs} epochs",
+             f"- trials: {len(trials)} run, {len(done)} completed, {len(failed)} failed",
+             f"- epochs spent: {spent}",
+             f"- wall time: {wall}" + ("" if (summary or {}).get("finished") else " (search not finished)"),
+             f"- time: {outside_fit(tensorboard, trials, summary)}",
+             "", "### Search space", ""]
+    lines += table(["name", "type", "range / values", "sampling", "seed default"],
+                   [[name, e["type"], range_text(e), "-" if e["type"] == "choice" else e.get("sampling", "linear"),
+                     num(e["default"])] for name, e in config["space"].items()])
+    lines += ["", "### Versions", ""]
+    lines += table(["library", "version"], [[k, "not recorded" if v is None else v] for k, v in versions.items()
+                                            if k not in ("command", "written")] or [["versions.json", "not found"]])
+    lines += ["", "### Reproduce", "", f"Recorded command: `{versions.get('command', 'not recorded')}` "
+              f"({versions.get('written', 'date not recorded')}). With make:", "", "```sh", *commands.values(), "```", ""]
+    return lines
+
+
+def write_report(study: Study) -> Path:
+    """Write results/<study>/report.md and its plots under results/<study>/report/; return report.md's path."""
+    require_study(study)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow: no C++ chatter
+    trials = load_trials(study.tuner_dir)
+    if not any(t.status == "COMPLETED" for t in trials):
+        raise UserError(f"study {study.name} has no completed trial yet; run `make search` for it first "
+                        f"(the same command resumes) until one finishes")
+    config = read(study.root / "config.json", required=True)
+    preset = read(study.identity_file).get("preset") or config.get("preset")
+    versions, summary = read(study.root / "versions.json") or {}, read(study.root / "search_summary.json")
+    restore_dir(study.best_dir)
+    restore_dir(study.root / "baseline")
+    tuned, baseline = read(study.best_dir / "metrics.json"), read(study.root / "baseline" / "metrics.json")
+    s, objective = config["search"], config["search"]["objective"]
+    schedule = hyperband_schedule(s["max_epochs"], s["factor"], s["hyperband_iterations"])
+    order = ranked(trials, objective)
+    best = order[0]
+
+    source = config.get("data_source", "")
+    args = f"CONFIG={preset} STUDY={study.name}"
+    data = f" DATA_DIR={source}" if source and not source.startswith("keras.") else ""
+    # A side not run yet is suggested with the other side's seed count, so the two compare.
+    seeds = {name: f" SEEDS={len(m['seeds'])}" if m else "" for name, m in
+             (("retrain", tuned or baseline), ("baseline", baseline or tuned))}
+    commands = {"search": f"make search {args}{data}", "retrain": f"make retrain-best {args}{data}{seeds['retrain']}",
+                "baseline": f"make baseline {args}{data}{seeds['baseline']}", "report": f"make report {args}"}
+
+    found = warnings(config, trials, best, schedule, summary, tuned, baseline, commands)
+    lines = [f"# Study `{study.name}`", "",
+             f"Hyperband search with `{preset}`: best {objective} **{best.score:.4f}** (trial {best.id}, "
+             f"{best.epochs} epochs); {len(order)} of {len(trials)} trials completed.", "",
+             "## Warnings", "", *([f"- {w}" for w in found] or ["No warnings."]), "",
+             *_comparison(tuned, baseline, commands),
+             *_best_trials(trials, order, list(config["space"]), objective),
+             *_plots(study, trials, order, config["space"], objective),
+             *_study_section(config, preset, trials, schedule, summary, versions, commands, study.tensorboard_dir)]
+    report = study.root / "report.md"
+    write_text_atomic(report, "\n".join(lines))  # a reader never sees half a report
+    return report
+

@@ -1,0 +1,87 @@
+"""Reading a study folder: its trials (tuner/trial_*/trial.json), JSON results and TensorBoard scalars.
+Keras Tuner is not imported: a report reads the files as they are on disk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import tboard
+from ..errors import UserError
+from ..study import direction, rank_key, read_json, searched_values
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One tuner/trial_*/trial.json, Hyperband's bookkeeping split from the hyperparameters."""
+
+    id: str
+    status: str
+    score: float | None
+    values: dict[str, Any]  # the searched hyperparameters only
+    epochs: int  # the model's total epochs at the trial's end; a promoted trial's include its parent's
+    initial_epoch: int
+    bracket: int | None
+    parent: str | None
+    message: str
+
+
+def read(path: Path, required: bool = False) -> Any:
+    if not path.is_file():
+        if required:
+            raise UserError(f"{path} is missing; rerun `make search` with this study's CONFIG and STUDY to rewrite it")
+        return None
+    return read_json(path)
+
+
+def load_trials(tuner_dir: Path) -> list[Trial]:
+    """Every trial of the study, in the order Keras Tuner created them."""
+    trials = []
+    for path in sorted(tuner_dir.glob("trial_*/trial.json")):
+        state = read(path)
+        hp = state["hyperparameters"]["values"]
+        trials.append(Trial(
+            id=state["trial_id"], status=state["status"], score=state.get("score"),
+            values=searched_values(hp),
+            epochs=int(hp.get("tuner/epochs", 0)), initial_epoch=int(hp.get("tuner/initial_epoch", 0)),
+            bracket=hp.get("tuner/bracket"), parent=hp.get("tuner/trial_id"),
+            message=(state.get("message") or "").strip(),
+        ))
+    return sorted(trials, key=lambda t: t.id)
+
+
+def ranked(trials: list[Trial], objective: str) -> list[Trial]:
+    """Completed trials, best first, ties to the earlier trial (as search.ranked_trials)."""
+    return sorted((t for t in trials if t.status == "COMPLETED" and t.score is not None),
+                  key=lambda t: rank_key(t.score, t.id, direction(objective)))
+
+
+def read_scalars(run: Path, tag: str) -> dict[int, float]:
+    """{step: value} of one TensorBoard run folder; a later event file overrides an earlier one."""
+    out: dict[int, float] = {}
+    for event in tboard.events(run):
+        for v in event.summary.value:
+            if v.tag == tag:
+                out[int(event.step)] = tboard.scalar_value(v)
+    return out
+
+
+def fit_seconds(run: Path) -> float | None:
+    """Seconds a trial's `fit` ran, from its TensorBoard event times: the train writer opens as
+    fit starts, and the last validation summary closes its last epoch. None without both."""
+    train = [e.wall_time for e in tboard.events(run / "train")]
+    val = [e.wall_time for e in tboard.events(run / "validation")]
+    return max(val) - min(train) if train and val else None
+
+
+def curve(trial: Trial, by_id: dict[str, Trial], tensorboard: Path, tag: str) -> dict[int, float]:
+    """A trial's validation curve by epoch, a promoted trial's with its parent's epochs before its own."""
+    own = read_scalars(tensorboard / trial.id / "execution0" / "validation", tag)
+    parent = by_id.get(trial.parent)
+    if parent is None:
+        return own
+    # A promoted trial's run starts at tuner/initial_epoch: the epochs before are its parent's.
+    inherited = {s: v for s, v in curve(parent, by_id, tensorboard, tag).items() if s < trial.initial_epoch}
+    return {**inherited, **own}
+

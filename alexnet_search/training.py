@@ -1,0 +1,78 @@
+"""What every training run of a preset shares: the data splits, the speed options for this machine,
+the GPUs a model trains on, and the batches. The search, retrain-best, baseline and `make bench`'s
+study all start here, so a trial and a retrain of the same hyperparameters see the same data the
+same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import distribute
+from .config import Config
+from .data import Batches, Source, Splits, TrainingSet, make_dataset, make_splits, pipeline_options
+from .hypermodel import AlexNetHyperModel
+
+
+@dataclass
+class Training:
+    """A preset's training setup on this machine; `prepare` builds it."""
+
+    config: Config
+    source: Source
+    splits: Splits
+    precision: str
+    jit_compile: bool
+    note: str | None  # why the preset's speed options were changed here, if they were
+    strategy: Any  # tf.distribute.MirroredStrategy over several GPUs on TensorFlow, else None
+    batch_size: int  # global: the preset's batch size times the devices a step is split over
+
+    @classmethod
+    def prepare(cls, config: Config, source: Source, several_gpus: bool = True) -> "Training":
+        """Read and split the training images (UserError on bad data, before anything is written),
+        and settle the speed options and devices. `several_gpus=False`: one device, as a
+        distributed study's chief (it trains nothing) or a single-GPU worker."""
+        x, y = source.train()
+        d = config["data"]
+        splits = make_splits(x, y, d["train_size"], d["val_size"])
+        precision, jit, note = distribute.speed_for(config)
+        strategy = distribute.strategy() if several_gpus else None
+        return cls(config, source, splits, precision, jit, note, strategy,
+                   d["batch_size"] * distribute.replicas(strategy))
+
+    def describe(self) -> list[str]:
+        """Lines saying what this setup changed or uses: speed note, GPUs, data."""
+        lines = [f"note: {self.note}"] if self.note else []
+        if self.strategy is not None:
+            lines.append(f"{self.strategy.num_replicas_in_sync} GPUs per model (MirroredStrategy): "
+                         f"global batch {self.batch_size}")
+        lines.append(f"data: {self.source.describe()}: {self.splits.note}")
+        return lines
+
+    def hypermodel(self, horizon: int | None = None) -> AlexNetHyperModel:
+        """The preset's hypermodel with this machine's speed options; `horizon`: the epochs a
+        learning-rate schedule spans (default: Hyperband's max_epochs)."""
+        return AlexNetHyperModel.from_config(self.config, horizon=horizon, precision=self.precision,
+                                             jit_compile=self.jit_compile)
+
+    def build(self, hypermodel: AlexNetHyperModel, hp):
+        """`hypermodel.build(hp)`, under the multi-GPU strategy where there is one."""
+        if self.strategy is None:
+            return hypermodel.build(hp)
+        with self.strategy.scope():
+            return hypermodel.build(hp)
+
+    def train_set(self, seed: int) -> TrainingSet:
+        """The training split, for `HyperModel.fit` to augment as each trial's values say."""
+        return TrainingSet(self.splits.x_train, self.splits.y_train, self.batch_size, seed=seed,
+                           **pipeline_options(self.config))
+
+    def batches(self, x: np.ndarray, y: np.ndarray) -> Batches:
+        """Plain batches (no shuffling, no augmentation): validation and evaluation."""
+        return make_dataset(x, y, self.batch_size, **pipeline_options(self.config))
+
+    def val_set(self) -> Batches:
+        return self.batches(self.splits.x_val, self.splits.y_val)
