@@ -397,6 +397,18 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
         EpochReporter(progress),
         *callbacks,
     ]
+    _search_to_the_end(tuner, config, train, val, callbacks, role, out)
+    if role == "worker":
+        say(f"worker {tuner.tuner_id}: the chief has no more trials; done")
+    else:
+        _finish(tuner, config, study, progress, say)
+    return tuner
+
+
+def _search_to_the_end(tuner: AlexNetTuner, config: Config, train, val, callbacks: list, role: str,
+                       out: TextIO) -> None:
+    """`tuner.search`, with Ctrl-C closing the running trial's record and a study stopped by
+    failures in a row turned into one line."""
     fit_kwargs = {} if role == "chief" else {"verbose": 1 if out.isatty() else 0}
     # The chief only serves the oracle (no callbacks run there): Python's own Ctrl-C stops it.
     trains = role != "chief" and threading.current_thread() is threading.main_thread()
@@ -421,15 +433,14 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
 
-    if role == "worker":
-        say(f"worker {tuner.tuner_id}: the chief has no more trials; done")
-        return tuner
+
+def _finish(tuner: AlexNetTuner, config: Config, study: Study, progress: Progress, say) -> None:
+    """The finished study's summary, best_hyperparameters.json and closing lines."""
     summary = tuner.write_summary(finished=True)
-    done = completed_trials(tuner)
     say(f"\nsearch finished in {format_duration(progress.clock() - progress.start)} "
         f"({format_duration(summary['wall_time_s'])} over all runs of this study; "
         f"{summary['trials_completed']} trials completed, {summary['trials_failed']} failed)")
-    if done:
+    if completed_trials(tuner):
         best = ranked_trials(tuner.oracle)[0]
         write_json_atomic(study.root / "best_hyperparameters.json", {
             "trial_id": best.trial_id,
@@ -442,4 +453,3 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
         f"\nwritten to {study.root}/: tuner/ (Keras Tuner state), tensorboard/ (make tensorboard), "
         f"best_hyperparameters.json, search_summary.json, config.json, versions.json\nnext: make retrain-best CONFIG={config.path}"
     )
-    return tuner
