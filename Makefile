@@ -1,7 +1,7 @@
 # alexnet-search: every target creates its environment from pyproject.toml if needed.
 #   make search [CONFIG=tuning/cpu.toml] [STUDY=name] [DATA_DIR=path] [WORKERS=N] [BACKEND=jax]
 #   make retrain-best [CONFIG=...] [STUDY=...] [SEEDS=3] [FROM=study or hyperparameters.json]
-#   make baseline [CONFIG=...] [STUDY=...] [SEEDS=3]
+#   make baseline [CONFIG=...] [STUDY=...] [SEEDS=3] [BASELINE=name]
 #   make report [CONFIG=...] [STUDY=...]
 #   make plan | make bench | make tensorboard | make test
 # BACKEND (Keras' backend: tensorflow, the default, or jax) picks the environment: .venv for
@@ -14,6 +14,7 @@ STUDY ?=
 DATA_DIR ?=
 SEEDS ?= 1
 FROM ?=
+BASELINE ?=
 WORKERS ?=
 PORT ?= 6006
 comma := ,
@@ -63,7 +64,7 @@ retrain-best: $(STAMP)
 	$(RUN) retrain-best $(STUDY_ARGS) --seeds $(SEEDS) $(if $(FROM),--from $(FROM))
 
 baseline: $(STAMP)
-	$(RUN) baseline $(STUDY_ARGS) --seeds $(SEEDS)
+	$(RUN) baseline $(STUDY_ARGS) --seeds $(SEEDS) $(if $(BASELINE),--name $(BASELINE))
 
 report: $(STAMP)
 	$(RUN) report --config $(CONFIG) $(if $(STUDY),--study $(STUDY))

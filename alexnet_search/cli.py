@@ -108,7 +108,7 @@ def cmd_baseline(args) -> int:
     from .retrain import train_baseline
 
     config, study = _load(args)
-    train_baseline(config, study, source_from(args.data_dir), seeds=args.seeds)
+    train_baseline(config, study, source_from(args.data_dir), seeds=args.seeds, names=args.name)
     return 0
 
 
@@ -217,11 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "or a hyperparameters.json file's, at this preset's sizes and epochs")
     p.set_defaults(func=cmd_retrain_best)
 
-    p = sub.add_parser("baseline", help="train the seed's hyperparameters on retrain-best's budget",
-                       description="Train every hyperparameter at its default (the seed's values) through "
-                                   "retrain-best's pipeline and epochs, evaluate once on the test set, and write "
-                                   "RESULTS_DIR/STUDY/baseline/: the fair comparison for the tuned model.")
+    p = sub.add_parser("baseline", help="train the preset's named baselines on retrain-best's budget",
+                       description="Train each [baselines.NAME] of the preset (the seed's values; the AlexNet "
+                                   "paper's recipe; your own) through retrain-best's pipeline and epochs, evaluate "
+                                   "once on the test set, and write RESULTS_DIR/STUDY/baselines/NAME/: the fair "
+                                   "comparisons for the tuned model.")
     _study_args(p, with_seeds=True)
+    p.add_argument("--name", action="append", default=None, metavar="NAME",
+                   help="train only this baseline (repeat for several; default: every one in the preset)")
     p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("report", help="write RESULTS_DIR/STUDY/report.md with plots",

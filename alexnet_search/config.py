@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .space import BOUNDS, SEED
+from .space import BOUNDS, SEED, problems
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # section -> key -> (types, check, what a valid value looks like)
@@ -208,9 +209,22 @@ def _check_space_entry(where: str, name: str, entry: Any) -> None:
             raise UserError(f"{where}: {name} = {v!r} {problem}")
 
 
+def _check_baselines(where: str, baselines: Any) -> None:
+    if not isinstance(baselines, dict):
+        raise UserError(f"{where}: 'baselines' must be tables, e.g. [baselines.paper] with lr = 0.01")
+    for name, values in baselines.items():
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name):
+            raise UserError(f"{where}: baseline name '{name}' must be letters, digits, '-' or '_' (it names a folder)")
+        if not isinstance(values, dict):
+            raise UserError(f"{where}: [baselines.{name}] must be a table of hyperparameter = value")
+        found = problems(values)
+        if found:
+            raise UserError(f"{where}: baselines.{name}: {found[0]}")
+
+
 def validate(data: dict[str, Any], where: str) -> None:
     """Raise UserError for the first unknown key, missing key, wrong type or bad value."""
-    known = set(_SCHEMA) | {"space"}
+    known = set(_SCHEMA) | {"space", "baselines"}
     for section in data:
         if section not in known:
             raise UserError(
@@ -241,6 +255,7 @@ def validate(data: dict[str, Any], where: str) -> None:
         raise UserError(f"{where}: no [space.*] tables; declare at least one hyperparameter")
     for name, entry in space.items():
         _check_space_entry(f"{where}: space.{name}", name, entry)
+    _check_baselines(where, data.get("baselines", {}))
 
 
 def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
@@ -257,6 +272,8 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
     data["search"].setdefault("max_retries_per_trial", 0)
     data["data"].setdefault("parallel_map", True)
     data["data"].setdefault("prefetch", True)
+    # Without named baselines a preset still has the seed's: every hyperparameter at its default.
+    data.setdefault("baselines", {"seed": {}})
     for name, entry in data["space"].items():
         entry.setdefault("default", SEED[name])  # recorded in config.json, and part of the study's identity
     return data

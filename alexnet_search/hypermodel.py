@@ -73,8 +73,9 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
         return {name: clean_value(declare(hp, name, entry)) for name, entry in self.space.items()}
 
     def hyperparameters(self, hp: keras_tuner.HyperParameters) -> Hyperparameters:
-        """This `hp`'s values; names the space does not search keep the seed's value."""
-        return Hyperparameters.of(self.values(hp))
+        """This `hp`'s values. A name the space does not search takes a value set on `hp` directly
+        (a baseline's, or one from `--from`), else the seed's."""
+        return Hyperparameters.of({**hp.values, **self.values(hp)})
 
     def build(self, hp: keras_tuner.HyperParameters):
         params = self.hyperparameters(hp)

@@ -39,6 +39,7 @@ from .config import Config
 from .data import Source
 from .errors import UserError
 from .model import CIFAR_SHAPE, clear_session
+from .space import problems
 from .plan import format_duration
 from .progress import EpochReporter, Progress, printer
 from .hypermodel import AlexNetHyperModel
@@ -180,11 +181,11 @@ def _retrain(config: Config, study: Study, source: Source, hp, seeds: int, name:
     training = Training.prepare(config, source)
     test = source.test()
     try:
-        study.root.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
         restore_dir(target)
-        for stale in study.root.glob(f".{target.name}.staging-*"):  # left by a run killed mid-write
+        for stale in target.parent.glob(f".{target.name}.staging-*"):  # left by a run killed mid-write
             shutil.rmtree(stale, ignore_errors=True)
-        staging = study.root / f".{target.name}.staging-{os.getpid()}"
+        staging = target.parent / f".{target.name}.staging-{os.getpid()}"
         staging.mkdir()
     except OSError as exc:
         raise UserError(f"cannot write to {study.root} ({exc.strerror or exc}); choose another --results-dir") from None
@@ -196,7 +197,7 @@ def _retrain(config: Config, study: Study, source: Source, hp, seeds: int, name:
 
     epochs = config["retrain"]["epochs"]
     hypermodel = training.hypermodel(horizon=epochs)
-    values = hypermodel.values(hp)
+    values = hypermodel.hyperparameters(hp).as_dict()  # everything trained, searched or not
     started = time.monotonic()
     progress = Progress(seeds, seeds * epochs, out=out)
     runs, kept, kept_val, kept_seed = [], None, -1.0, None
@@ -236,8 +237,9 @@ def hyperparameters_from(origin: str, results_dir: str | Path, config: Config) -
 
     `origin` is another study's name in `results_dir` (its best_hyperparameters.json: the search
     may have run at another size, e.g. cpu.toml's, and be retrained at paper.toml's), or a JSON
-    file: a best_hyperparameters.json, or a best/ or baseline/ hyperparameters.json. Every name
-    must be in this preset's search space; names it lacks keep their defaults.
+    file: a best_hyperparameters.json, or a best/ or baselines/NAME/ hyperparameters.json. Every
+    name must be a hyperparameter (space.py) and every value inside its bounds; a value may lie
+    outside this preset's search range. Names it lacks keep the seed's value.
     """
     path = Path(origin)
     if not (path.suffix == ".json" or path.is_file()):
@@ -252,16 +254,9 @@ def hyperparameters_from(origin: str, results_dir: str | Path, config: Config) -
     values = data.get("hyperparameters", data) if isinstance(data, dict) else None
     if not isinstance(values, dict) or not values:
         raise UserError(f"--from {origin}: {path} holds no hyperparameter values")
-    unknown = sorted(set(values) - set(config.space))
-    if unknown:
-        raise UserError(f"--from {origin}: {', '.join(unknown)} not in {config.path}'s search space; "
-                        f"retrain under a preset that declares them")
-    for name, value in values.items():
-        entry = config.space[name]
-        inside = (value in entry["values"]) if entry["type"] == "choice" else (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and entry["min"] <= value <= entry["max"])
-        if not inside:
-            raise UserError(f"--from {origin}: {name} = {value!r} is outside {config.path}'s range for it")
+    found = problems(values)
+    if found:
+        raise UserError(f"--from {origin}: {path}: {found[0]}")
     trial = f" (trial {data['trial_id']})" if isinstance(data, dict) and "trial_id" in data else ""
     return values, f"{path}{trial}"
 
@@ -274,12 +269,8 @@ def retrain_best(config: Config, study: Study, source: Source, seeds: int = 1,
     this study's search (see `hyperparameters_from`); the preset still sets sizes and epochs.
     """
     if origin is not None:
-        import keras_tuner
-
         values, where = hyperparameters_from(origin, study.root.parent, config)
-        hp = keras_tuner.HyperParameters()
-        AlexNetHyperModel.from_config(config).values(hp)  # declares the space, at its defaults
-        hp.values.update(values)
+        hp = hyperparameters_with(config, values)
         print(f"hyperparameters from {where}, trained at {config.path}'s sizes:\n    {values}", file=out, flush=True)
         metrics = _retrain(config, study, source, hp, seeds, "retrain-best", study.best_dir, export=True,
                            extra={"hyperparameters_from": where}, out=out)
@@ -303,13 +294,33 @@ def _say_exported(study: Study, metrics: dict[str, Any], out: TextIO) -> None:
           f"and checked on {metrics['exports_verified_on_images']} test images)", file=out, flush=True)
 
 
-def train_baseline(config: Config, study: Study, source: Source, seeds: int = 1,
-                   out: TextIO = sys.stdout) -> dict[str, Any]:
-    """The seed's hyperparameters (every default) through retrain-best's pipeline and budget, into baseline/."""
+def hyperparameters_with(config: Config, values: dict[str, Any]):
+    """Keras Tuner hyperparameters holding `values`: the preset's space declared (at its defaults),
+    then every given value set, searched or not."""
     import keras_tuner
 
-    print("baseline: the seed's hyperparameters (every search-space default)", file=out, flush=True)
-    metrics = _retrain(config, study, source, keras_tuner.HyperParameters(), seeds, "baseline",
-                       study.root / "baseline", export=False, extra={}, out=out)
-    print(f"written to {study.root / 'baseline'}/: hyperparameters.json, metrics.json", file=out, flush=True)
-    return metrics
+    hp = keras_tuner.HyperParameters()
+    AlexNetHyperModel.from_config(config).values(hp)
+    hp.values.update(values)
+    return hp
+
+
+def train_baseline(config: Config, study: Study, source: Source, seeds: int = 1, names: list[str] | None = None,
+                   out: TextIO = sys.stdout) -> dict[str, dict[str, Any]]:
+    """The preset's named baselines (`[baselines.NAME]`; all of them, or `names`) through
+    retrain-best's pipeline and budget, each into baselines/NAME/. Returns metrics per name."""
+    baselines = config["baselines"]
+    unknown = [n for n in names or [] if n not in baselines]
+    if unknown:
+        raise UserError(f"no baseline named {', '.join(unknown)} in {config.path}; it has "
+                        f"{', '.join(baselines) or 'none'} (add a [baselines.NAME] table)")
+    results = {}
+    for name in names or list(baselines):
+        values = baselines[name]
+        shown = ", ".join(f"{k}={v}" for k, v in values.items()) or "every hyperparameter at the seed's value"
+        print(f"baseline {name}: {shown}", file=out, flush=True)
+        target = study.root / "baselines" / name
+        results[name] = _retrain(config, study, source, hyperparameters_with(config, values), seeds,
+                                 f"baselines/{name}", target, export=False, extra={"baseline": name}, out=out)
+        print(f"written to {target}/: hyperparameters.json, metrics.json", file=out, flush=True)
+    return results

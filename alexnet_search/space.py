@@ -93,6 +93,18 @@ class Hyperparameters:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+def problems(values: dict[str, Any]) -> list[str]:
+    """What is wrong with a set of named values (a baseline, a hyperparameters.json): unknown
+    names, values out of their bounds. Empty when every value can be trained."""
+    found = []
+    for name, value in values.items():
+        if name not in BOUNDS:
+            found.append(f"unknown hyperparameter '{name}' (known: {', '.join(NAMES)})")
+        elif problem := BOUNDS[name].problem(value):
+            found.append(f"{name} = {value!r} {problem}")
+    return found
+
+
 NAMES: tuple[str, ...] = tuple(f.name for f in fields(Hyperparameters))
 SEED: dict[str, Any] = Hyperparameters().as_dict()
 BOUNDS: dict[str, Bounds] = {f.name: f.metadata["bounds"] for f in fields(Hyperparameters)}

@@ -8,6 +8,7 @@
         tensorboard/        one run per trial (<trial_id>/execution0), plus retrain runs
         best_hyperparameters.json
         best/               retrain-best's exports and metrics
+        baselines/NAME/     each named baseline's metrics (baseline/: the seed's, before names)
 
 JSON files are written atomically (a temporary file, then a rename), so a crash never leaves a
 half-written file where a good one stood.
@@ -310,7 +311,7 @@ def prepare_search(study: Study, config: Config, overwrite: bool) -> bool:
 # What this tool writes in a study folder (results/README.md), dot-files being its staging names.
 STUDY_ENTRIES = {
     "study.json", "config.json", "versions.json", "tuner", "logs", "tensorboard", "best_hyperparameters.json",
-    "search_summary.json", "best", "baseline", "report.md", "report",
+    "search_summary.json", "best", "baseline", "baselines", "report.md", "report",
 }
 
 

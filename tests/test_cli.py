@@ -17,6 +17,8 @@ import pytest
 
 from types import SimpleNamespace
 
+from alexnet_search.space import SEED
+
 from conftest import REPO, make_cifar_dir, make_tiny_config, options_without_help, run_cli
 
 slow = pytest.mark.slow
@@ -182,8 +184,9 @@ def test_retrain_best_exports_models_that_load_and_predict(searched, tmp_path):
         assert 0 < metrics["runs"][0][key] < 100  # finite: a 10-class cross-entropy starts near 2.3
     assert metrics["epochs"] == 2 and metrics["wall_time_s"] > 0 and metrics["exports_verified_on_images"] > 0
     assert metrics["runs"][0]["kept_epoch"] in (1, 2)  # the best-validating epoch's weights
-    hps = json.loads((best / "hyperparameters.json").read_text())
-    assert hps == json.loads((study / "best_hyperparameters.json").read_text())["hyperparameters"]
+    hps = json.loads((best / "hyperparameters.json").read_text())  # every hyperparameter trained
+    found = json.loads((study / "best_hyperparameters.json").read_text())["hyperparameters"]
+    assert hps == {**SEED, **found}
     assert (best / "config.json").is_file() and (best / "versions.json").is_file()
 
     import keras
@@ -227,11 +230,37 @@ def test_retrain_best_from_another_study_trains_its_values_at_this_presets_size(
     best = searched.root / "results" / "big" / "best"
     trained = json.loads((best / "hyperparameters.json").read_text())
     searched_best = json.loads((searched.study / "best_hyperparameters.json").read_text())
-    assert trained == searched_best["hyperparameters"]
+    assert trained == {**SEED, **searched_best["hyperparameters"]}
     metrics = json.loads((best / "metrics.json").read_text())
     assert metrics["hyperparameters_from"].endswith(f"tiny/best_hyperparameters.json (trial {searched_best['trial_id']})")
     assert json.loads((best / "config.json").read_text())["data"]["image_size"] == 64
     assert "hyperparameters from" in result.stdout
+
+
+@slow
+@backends
+def test_baseline_trains_a_named_set_and_the_report_compares_it(searched):
+    results = searched.root / "results"
+    result = run_cli("baseline", "--config", searched.config, "--name", "paper", "--data-dir", searched.cifar,
+                     "--results-dir", results, cwd=searched.root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "baseline paper: lr=0.01, lr_schedule=plateau, momentum=0.9" in result.stdout
+    folder = searched.study / "baselines" / "paper"
+    trained = json.loads((folder / "hyperparameters.json").read_text())
+    assert trained == {**SEED, "lr": 0.01, "lr_schedule": "plateau", "momentum": 0.9, "weight_decay": 5e-4,
+                       "dropout": 0.5}
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["baseline"] == "paper" and metrics["epochs"] == 2 and 0 <= metrics["test_accuracy_mean"] <= 1
+    assert not (folder / "model.keras").exists()  # a baseline is measured, not exported
+    assert list((searched.study / "tensorboard" / "baselines" / "paper").glob("seed1/*/events.out.tfevents.*"))
+    assert not (searched.study / "baselines" / "seed").exists()  # --name trains only that one
+
+    missing = run_cli("baseline", "--config", searched.config, "--name", "nosuch", "--data-dir", searched.cifar,
+                      "--results-dir", results, cwd=searched.root)
+    assert missing.returncode == 2 and "no baseline named nosuch" in missing.stderr
+    report = run_cli("report", "--config", searched.config, "--results-dir", results, cwd=searched.root)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "| baseline paper |" in (searched.study / "report.md").read_text()
 
 
 def test_a_keras_export_from_one_backend_predicts_the_same_classes_on_the_other(tmp_path):

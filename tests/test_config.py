@@ -33,9 +33,9 @@ def test_every_preset_key_has_a_comment_saying_why():
         for i, line in enumerate(lines):
             if line.startswith("["):
                 section = line
-                if section.startswith("[space."):
+                if section.startswith(("[space.", "[baselines.")):
                     assert lines[i + 1].startswith("#"), f"{preset.name}:{i + 1}: {section} has no comment"
-            elif "=" in line and not line.startswith("#") and not section.startswith("[space."):
+            elif "=" in line and not line.startswith("#") and not section.startswith(("[space.", "[baselines.")):
                 assert lines[i - 1].startswith("#"), f"{preset.name}:{i + 1} has no comment: {line}"
 
 

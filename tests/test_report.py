@@ -85,7 +85,7 @@ def _metrics(config: dict, accuracies: list[float], **extra) -> dict:
 
 
 def make_study(root: Path, *, fault: str | None = None, tuned=(0.70, 0.71, 0.72), baseline=(0.60, 0.61, 0.62),
-               events: bool = True) -> Study:
+               paper=None, events: bool = True, legacy: bool = False) -> Study:
     """A finished study that follows its Hyperband schedule; `fault` breaks one thing a warning is for.
 
     The best trial is bracket 0's first (a full budget from scratch), with values inside every range.
@@ -127,13 +127,15 @@ def make_study(root: Path, *, fault: str | None = None, tuned=(0.70, 0.71, 0.72)
     (root / "search_summary.json").write_text(json.dumps({
         "wall_time_s": 123.4, "trials_scheduled": schedule.trials, "trials_started": n, "trials_completed": n,
         "trials_failed": 0, "epochs_scheduled": schedule.epochs, "epochs_spent": spent, "finished": fault != "unfinished"}))
+    seed_folder = "baseline" if legacy else "baselines/seed"  # baseline/: a study from before baselines had names
     for folder, accuracies, extra in (("best", tuned, {"trial_id": "0004", "search_score": 0.6, "exported_seed": 1}),
-                                      ("baseline", baseline, {})):
+                                      (seed_folder, baseline, {"baseline": "seed"}),
+                                      ("baselines/paper", paper, {"baseline": "paper"})):
         if accuracies:
-            (root / folder).mkdir()
+            (root / folder).mkdir(parents=True)
             (root / folder / "metrics.json").write_text(json.dumps(_metrics(config, list(accuracies), **extra)))
             if events:
-                run = "retrain-best" if folder == "best" else "baseline"
+                run = "retrain-best" if folder == "best" else folder
                 _write_events(study.tensorboard_dir / run / "seed1" / "validation", 0, [0.3, 0.5, accuracies[0]])
     return study
 
@@ -197,16 +199,30 @@ def test_report_of_a_clean_study_has_every_section_and_no_warning(clean_report):
 
 def test_tuned_and_baseline_side_by_side_with_the_spread_rule(clean_report):
     study, text = clean_report
-    text = _section(text, "Tuned vs the seed's defaults")
+    text = _section(text, "Tuned vs the baselines")
     tuned = json.loads((study.best_dir / "metrics.json").read_text())
-    base = json.loads((study.root / "baseline" / "metrics.json").read_text())
+    base = json.loads((study.root / "baselines" / "seed" / "metrics.json").read_text())
     for m in (tuned, base):
         assert f"{m['test_accuracy_mean']:.4f} ± {m['test_accuracy_std']:.4f}" in text
     diff = tuned["test_accuracy_mean"] - base["test_accuracy_mean"]
     spread = math.hypot(tuned["test_accuracy_std"], base["test_accuracy_std"])
     assert f"{diff:+.4f}" in text
     assert SPREAD_RULE in text
-    assert f"exceeds the spread ({spread:.4f})" in text and "tuned hyperparameters beat" in text
+    assert f"exceeds the spread ({spread:.4f}): tuned (trial 0004) beats baseline seed" in text
+    assert "Baseline paper has not run: `make baseline CONFIG=tuning/cpu.toml STUDY=s" in text
+
+
+def test_three_runs_compare_pair_by_pair_and_a_legacy_baseline_is_the_seeds(tmp_path):
+    study = make_study(tmp_path / "s", tuned=(0.70, 0.71, 0.72), baseline=(0.30, 0.31, 0.32),
+                       paper=(0.69, 0.71, 0.73), legacy=True)
+    text = _section(write_report(study).read_text(), "Tuned vs the baselines")
+    rows = [line for line in text.splitlines() if line.startswith("| tuned") or line.startswith("| baseline")]
+    assert [r.split(" |")[0] for r in rows] == ["| tuned (trial 0004)", "| baseline seed", "| baseline paper"]
+    assert "tuned (trial 0004) beats baseline seed by more than seed-to-seed variation" in text
+    assert "baseline paper beats baseline seed by more than" in text
+    assert re.search(r"tuned \(trial 0004\) − baseline paper: \*\*\+0.0000\*\*; .*within seed-to-seed", text)
+    assert "has not run" not in text
+    assert (study.root / "report" / "retrain_curves.png").is_file()
 
 
 def test_a_difference_within_the_spread_is_called_so(tmp_path):
@@ -217,14 +233,14 @@ def test_a_difference_within_the_spread_is_called_so(tmp_path):
 
 @pytest.mark.parametrize("tuned, baseline, expected, absent", [
     ((0.7,), (0.6,), ["spread is unknown with one seed"], ["exceeds the spread"]),
-    ((0.7, 0.71), None, ["The baseline has not run: `make baseline CONFIG=tuning/cpu.toml STUDY=s", "SEEDS=2`"],
-     ["difference", "retrain-best has not run"]),
+    ((0.7, 0.71), None, ["No baseline has run: `make baseline CONFIG=tuning/cpu.toml STUDY=s", "SEEDS=2`",
+                         "(seed, paper)"], ["spread", "retrain-best has not run"]),
     (None, (0.6,), ["retrain-best has not run: `make retrain-best CONFIG=tuning/cpu.toml STUDY=s", "SEEDS=1`"],
-     ["difference", "The baseline has not run"]),
+     ["spread", "No baseline has run"]),
 ])
 def test_one_side_or_one_seed_says_what_is_missing(tmp_path, tuned, baseline, expected, absent):
     study = make_study(tmp_path / "s", tuned=tuned, baseline=baseline, events=False)
-    text = _section(write_report(study).read_text(), "Tuned vs the seed's defaults")
+    text = _section(write_report(study).read_text(), "Tuned vs the baselines")
     for phrase in expected:
         assert phrase in text
     for phrase in absent:

@@ -4,7 +4,7 @@
 
 Everything on the page is read from the study folder: study.json, config.json, versions.json,
 search_summary.json, tuner/trial_*/trial.json, the TensorBoard event files, and best/ and
-baseline/metrics.json when `retrain-best` and `baseline` have run. It trains nothing and needs no
+baselines/NAME/metrics.json when `retrain-best` and `baseline` have run. It trains nothing and needs no
 data set, so it can run at any time, on an interrupted search too (the page then says so); running
 it again after `retrain-best` or `baseline` adds their test accuracy. Neither Keras nor Keras Tuner is
 imported.
@@ -25,42 +25,49 @@ from ..plan import format_duration, hyperband_schedule
 from ..study import FAILED, Study, failure_reason, require_study, restore_dir, write_text_atomic
 from . import figures
 from .analysis import SPREAD_RULE, difference, edge, outside_fit, warnings  # noqa: F401  (edge: public)
-from .load import Trial, curve, fit_seconds, load_trials, ranked, read, read_scalars  # noqa: F401
+from .load import Trial, curve, fit_seconds, load_baselines, load_trials, ranked, read, read_scalars  # noqa: F401
 from .text import mean_std, num, range_text, table
 
 TOP_TRIALS = 10  # rows of the best-trials table
 TOP_CURVES = 5  # learning curves drawn; more make the plot unreadable
 
 
-def _comparison(tuned, baseline, commands) -> list[str]:
-    lines = ["## Tuned vs the seed's defaults", ""]
-    runs = [(label, m) for label, m in ((f"tuned (retrain-best of trial {(tuned or {}).get('trial_id')})", tuned),
-                                        ("seed defaults (baseline)", baseline)) if m]
+def _comparison(tuned: dict | None, baselines: dict[str, dict], planned: list[str], commands) -> list[str]:
+    lines = ["## Tuned vs the baselines", ""]
+    runs = ([(f"tuned (trial {tuned.get('trial_id')})", tuned)] if tuned else []) + \
+        [(f"baseline {name}", m) for name, m in baselines.items()]
     if runs:
         lines += table(["run", "seeds", "epochs", "test accuracy", "val accuracy", "train accuracy"],
                        [[label, ", ".join(map(str, m["seeds"])), m["epochs"], mean_std(m, "test_accuracy"),
                          mean_std(m, "val_accuracy"), mean_std(m, "train_accuracy")] for label, m in runs])
-        lines += ["", "Accuracies are mean ± std over each run's seeds; the test set is evaluated once per seed.", ""]
+        lines += ["", "Accuracies are mean ± std over each run's seeds; the test set is evaluated once per seed. "
+                      "A baseline's hyperparameters are its `[baselines.NAME]` table in the preset.", ""]
     if not tuned:
         lines.append(f"retrain-best has not run: `{commands['retrain']}` trains the best trial's hyperparameters "
                      f"for the preset's retrain epochs and tests them.")
-    if not baseline:
-        lines.append(f"The baseline has not run: `{commands['baseline']}` trains the seed's default "
-                     f"hyperparameters through the same pipeline and budget.")
-    if tuned and baseline:
-        diff, spread = difference(tuned, baseline)
-        lines += [f"Test accuracy difference (tuned − defaults): **{diff:+.4f}**.", "", SPREAD_RULE, ""]
+    missing = [name for name in planned if name not in baselines]
+    if missing and missing == planned:
+        lines.append(f"No baseline has run: `{commands['baseline']}` trains the preset's baselines "
+                     f"({', '.join(planned)}) through the same pipeline and budget.")
+    elif missing:
+        lines.append(f"Baseline {', '.join(missing)} has not run: `{commands['baseline']} BASELINE={missing[0]}` "
+                     f"trains it through the same pipeline and budget.")
+    pairs = [(runs[i], runs[j]) for i in range(len(runs)) for j in range(i + 1, len(runs))]
+    if pairs:
+        lines += ["", SPREAD_RULE, ""]
+    for (a, ma), (b, mb) in pairs:
+        diff, spread = difference(ma, mb)
+        head = f"- {a} − {b}: **{diff:+.4f}**"
         if spread is None:
-            lines.append("The spread is unknown with one seed: rerun the side with one seed with SEEDS of 2 or "
-                         "more to tell a real difference from seed-to-seed variation.")
+            lines.append(f"{head}; the spread is unknown with one seed: rerun the side with one seed with SEEDS of "
+                         f"2 or more to tell a real difference from seed-to-seed variation.")
         elif abs(diff) > spread:
-            winner = ("the tuned hyperparameters beat the seed's defaults" if diff > 0 else
-                      "the seed's defaults beat the tuned hyperparameters")
-            lines.append(f"The difference ({abs(diff):.4f}) exceeds the spread ({spread:.4f}): {winner} by more "
-                         f"than seed-to-seed variation.")
+            winner, loser = (a, b) if diff > 0 else (b, a)
+            lines.append(f"{head}; the difference ({abs(diff):.4f}) exceeds the spread ({spread:.4f}): {winner} "
+                         f"beats {loser} by more than seed-to-seed variation.")
         else:
-            lines.append(f"The difference ({abs(diff):.4f}) does not exceed the spread ({spread:.4f}): it is "
-                         f"within seed-to-seed variation; more seeds would narrow the spread.")
+            lines.append(f"{head}; the difference ({abs(diff):.4f}) does not exceed the spread ({spread:.4f}): it "
+                         f"is within seed-to-seed variation; more seeds would narrow the spread.")
     return lines + [""]
 
 
@@ -96,9 +103,11 @@ def _plots(study: Study, trials: list[Trial], order: list[Trial], space: dict, o
                   "![learning curves](report/learning_curves.png)", ""]
     else:
         lines += [f"No learning curves: no {tag} event files under {tb.name}/.", ""]
-    runs = (("tuned", "retrain-best", "tab:red"), ("seed defaults", "baseline", "tab:blue"))
-    retrains = [(label, read_scalars(run / "validation", tag), colour)
-                for label, sub, colour in runs for run in sorted((tb / sub).glob("seed*"))]
+    runs = [("tuned", tb / "retrain-best"), ("baseline seed", tb / "baseline")]  # baseline/: before names
+    runs += [(f"baseline {p.name}", p) for p in sorted((tb / "baselines").glob("*")) if p.is_dir()]
+    colours = dict(zip(dict(runs), ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown")))
+    retrains = [(label, read_scalars(run / "validation", tag), colours.get(label))
+                for label, folder in runs for run in sorted(folder.glob("seed*"))]
     if any(c for _, c, _ in retrains):
         figures.plot_lines(plt, folder / "retrain_curves.png", [r for r in retrains if r[1]], objective,
                            "retrain runs")
@@ -151,8 +160,11 @@ def write_report(study: Study) -> Path:
     preset = read(study.identity_file).get("preset") or config.get("preset")
     versions, summary = read(study.root / "versions.json") or {}, read(study.root / "search_summary.json")
     restore_dir(study.best_dir)
-    restore_dir(study.root / "baseline")
-    tuned, baseline = read(study.best_dir / "metrics.json"), read(study.root / "baseline" / "metrics.json")
+    tuned, baselines = read(study.best_dir / "metrics.json"), load_baselines(study.root)
+    # The seed's first (every other run is measured against it), then by name: config.json sorts keys.
+    first = lambda name: (name != "seed", name)  # noqa: E731
+    planned = sorted(config.get("baselines", {"seed": {}}), key=first)
+    baselines = {name: baselines[name] for name in sorted(baselines, key=first)}
     s, objective = config["search"], config["search"]["objective"]
     schedule = hyperband_schedule(s["max_epochs"], s["factor"], s["hyperband_iterations"])
     order = ranked(trials, objective)
@@ -162,17 +174,18 @@ def write_report(study: Study) -> Path:
     args = f"CONFIG={preset} STUDY={study.name}"
     data = f" DATA_DIR={source}" if source and not source.startswith("keras.") else ""
     # A side not run yet is suggested with the other side's seed count, so the two compare.
+    some_baseline = next(iter(baselines.values()), None)
     seeds = {name: f" SEEDS={len(m['seeds'])}" if m else "" for name, m in
-             (("retrain", tuned or baseline), ("baseline", baseline or tuned))}
+             (("retrain", tuned or some_baseline), ("baseline", some_baseline or tuned))}
     commands = {"search": f"make search {args}{data}", "retrain": f"make retrain-best {args}{data}{seeds['retrain']}",
                 "baseline": f"make baseline {args}{data}{seeds['baseline']}", "report": f"make report {args}"}
 
-    found = warnings(config, trials, best, schedule, summary, tuned, baseline, commands)
+    found = warnings(config, trials, best, schedule, summary, tuned, baselines, commands)
     lines = [f"# Study `{study.name}`", "",
              f"Hyperband search with `{preset}`: best {objective} **{best.score:.4f}** (trial {best.id}, "
              f"{best.epochs} epochs); {len(order)} of {len(trials)} trials completed.", "",
              "## Warnings", "", *([f"- {w}" for w in found] or ["No warnings."]), "",
-             *_comparison(tuned, baseline, commands),
+             *_comparison(tuned, baselines, planned, commands),
              *_best_trials(trials, order, list(config["space"]), objective),
              *_plots(study, trials, order, config["space"], objective),
              *_study_section(config, preset, trials, schedule, summary, versions, commands, study.tensorboard_dir)]

@@ -48,7 +48,8 @@ def edge(name: str, entry: dict, value: Any) -> str | None:
     return None
 
 
-def warnings(config, trials, best, schedule: Schedule, summary, tuned, baseline, commands) -> list[str]:
+def warnings(config, trials, best, schedule: Schedule, summary, tuned, baselines: dict[str, dict],
+             commands) -> list[str]:
     out, s = [], config["search"]
     for name, entry in config["space"].items():
         if name in best.values and (side := edge(name, entry, best.values[name])):
@@ -75,9 +76,11 @@ def warnings(config, trials, best, schedule: Schedule, summary, tuned, baseline,
     if tuned and tuned.get("trial_id") != best.id:
         out.append(f"**Retrained trial is not the best:** best/ holds trial {tuned.get('trial_id')}, but the best "
                    f"completed trial is now {best.id}; rerun `{commands['retrain']}`.")
-    if tuned and baseline and tuned["epochs"] != baseline["epochs"]:
-        out.append(f"**Different budgets:** retrain-best trained {tuned['epochs']} epochs, the baseline "
-                   f"{baseline['epochs']}: their test accuracies are not comparable.")
+    budgets = {name: m["epochs"] for name, m in baselines.items() if tuned and m["epochs"] != tuned["epochs"]}
+    if budgets:
+        out.append(f"**Different budgets:** retrain-best trained {tuned['epochs']} epochs, baseline "
+                   + ", ".join(f"{name} {epochs}" for name, epochs in budgets.items())
+                   + ": their test accuracies are not comparable.")
     return out
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import tboard
 from ..errors import UserError
-from ..study import direction, rank_key, read_json, searched_values
+from ..study import direction, rank_key, read_json, restore_dir, searched_values
 
 
 @dataclass(frozen=True)
@@ -85,3 +85,18 @@ def curve(trial: Trial, by_id: dict[str, Trial], tensorboard: Path, tag: str) ->
     inherited = {s: v for s, v in curve(parent, by_id, tensorboard, tag).items() if s < trial.initial_epoch}
     return {**inherited, **own}
 
+
+
+def load_baselines(root: Path) -> dict[str, dict]:
+    """Each named baseline's metrics.json (baselines/NAME/), by name; a study's baseline/ from
+    before baselines had names is the seed's."""
+    folder = root / "baselines"
+    if folder.is_dir():
+        for aside in folder.glob(".*.old"):  # a swap killed half-way: put the old results back first
+            restore_dir(aside.with_name(aside.name[1:-len(".old")]))
+    restore_dir(root / "baseline")
+    found = {p.parent.name: read(p) for p in sorted(folder.glob("*/metrics.json"))}
+    legacy = read(root / "baseline" / "metrics.json")
+    if legacy and "seed" not in found:
+        found["seed"] = legacy
+    return found
