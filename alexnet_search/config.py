@@ -58,6 +58,7 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
     },
     "retrain": {
         "epochs": _POSITIVE_INT,
+        "tta": ((bool,), lambda v: True, "true or false"),
     },
 }
 
@@ -246,7 +247,7 @@ def validate(data: dict[str, Any], where: str) -> None:
                     continue
                 if section == "model" or section == "distributed":
                     continue  # all optional, defaults below
-                if section == "search" and key == "max_retries_per_trial":
+                if (section, key) in (("search", "max_retries_per_trial"), ("retrain", "tta")):
                     continue
                 raise UserError(f"{where}: missing key '{section}.{key}' ({spec[2]})")
             _check_value(f"{where}: {section}.{key}", table[key], spec)
@@ -270,6 +271,7 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
     dist.setdefault("host", "127.0.0.1")
     dist.setdefault("port", 8000)
     data["search"].setdefault("max_retries_per_trial", 0)
+    data["retrain"].setdefault("tta", False)
     data["data"].setdefault("parallel_map", True)
     data["data"].setdefault("prefetch", True)
     # Without named baselines a preset still has the seed's: every hyperparameter at its default.

@@ -192,13 +192,15 @@ def make_splits(x: np.ndarray, y: np.ndarray, train_size: int, val_size: int) ->
     )
 
 
-def augment(images: np.ndarray, translate: float, rng: np.random.Generator) -> np.ndarray:
-    """A batch's training augmentation: a random horizontal flip and a random shift per image.
+def augment(images: np.ndarray, translate: float, rng: np.random.Generator, cutout: float = 0.0) -> np.ndarray:
+    """A batch's training augmentation: a random horizontal flip and a random shift per image, and
+    with `cutout` a square of that fraction of the image's side set to grey.
 
     The shift is the paper's random crop: each image is reflect-padded by `translate` x 32 pixels
     on each side and a random 32x32 window is cut from it (the paper cut 224 of 256: up to ~6%
-    each way). Works on uint8; no pixel values are interpolated. Plain numpy, so it runs the same
-    under every Keras backend; every draw comes from `rng`.
+    each way). Cutout (DeVries and Taylor 2017) centres its square anywhere on the image, so near
+    an edge less of it falls inside. Works on uint8; no pixel values are interpolated. Plain
+    numpy, so it runs the same under every Keras backend; every draw comes from `rng`.
     """
     n, size = len(images), images.shape[1]
     flip = rng.random(n) < 0.5
@@ -210,6 +212,12 @@ def augment(images: np.ndarray, translate: float, rng: np.random.Generator) -> n
         dy, dx = rng.integers(0, 2 * pad + 1, (2, n))
         for i in range(n):  # slicing per image: 6x faster than one fancy-indexed gather
             out[i] = padded[i, dy[i]:dy[i] + size, dx[i]:dx[i] + size]
+    side = int(round(cutout * size))
+    if side:
+        cy, cx = rng.integers(0, size, (2, n))
+        for i in range(n):
+            top, left = max(0, cy[i] - side // 2), max(0, cx[i] - side // 2)
+            out[i, top:cy[i] - side // 2 + side, left:cx[i] - side // 2 + side] = 128
     return out
 
 
@@ -228,11 +236,11 @@ class Batches(keras.utils.PyDataset):
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False,
-                 seed: int | None = None, translate: float | None = None,
+                 seed: int | None = None, translate: float | None = None, cutout: float = 0.0,
                  parallel_map: bool = True, prefetch: bool = True):
         super().__init__(workers=_WORKERS if parallel_map else 1, max_queue_size=8 if prefetch else 1)
         self.x, self.y, self.batch_size = x, np.asarray(y), batch_size
-        self.shuffle, self.translate = shuffle, translate
+        self.shuffle, self.translate, self.cutout = shuffle, translate, cutout
         self.seed = int(np.random.randint(2**31 - 1)) if seed is None else int(seed)
         self.epoch = 0
         self._cached: tuple[int, np.ndarray | None] = (-1, None)
@@ -252,7 +260,7 @@ class Batches(keras.utils.PyDataset):
         else:
             x, y = self.x[span], self.y[span]
         if self.translate is not None:
-            x = augment(x, self.translate, np.random.default_rng([self.seed, _DRAWS, self.epoch, index]))
+            x = augment(x, self.translate, np.random.default_rng([self.seed, _DRAWS, self.epoch, index]), self.cutout)
         return x, y
 
     def _order(self) -> np.ndarray:
@@ -275,10 +283,10 @@ _WORKERS = 4
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False,
-                 seed: int | None = None, translate: float | None = None,
+                 seed: int | None = None, translate: float | None = None, cutout: float = 0.0,
                  parallel_map: bool = True, prefetch: bool = True) -> Batches:
     """Batches of `x`, `y` (see `Batches`); without `shuffle` or `translate`, the images as they are."""
-    return Batches(x, y, batch_size, shuffle=shuffle, seed=seed, translate=translate,
+    return Batches(x, y, batch_size, shuffle=shuffle, seed=seed, translate=translate, cutout=cutout,
                    parallel_map=parallel_map, prefetch=prefetch)
 
 
@@ -301,4 +309,4 @@ class TrainingSet:
     def batches(self, hp: Hyperparameters) -> Batches:
         """Shuffled batches, augmented as `hp` says."""
         return make_dataset(self.x, self.y, self.batch_size, shuffle=True, seed=self.seed, translate=hp.translate,
-                            parallel_map=self.parallel_map, prefetch=self.prefetch)
+                            cutout=hp.cutout, parallel_map=self.parallel_map, prefetch=self.prefetch)

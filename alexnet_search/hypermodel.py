@@ -1,6 +1,6 @@
 """The Keras Tuner HyperModel: maps `hp` onto a `space.Hyperparameters`, which the model, the
 optimiser and the input pipeline each read (`model.build_alexnet`, `model.compile_alexnet`,
-`model.lr_schedule_callback`, `data.TrainingSet.batches`).
+`model.lr_schedule_callbacks`, `data.TrainingSet.batches`).
 
 Which hyperparameters are searched, and over what range, is the preset's [space.*] tables; this
 module only declares those on `hp`. The rest keep the seed's value, so
@@ -15,7 +15,7 @@ import keras_tuner
 
 from .config import Config
 from .data import TrainingSet
-from .model import build_alexnet, compile_alexnet, lr_schedule_callback
+from .model import build_alexnet, compile_alexnet, lr_schedule_callbacks
 from .space import Hyperparameters
 from .study import clean_value
 
@@ -93,7 +93,7 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
         if isinstance(x, TrainingSet):
             x = x.batches(params)
             kwargs.setdefault("shuffle", False)  # the batches reshuffle each epoch themselves
-        schedule = lr_schedule_callback(params, self.horizon)
-        if schedule is not None:
-            kwargs["callbacks"] = [*kwargs.get("callbacks", []), schedule]
+        schedule = lr_schedule_callbacks(params, self.horizon)
+        if schedule:
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), *schedule]
         return model.fit(x, *args, **kwargs)

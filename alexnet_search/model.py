@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 from keras import layers
 
 from .errors import UserError
@@ -148,10 +149,13 @@ def compile_alexnet(
     jit_compile: bool | str = "auto",
     precision: str = "float32",
 ) -> keras.Model:
-    """Compile with `hp`'s SGD: by default the seed's, lr 0.001 and Keras' default momentum of 0.
+    """Compile with `hp`'s SGD and loss: by default the seed's, lr 0.001, Keras' default momentum
+    of 0, the plain sparse cross-entropy.
 
-    `weight_decay` is SGD's decoupled decay (the paper used 5e-4). Under "mixed_float16" the loss
-    is scaled, so small float16 gradients do not flush to zero.
+    `weight_decay` is SGD's decoupled decay (the paper used 5e-4). `label_smoothing` trains against
+    targets of 1 - e on the true class and e / 10 on every class (`SmoothedCrossentropy`; labels
+    stay class indices). Under "mixed_float16" the loss is scaled, so small float16 gradients do
+    not flush to zero.
     """
     optimizer = keras.optimizers.SGD(
         learning_rate=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay or None
@@ -161,11 +165,61 @@ def compile_alexnet(
     # Keywords, not positions: Keras 3 reads a third positional argument as loss_weights.
     model.compile(
         optimizer=optimizer,
-        loss="sparse_categorical_crossentropy",
+        loss=SmoothedCrossentropy(hp.label_smoothing) if hp.label_smoothing else "sparse_categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=jit_compile,
     )
     return model
+
+
+@keras.saving.register_keras_serializable(package="alexnet_search")
+class SmoothedCrossentropy(keras.losses.Loss):
+    """Cross-entropy against label-smoothed targets, from class-index labels.
+
+    Keras' own label smoothing needs one-hot labels (CategoricalCrossentropy); this keeps the
+    pipeline's class indices: (1 - e) x the usual loss + e x the mean of -log p over the classes.
+    Exports are compiled with the plain loss instead (`for_export`), so they load without this class.
+    """
+
+    def __init__(self, smoothing: float = 0.1, name: str = "smoothed_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.smoothing = float(smoothing)
+
+    def call(self, y_true, y_pred):
+        from keras import ops
+
+        plain = keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+        uniform = -ops.mean(ops.log(ops.clip(y_pred, keras.backend.epsilon(), 1.0)), axis=-1)
+        return (1.0 - self.smoothing) * plain + self.smoothing * uniform
+
+    def get_config(self):
+        return {**super().get_config(), "smoothing": self.smoothing}
+
+
+def for_export(model: keras.Model, tta: bool = False) -> keras.Model:
+    """The trained `model` as it is exported: recompiled (in place) with the plain cross-entropy, so
+    it loads with Keras alone (no custom loss; no optimizer state: it is for inference and
+    evaluation), and with `tta` wrapped in a model averaging the class probabilities of each
+    image and its mirror image (test-time augmentation).
+
+    The mirror is built from Keras' own layers (a fixed width-reversing Dense between two
+    Permutes), not a Lambda, so the export loads with `safe_mode=True` on every backend.
+    """
+    # Every model in the file carries its compile config, the wrapped one included.
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    exported = model
+    if tta:
+        inputs = keras.Input(shape=CIFAR_SHAPE, dtype="uint8", name="image")
+        width = CIFAR_SHAPE[1]
+        x = layers.Permute((1, 3, 2), name="width_last")(inputs)
+        mirror = layers.Dense(width, use_bias=False, trainable=False, name="mirror")
+        x = mirror(x)
+        x = layers.Permute((1, 3, 2), name="width_back")(x)
+        mirror.set_weights([np.eye(width, dtype="float32")[::-1]])  # exact: whole pixel values times 0 or 1
+        outputs = layers.Average(name="tta_mean")([model(inputs), model(x)])
+        exported = keras.Model(inputs, outputs, name="alexnet_tta")
+        exported.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return exported
 
 
 def clear_session() -> int:
@@ -203,23 +257,43 @@ def clear_session() -> int:
     return dropped
 
 
-def lr_schedule_callback(hp: Hyperparameters, horizon: int) -> keras.callbacks.Callback | None:
-    """`hp.lr_schedule` as a callback, or None for the seed's constant rate.
+class Warmup(keras.callbacks.Callback):
+    """Raises the learning rate linearly to `lr` over the first `epochs` epochs: lr x k / (epochs + 1)
+    in epoch k (from 1), then `lr` (unless `restore` is off: a cosine schedule then takes over)."""
+
+    def __init__(self, lr: float, epochs: int, restore: bool = True):
+        super().__init__()
+        self.lr, self.epochs, self.restore = lr, epochs, restore
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch < self.epochs:
+            self.model.optimizer.learning_rate.assign(self.lr * (epoch + 1) / (self.epochs + 1))
+        elif epoch == self.epochs and self.restore:
+            self.model.optimizer.learning_rate.assign(self.lr)
+
+
+def lr_schedule_callbacks(hp: Hyperparameters, horizon: int) -> list[keras.callbacks.Callback]:
+    """`hp.lr_schedule` and `hp.warmup_epochs` as callbacks (none for the seed's constant rate).
 
     "plateau": divide by 10 when validation loss has not improved for about a tenth of the run,
-    as the paper did by hand. "cosine": anneal from `hp.lr` towards 0 over `horizon` epochs. Both
-    key on the epoch index, so a Hyperband trial continuing from epoch k picks up where its parent
-    left off.
+    as the paper did by hand. "cosine": anneal from `hp.lr` towards 0 over `horizon` epochs. A
+    warmup ramps the rate up over its first epochs (after the cosine's own value for that epoch).
+    All key on the epoch index, so a Hyperband trial continuing from epoch k picks up where its
+    parent left off.
     """
     kind, lr = hp.lr_schedule, hp.lr
     if kind == "constant":
-        return None
-    if kind == "plateau":
-        return keras.callbacks.ReduceLROnPlateau(
+        schedule = []
+    elif kind == "plateau":
+        schedule = [keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=0.1, patience=max(2, horizon // 10), min_lr=lr * 1e-3, verbose=0
-        )
-    if kind == "cosine":
-        return keras.callbacks.LearningRateScheduler(
+        )]
+    elif kind == "cosine":
+        schedule = [keras.callbacks.LearningRateScheduler(
             lambda epoch: lr * 0.5 * (1 + math.cos(math.pi * min(epoch, horizon) / horizon)), verbose=0
-        )
-    raise ValueError(f"unknown learning-rate schedule {kind!r}; use one of {', '.join(BOUNDS['lr_schedule'].names)}")
+        )]
+    else:
+        raise ValueError(f"unknown learning-rate schedule {kind!r}; use one of {', '.join(BOUNDS['lr_schedule'].names)}")
+    if hp.warmup_epochs:
+        schedule.append(Warmup(lr, int(hp.warmup_epochs), restore=kind != "cosine"))
+    return schedule

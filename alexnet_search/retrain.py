@@ -38,7 +38,7 @@ from . import backend
 from .config import Config
 from .data import Source
 from .errors import UserError
-from .model import CIFAR_SHAPE, clear_session
+from .model import CIFAR_SHAPE, clear_session, for_export
 from .space import problems
 from .plan import format_duration
 from .progress import EpochReporter, Progress, printer
@@ -56,7 +56,7 @@ _VERIFY_IMAGES = 512
 def export_model(model: keras.Model, folder: Path) -> bool:
     """model.keras, and serving/ (a SavedModel whose `serve` endpoint takes uint8 (N, 32, 32, 3))
     where TensorFlow is installed: a SavedModel is TensorFlow's format on every backend (JAX
-    exports through jax2tf). Returns whether serving/ was written."""
+    exports through jax2tf). `model` is `model.for_export`'s. Returns whether serving/ was written."""
     model.save(folder / "model.keras")
     if not backend.has_tensorflow():
         return False
@@ -157,16 +157,24 @@ def train_and_evaluate(training: Training, hypermodel, hp, test, seed: int, log_
                           "test": test}.items():
         loss, accuracy = model.evaluate(training.batches(x, y), verbose=0)
         result[f"{split}_loss"], result[f"{split}_accuracy"] = float(loss), float(accuracy)
-    progress.end(epochs, f"test accuracy {result['test_accuracy']:.4f} (val {result['val_accuracy']:.4f}, weights of "
-                         f"epoch {keep.best_epoch}) in {format_duration(wall)}")
+    # Test-time augmentation, measured beside: each test image and its mirror, probabilities averaged.
+    x, y = test
+    probabilities = model.predict(training.batches(x, y), verbose=0) + \
+        model.predict(training.batches(x[:, :, ::-1], y), verbose=0)
+    result["test_accuracy_tta"] = float(np.mean(probabilities.argmax(axis=1) == y))
+    progress.end(epochs, f"test accuracy {result['test_accuracy']:.4f} ({result['test_accuracy_tta']:.4f} with its "
+                         f"mirror; val {result['val_accuracy']:.4f}, weights of epoch {keep.best_epoch}) in "
+                         f"{format_duration(wall)}")
     return model, result
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and sample standard deviation (0 for one run) of each split's accuracy and test loss."""
     out: dict[str, Any] = {}
-    for key in ("test_accuracy", "val_accuracy", "train_accuracy", "test_loss"):
-        values = [r[key] for r in runs]
+    for key in ("test_accuracy", "test_accuracy_tta", "val_accuracy", "train_accuracy", "test_loss"):
+        values = [r[key] for r in runs if key in r]
+        if not values:
+            continue
         out[f"{key}_mean"] = statistics.fmean(values)
         out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
     return out
@@ -214,10 +222,11 @@ def _retrain(config: Config, study: Study, source: Source, hp, seeds: int, name:
     metrics = {**extra, "epochs": epochs, "seeds": [r["seed"] for r in runs], "runs": runs, **summarize(runs),
                "data": training.splits.note}
     if export:
+        kept = for_export(kept, tta=config["retrain"]["tta"])
         if not export_model(kept, staging):
             say("note: TensorFlow is not installed, so no serving/ SavedModel was exported (model.keras was); "
                 "install the tensorflow extra and rerun retrain-best for one")
-        metrics["exported_seed"] = kept_seed
+        metrics["exported_seed"], metrics["exported_tta"] = kept_seed, config["retrain"]["tta"]
         metrics["exports_verified_on_images"] = verify_exports(kept, staging, test[0][:_VERIFY_IMAGES])
     metrics["wall_time_s"] = round(time.monotonic() - started, 1)
     write_json_atomic(staging / "hyperparameters.json", values)
@@ -226,7 +235,8 @@ def _retrain(config: Config, study: Study, source: Source, hp, seeds: int, name:
     replace_dir_atomic(staging, target)
 
     spread = f" +- {metrics['test_accuracy_std']:.4f} over {seeds} seeds" if seeds > 1 else ""
-    say(f"\n{name}: test accuracy {metrics['test_accuracy_mean']:.4f}{spread} (train "
+    say(f"\n{name}: test accuracy {metrics['test_accuracy_mean']:.4f}{spread}, "
+        f"{metrics['test_accuracy_tta_mean']:.4f} with test-time mirroring (train "
         f"{metrics['train_accuracy_mean']:.4f}, val {metrics['val_accuracy_mean']:.4f}) in "
         f"{format_duration(metrics['wall_time_s'])}")
     return metrics

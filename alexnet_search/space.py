@@ -3,7 +3,7 @@ range must respect, and (by the group it sits in) where it goes.
 
 `Hyperparameters()` is the seed script's model. The model, its optimiser and the input pipeline
 each read their own fields from one `Hyperparameters` (`model.build_alexnet`,
-`model.compile_alexnet`, `model.lr_schedule_callback`, `data.TrainingSet.batches`); a preset's
+`model.compile_alexnet`, `model.lr_schedule_callbacks`, `data.TrainingSet.batches`); a preset's
 `[space.NAME]` tables say which of them to search and over what range (`config` checks each range
 against the bounds here). Plain data: nothing here knows Keras or Keras Tuner.
 
@@ -73,15 +73,19 @@ class Hyperparameters:
     dense_units: int = _knob(4096, **_WIDTH)
     dropout: float = _knob(0.5, low=0.0, high=1.0, high_open=True)
 
-    # The optimiser: model.compile_alexnet (plain SGD, Keras' default momentum of 0, no decay).
+    # The optimiser and loss: model.compile_alexnet (plain SGD, Keras' default momentum of 0, no
+    # decay, the plain cross-entropy).
     lr: float = _knob(1e-3, low=0.0, low_open=True)
     momentum: float = _knob(0.0, low=0.0, high=1.0, high_open=True)
     weight_decay: float = _knob(0.0, low=0.0)
-    # Its learning-rate schedule: model.lr_schedule_callback (the seed kept lr constant).
+    label_smoothing: float = _knob(0.0, low=0.0, high=1.0, high_open=True)
+    # Its learning-rate schedule: model.lr_schedule_callbacks (the seed kept lr constant, no warmup).
     lr_schedule: str = _knob("constant", names=("constant", "plateau", "cosine"))
+    warmup_epochs: int = _knob(0, low=0, whole=True)
 
-    # The data: data.TrainingSet.batches (random shifts of up to 10% of the image, and flips).
+    # The data: data.TrainingSet.batches (random shifts of up to 10% of the image, and flips; no cutout).
     translate: float = _knob(0.1, low=0.0, high=0.5)
+    cutout: float = _knob(0.0, low=0.0, high=1.0)
 
     @classmethod
     def of(cls, values: dict[str, Any]) -> "Hyperparameters":

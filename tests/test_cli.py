@@ -184,6 +184,7 @@ def test_retrain_best_exports_models_that_load_and_predict(searched, tmp_path):
         assert 0 < metrics["runs"][0][key] < 100  # finite: a 10-class cross-entropy starts near 2.3
     assert metrics["epochs"] == 2 and metrics["wall_time_s"] > 0 and metrics["exports_verified_on_images"] > 0
     assert metrics["runs"][0]["kept_epoch"] in (1, 2)  # the best-validating epoch's weights
+    assert 0 <= metrics["test_accuracy_tta_mean"] <= 1 and metrics["exported_tta"] is False
     hps = json.loads((best / "hyperparameters.json").read_text())  # every hyperparameter trained
     found = json.loads((study / "best_hyperparameters.json").read_text())["hyperparameters"]
     assert hps == {**SEED, **found}
@@ -223,7 +224,7 @@ def test_retrain_best_exports_models_that_load_and_predict(searched, tmp_path):
 def test_retrain_best_from_another_study_trains_its_values_at_this_presets_size(searched, tmp_path):
     """Search small, retrain big: the cpu study's best at paper.toml's sizes, as on a GPU."""
     bigger = tmp_path / "bigger.toml"
-    bigger.write_text(f'extends = "{searched.config}"\n[data]\nimage_size = 64\n')
+    bigger.write_text(f'extends = "{searched.config}"\n[data]\nimage_size = 64\n[retrain]\ntta = true\n')
     result = run_cli("retrain-best", "--config", bigger, "--study", "big", "--from", "tiny", "--data-dir",
                      searched.cifar, "--results-dir", searched.root / "results", cwd=searched.root)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -235,6 +236,13 @@ def test_retrain_best_from_another_study_trains_its_values_at_this_presets_size(
     assert metrics["hyperparameters_from"].endswith(f"tiny/best_hyperparameters.json (trial {searched_best['trial_id']})")
     assert json.loads((best / "config.json").read_text())["data"]["image_size"] == 64
     assert "hyperparameters from" in result.stdout
+    # tta = true: the export averages each image with its mirror (checked against the model in memory
+    # on test images before it was written), and loads with Keras alone.
+    assert metrics["exported_tta"] is True and metrics["exports_verified_on_images"] > 0
+    import keras
+
+    exported = keras.models.load_model(best / "model.keras", safe_mode=True)
+    assert exported.get_layer("tta_mean") is not None
 
 
 @slow

@@ -227,3 +227,24 @@ def test_augmentation_flips_and_shifts_without_inventing_pixels():
             for i in range(17) for j in range(17)
         )
         assert found
+
+
+def test_cutout_greys_a_square_of_its_fraction_and_nothing_without_it():
+    images = np.zeros((64, 32, 32, 3), np.uint8)
+    plain = data.augment(images, 0.0, np.random.default_rng(1))
+    assert (plain == 0).all()
+    cut = data.augment(images, 0.0, np.random.default_rng(1), cutout=0.25)
+    grey = (cut[..., 0] == 128).sum(axis=(1, 2))
+    assert grey.max() == 64 and grey.min() > 0  # an 8x8 square, clipped where it overhangs an edge
+    # The flips and shifts draw first: with cutout the rest of the augmentation is unchanged.
+    x = np.random.default_rng(2).integers(0, 128, (16, 32, 32, 3), dtype=np.uint8)
+    a = data.augment(x, 0.1, np.random.default_rng(3))
+    b = data.augment(x, 0.1, np.random.default_rng(3), cutout=0.25)
+    assert ((a == b) | (b == 128)).all()
+
+
+def test_training_batches_take_cutout_from_the_hyperparameters():
+    x = np.zeros((32, 32, 32, 3), np.uint8)
+    batches = data.TrainingSet(x, np.arange(32) % 10, 16, seed=1).batches(Hyperparameters(translate=0.0, cutout=0.5))
+    images, _ = batches[0]
+    assert (images == 128).any() and batches.cutout == 0.5

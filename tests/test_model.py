@@ -1,12 +1,13 @@
 """model.py: the seed's AlexNet at 128x128, the input-size rule, and inference behaviour."""
 
+import keras
 import numpy as np
 import pytest
 
 from alexnet_search.errors import UserError
 from alexnet_search.model import (
     build_alexnet, check_image_size, clear_session, compile_alexnet, conv1_stride, feature_sizes,
-    lr_schedule_callback, smallest_image_size,
+    lr_schedule_callbacks, smallest_image_size,
 )
 from alexnet_search.space import Hyperparameters
 
@@ -92,7 +93,8 @@ def test_compile_uses_sgd_with_the_given_settings():
 
 def test_learning_rate_schedules():
     def schedule(kind, horizon):
-        return lr_schedule_callback(Hyperparameters(lr=0.1, lr_schedule=kind), horizon)
+        found = lr_schedule_callbacks(Hyperparameters(lr=0.1, lr_schedule=kind), horizon)
+        return found[0] if found else None
 
     assert schedule("constant", 10) is None
     cosine = schedule("cosine", 10)
@@ -141,3 +143,60 @@ def test_clear_session_frees_the_graphs_of_a_trained_model():
     del model
     assert clear_session() >= 1
     assert [r for r in made if r() is not None] == []
+
+
+def test_smoothed_crossentropy_is_the_plain_one_at_zero_and_mixes_in_the_uniform_target():
+    from alexnet_search.model import SmoothedCrossentropy
+
+    y = np.array([0, 2])
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], np.float32)
+    plain = -np.log([0.7, 0.8]).mean()
+    uniform = -np.log(p).mean(axis=1).mean()
+    assert float(SmoothedCrossentropy(0.0)(y, p)) == pytest.approx(plain, rel=1e-5)
+    assert float(SmoothedCrossentropy(0.1)(y, p)) == pytest.approx(0.9 * plain + 0.1 * uniform, rel=1e-5)
+
+
+def test_label_smoothing_compiles_its_loss_and_trains():
+    model = compile_alexnet(build_alexnet(TINY_NET, image_size=32), Hyperparameters(label_smoothing=0.1))
+    assert model.loss.smoothing == pytest.approx(0.1)
+    history = model.fit(np.zeros((4, 32, 32, 3), np.uint8), np.arange(4), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert compile_alexnet(build_alexnet(TINY_NET, image_size=32)).loss == "sparse_categorical_crossentropy"
+
+
+def test_warmup_ramps_the_rate_then_hands_over():
+    from alexnet_search.model import Warmup, lr_schedule_callbacks
+
+    model = compile_alexnet(build_alexnet(TINY_NET, image_size=32), Hyperparameters(lr=0.04))
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(round(float(self.model.optimizer.learning_rate), 6))
+
+    callbacks = lr_schedule_callbacks(Hyperparameters(lr=0.04, warmup_epochs=3), horizon=10)
+    assert [type(c) for c in callbacks] == [Warmup]
+    model.fit(np.zeros((4, 32, 32, 3), np.uint8), np.arange(4), epochs=5, verbose=0, callbacks=[*callbacks, Record()])
+    assert seen == [0.01, 0.02, 0.03, 0.04, 0.04]
+    cosine = lr_schedule_callbacks(Hyperparameters(lr=0.04, warmup_epochs=2, lr_schedule="cosine"), horizon=10)
+    assert not cosine[-1].restore  # after the warmup the cosine sets the rate, not the warmup
+
+
+def test_the_export_loads_with_keras_alone_and_tta_averages_the_mirror(tmp_path):
+    from alexnet_search.model import for_export
+
+    model = compile_alexnet(build_alexnet(TINY_NET, image_size=32), Hyperparameters(label_smoothing=0.2))
+    x = np.random.default_rng(1).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    model.fit(x, np.arange(6), epochs=1, verbose=0)
+    exported = for_export(model, tta=True)
+    want = (model.predict(x, verbose=0) + model.predict(x[:, :, ::-1], verbose=0)) / 2
+    np.testing.assert_allclose(exported.predict(x, verbose=0), want, atol=1e-6)
+    exported.save(tmp_path / "m.keras")
+    import subprocess
+    import sys
+
+    # A process that never imports alexnet_search, so none of its classes are registered with Keras.
+    script = ("import keras, numpy as np; m = keras.models.load_model(r'%s', safe_mode=True); "
+              "print(m.predict(np.zeros((2, 32, 32, 3), np.uint8), verbose=0).shape)" % (tmp_path / "m.keras"))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0 and "(2, 10)" in done.stdout, done.stderr[-2000:]

@@ -37,11 +37,15 @@ def _comparison(tuned: dict | None, baselines: dict[str, dict], planned: list[st
     runs = ([(f"tuned (trial {tuned.get('trial_id')})", tuned)] if tuned else []) + \
         [(f"baseline {name}", m) for name, m in baselines.items()]
     if runs:
-        lines += table(["run", "seeds", "epochs", "test accuracy", "val accuracy", "train accuracy"],
+        lines += table(["run", "seeds", "epochs", "test accuracy", "test, mirror TTA", "val accuracy",
+                        "train accuracy"],
                        [[label, ", ".join(map(str, m["seeds"])), m["epochs"], mean_std(m, "test_accuracy"),
+                         mean_std(m, "test_accuracy_tta") if "test_accuracy_tta_mean" in m else "not measured",
                          mean_std(m, "val_accuracy"), mean_std(m, "train_accuracy")] for label, m in runs])
         lines += ["", "Accuracies are mean ± std over each run's seeds; the test set is evaluated once per seed. "
-                      "A baseline's hyperparameters are its `[baselines.NAME]` table in the preset.", ""]
+                      "Mirror TTA: each test image's class probabilities averaged with its mirror image's "
+                      "(`[retrain] tta` puts it in the exports). A baseline's hyperparameters are its "
+                      "`[baselines.NAME]` table in the preset. The differences below are without TTA.", ""]
     if not tuned:
         lines.append(f"retrain-best has not run: `{commands['retrain']}` trains the best trial's hyperparameters "
                      f"for the preset's retrain epochs and tests them.")
