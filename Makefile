@@ -1,5 +1,6 @@
 # alexnet-search: every target creates its environment from pyproject.toml if needed.
 #   make search [CONFIG=tuning/cpu.toml] [STUDY=name] [DATA_DIR=path] [WORKERS=N] [BACKEND=jax]
+#               [SEED=2 (a second study seed)] [ITERATIONS=N or MAX_TRIALS=N (extend a study)]
 #   make retrain-best [CONFIG=...] [STUDY=...] [SEEDS=3] [FROM=study or hyperparameters.json]
 #   make baseline [CONFIG=...] [STUDY=...] [SEEDS=3] [BASELINE=name]
 #   make report [CONFIG=...] [STUDY=...]
@@ -15,6 +16,9 @@ DATA_DIR ?=
 SEEDS ?= 1
 FROM ?=
 BASELINE ?=
+SEED ?=
+ITERATIONS ?=
+MAX_TRIALS ?=
 WORKERS ?=
 PORT ?= 6006
 comma := ,
@@ -37,6 +41,8 @@ VENV := $(if $(filter jax,$(BACKEND)),$(JAX_VENV),$(TF_VENV))
 STAMP := $(if $(filter jax,$(BACKEND)),$(JAX_STAMP),$(TF_STAMP))
 RUN := KERAS_BACKEND=$(BACKEND) $(VENV)/bin/alexnet-search
 STUDY_ARGS := --config $(CONFIG) $(if $(STUDY),--study $(STUDY)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+SEED_ARG := $(if $(SEED),--seed $(SEED))
+BUDGET_ARGS := $(if $(ITERATIONS),--hyperband-iterations $(ITERATIONS)) $(if $(MAX_TRIALS),--max-trials $(MAX_TRIALS))
 
 .PHONY: env search retrain-best baseline report plan bench tensorboard test test-fast clean-env
 
@@ -58,19 +64,19 @@ $(JAX_STAMP): pyproject.toml
 	$(call make_env,$(JAX_VENV),$(JAX_EXTRAS))
 
 search: $(STAMP)
-	$(RUN) search $(STUDY_ARGS) $(if $(WORKERS),--workers $(WORKERS))
+	$(RUN) search $(STUDY_ARGS) $(SEED_ARG) $(BUDGET_ARGS) $(if $(WORKERS),--workers $(WORKERS))
 
 retrain-best: $(STAMP)
-	$(RUN) retrain-best $(STUDY_ARGS) --seeds $(SEEDS) $(if $(FROM),--from $(FROM))
+	$(RUN) retrain-best $(STUDY_ARGS) $(SEED_ARG) --seeds $(SEEDS) $(if $(FROM),--from $(FROM))
 
 baseline: $(STAMP)
-	$(RUN) baseline $(STUDY_ARGS) --seeds $(SEEDS) $(if $(BASELINE),--name $(BASELINE))
+	$(RUN) baseline $(STUDY_ARGS) $(SEED_ARG) --seeds $(SEEDS) $(if $(BASELINE),--name $(BASELINE))
 
 report: $(STAMP)
 	$(RUN) report --config $(CONFIG) $(if $(STUDY),--study $(STUDY))
 
 plan: $(STAMP)
-	$(RUN) plan --config $(CONFIG)
+	$(RUN) plan --config $(CONFIG) $(BUDGET_ARGS)
 
 # BENCH_ARGS, e.g. "--images 10000" for the memory comparison at the seed's scale.
 bench: $(STAMP)

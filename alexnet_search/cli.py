@@ -44,7 +44,8 @@ def _port(text: str) -> int:
     return value
 
 
-def _study_args(p: argparse.ArgumentParser, with_data: bool = True, with_seeds: bool = False) -> None:
+def _study_args(p: argparse.ArgumentParser, with_data: bool = True, with_seeds: bool = False,
+                with_seed: bool = False) -> None:
     p.add_argument("--config", default=DEFAULT_CONFIG,
                    help=f"preset TOML file (default: {DEFAULT_CONFIG}; tuning/cpu.toml for a CPU)")
     p.add_argument("--study", default=None,
@@ -58,13 +59,30 @@ def _study_args(p: argparse.ArgumentParser, with_data: bool = True, with_seeds: 
     if with_seeds:
         p.add_argument("--seeds", type=_at_least_one, default=1,
                        help="train this many times with different seeds and report mean and std (default 1)")
+    if with_seed:
+        p.add_argument("--seed", type=_at_least_one, default=None,
+                       help="the study seed, over the preset's [study] seed: a second search of the same space "
+                            "(give it another --study name) tells how much its result owes to chance")
+
+
+def _budget_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hyperband-iterations", type=_at_least_one, default=None, metavar="N",
+                   help="Hyperband iterations, over the preset's; more than a finished study ran extends it "
+                        "with its trials kept")
+    p.add_argument("--max-trials", type=_at_least_one, default=None, metavar="N",
+                   help="trials of a RandomSearch or Bayesian study ([search] tuner), over the preset's; more "
+                        "than a finished study ran extends it")
 
 
 def _load(args):
     from .config import load_config
     from .study import study_for
 
-    config = load_config(args.config)
+    config = load_config(args.config).with_overrides({
+        "study": {"seed": getattr(args, "seed", None)},
+        "search": {"hyperband_iterations": getattr(args, "hyperband_iterations", None),
+                   "max_trials": getattr(args, "max_trials", None)},
+    })
     return config, study_for(args.results_dir, config.name if args.study is None else args.study)
 
 
@@ -84,6 +102,9 @@ def cmd_search(args) -> int:
                  "--oracle-host", host, "--oracle-port", str(port)]
         child += ["--data-dir", args.data_dir] if args.data_dir else []
         child += ["--overwrite"] if args.overwrite else []
+        for flag in ("seed", "hyperband_iterations", "max_trials"):
+            if getattr(args, flag) is not None:
+                child += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
         return distribute.launch_local(child, args.workers, host, port, study.root / "logs")
 
     from .data import source_from
@@ -129,13 +150,16 @@ def cmd_plan(args) -> int:
     )
     from . import backend
 
-    config = load_config(args.config)
+    config = load_config(args.config).with_overrides({"search": {
+        "hyperband_iterations": args.hyperband_iterations, "max_trials": args.max_trials}})
     schedule = schedule_for(config)
     d, s = config["data"], config["search"]
     if config["study"]["description"]:
         print(config["study"]["description"])
-    print(f"{config.path}: Hyperband, max_epochs {s['max_epochs']}, factor {s['factor']}, "
-          f"{s['hyperband_iterations']} iteration(s); {d['train_size']} training + {d['val_size']} "
+    tuner = (f"Hyperband, max_epochs {s['max_epochs']}, factor {s['factor']}, {s['hyperband_iterations']} "
+             f"iteration(s)" if s["tuner"] == "hyperband" else
+             f"{s['tuner']} tuner, {s['max_trials']} trials of {s['max_epochs']} epochs")
+    print(f"{config.path}: {tuner}; {d['train_size']} training + {d['val_size']} "
           f"validation images at {d['image_size']}x{d['image_size']}, batch {d['batch_size']}")
     print(format_schedule(schedule))
     print(f"then retrain-best: {config['retrain']['epochs']} epochs per seed")
@@ -191,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="run or resume a Hyperband study",
                        description="Run the preset's Hyperband search into RESULTS_DIR/STUDY/. "
                                    "Running the same command again resumes it.")
-    _study_args(p)
+    _study_args(p, with_seed=True)
+    _budget_args(p)
     p.add_argument("--overwrite", action="store_true",
                    help="discard the study's existing trials and start over (needed when the preset's "
                         "search space or sizes changed)")
@@ -211,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retrain-best", help="retrain the best hyperparameters, test once, export",
                        description="Train the study's best hyperparameters for the preset's retrain epochs, "
                                    "evaluate once on the test set, export to RESULTS_DIR/STUDY/best/.")
-    _study_args(p, with_seeds=True)
+    _study_args(p, with_seeds=True, with_seed=True)
     p.add_argument("--from", dest="origin", metavar="STUDY|FILE", default=None,
                    help="retrain another study's best hyperparameters (e.g. --from cpu, searched at CPU size) "
                         "or a hyperparameters.json file's, at this preset's sizes and epochs")
@@ -222,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "paper's recipe; your own) through retrain-best's pipeline and epochs, evaluate "
                                    "once on the test set, and write RESULTS_DIR/STUDY/baselines/NAME/: the fair "
                                    "comparisons for the tuned model.")
-    _study_args(p, with_seeds=True)
+    _study_args(p, with_seeds=True, with_seed=True)
     p.add_argument("--name", action="append", default=None, metavar="NAME",
                    help="train only this baseline (repeat for several; default: every one in the preset)")
     p.set_defaults(func=cmd_baseline)
@@ -237,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print the preset's Hyperband schedule (brackets, rounds, trials, epochs) "
                                    "and estimate its duration from a few timed training steps on this machine.")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"preset TOML file (default: {DEFAULT_CONFIG})")
+    _budget_args(p)
     p.add_argument("--no-estimate", action="store_true", help="skip the timed training steps")
     p.set_defaults(func=cmd_plan)
 

@@ -21,6 +21,8 @@ from .errors import UserError
 from .space import BOUNDS, SEED, problems
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# Keras Tuner's tuners a preset may choose ([search] tuner).
+TUNERS = ("hyperband", "random", "bayesian")
 # section -> key -> (types, check, what a valid value looks like)
 _POSITIVE_INT = ((int,), lambda v: v >= 1, "an integer >= 1")
 _NONNEG_INT = ((int,), lambda v: v >= 0, "an integer >= 0")
@@ -48,6 +50,7 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
         "port": ((int,), lambda v: 1 <= v <= 65535, "a port number (1-65535)"),
     },
     "search": {
+        "tuner": ((str,), lambda v: v in TUNERS, '"hyperband", "random" or "bayesian"'),
         "objective": ((str,), lambda v: v in ("val_accuracy", "val_loss"),
                       '"val_accuracy" or "val_loss"'),
         "max_epochs": _POSITIVE_INT,
@@ -55,6 +58,7 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
         "hyperband_iterations": _POSITIVE_INT,
         "max_consecutive_failed_trials": _POSITIVE_INT,
         "max_retries_per_trial": _NONNEG_INT,
+        "max_trials": _POSITIVE_INT,
     },
     "retrain": {
         "epochs": _POSITIVE_INT,
@@ -99,6 +103,21 @@ class Config:
         ident["model"] = {"width_multiplier": self.data.get("model", {}).get("width_multiplier", 1.0)}
         ident["study"] = {"seed": self.data["study"]["seed"]}
         return json.loads(json.dumps(ident, sort_keys=True))
+
+    def with_overrides(self, overrides: dict[str, dict[str, Any]]) -> "Config":
+        """This preset with command-line values over some keys ({section: {key: value}}), checked
+        like the preset's own (None values are skipped)."""
+        data = copy.deepcopy(self.data)
+        changed = False
+        for section, values in overrides.items():
+            for key, value in values.items():
+                if value is not None:
+                    data.setdefault(section, {})[key] = value
+                    changed = True
+        if not changed:
+            return self
+        validate(data, f"{self.path} with command-line overrides")
+        return Config(_with_defaults(data), self.path)
 
     def to_json(self) -> str:
         return json.dumps({"preset": self.path, **self.data}, indent=2, sort_keys=True)
@@ -247,7 +266,8 @@ def validate(data: dict[str, Any], where: str) -> None:
                     continue
                 if section == "model" or section == "distributed":
                     continue  # all optional, defaults below
-                if (section, key) in (("search", "max_retries_per_trial"), ("retrain", "tta")):
+                if (section, key) in (("search", "max_retries_per_trial"), ("search", "tuner"),
+                                      ("search", "max_trials"), ("retrain", "tta")):
                     continue
                 raise UserError(f"{where}: missing key '{section}.{key}' ({spec[2]})")
             _check_value(f"{where}: {section}.{key}", table[key], spec)
@@ -271,6 +291,14 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
     dist.setdefault("host", "127.0.0.1")
     dist.setdefault("port", 8000)
     data["search"].setdefault("max_retries_per_trial", 0)
+    data["search"].setdefault("tuner", "hyperband")
+    if data["search"]["tuner"] != "hyperband" and "max_trials" not in data["search"]:
+        # An equal budget: as many full-length trials as Hyperband's schedule spends epochs.
+        from .plan import hyperband_schedule
+
+        s = data["search"]
+        epochs = hyperband_schedule(s["max_epochs"], s["factor"], s["hyperband_iterations"]).epochs
+        s["max_trials"] = max(1, epochs // s["max_epochs"])
     data["retrain"].setdefault("tta", False)
     data["data"].setdefault("parallel_map", True)
     data["data"].setdefault("prefetch", True)

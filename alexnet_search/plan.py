@@ -83,8 +83,16 @@ def hyperband_schedule(max_epochs: int, factor: int, iterations: int = 1) -> Sch
 
 
 def schedule_for(config: Config) -> Schedule:
-    s = config["search"]
-    return hyperband_schedule(s["max_epochs"], s["factor"], s["hyperband_iterations"])
+    return search_schedule(config["search"])
+
+
+def search_schedule(s: dict) -> Schedule:
+    """A preset's [search] as rounds: Hyperband's schedule, or for RandomSearch and Bayesian
+    optimisation one round of max_trials configurations trained max_epochs each."""
+    if s.get("tuner", "hyperband") == "hyperband":
+        return hyperband_schedule(s["max_epochs"], s["factor"], s["hyperband_iterations"])
+    n, epochs = s["max_trials"], s["max_epochs"]
+    return Schedule((Round(bracket=0, round=0, trials=n, epochs=epochs, new_configs=n, epochs_spent=n * epochs),), 1)
 
 
 def format_schedule(schedule: Schedule) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Callable, TextIO
 import keras
 
 from .plan import format_duration
-from .study import best_epoch, failure_reason, searched_values, short, trial_epochs
+from .study import best_epoch, failure_reason, model_epochs, searched_values, short, trial_epochs
 
 _METRICS = (("loss", "loss"), ("accuracy", "acc"), ("val_loss", "val_loss"), ("val_accuracy", "val_acc"))
 
@@ -100,18 +100,19 @@ class TrialReporter:
     which bracket), a trial ends (its score, the best so far), and, on a distributed study's
     chief, each trial any worker ends with the whole study's counts and time left."""
 
-    def __init__(self, progress: Progress):
-        self.progress = progress
+    def __init__(self, progress: Progress, max_epochs: int):
+        self.progress, self.max_epochs = progress, max_epochs
 
     def begin(self, trial) -> None:
         hp = trial.hyperparameters.values
         parent = hp.get("tuner/trial_id")
         shown = " ".join(f"{k}={short(v)}" for k, v in searched_values(hp).items())
+        where = f"bracket {hp['tuner/bracket']} round {hp.get('tuner/round')}; " if "tuner/bracket" in hp else ""
         self.progress.begin(
             f"trial {int(trial.trial_id) + 1}/{self.progress.total_units}",
-            hp.get("tuner/initial_epoch", 0), hp.get("tuner/epochs", 0),
-            f"(id {trial.trial_id}; bracket {hp.get('tuner/bracket')} round {hp.get('tuner/round')}; "
-            f"{'continues trial ' + parent if parent else 'new configuration'})\n    {shown}",
+            hp.get("tuner/initial_epoch", 0), model_epochs(hp, self.max_epochs),
+            f"(id {trial.trial_id}; {where}{'continues trial ' + parent if parent else 'new configuration'})"
+            f"\n    {shown}",
         )
 
     def end(self, trial, leader, objective: str, trial_dir: str) -> None:
@@ -124,7 +125,7 @@ class TrialReporter:
             if "FailedTrialError" not in (trial.message or ""):
                 result += f" (traceback in {trial_dir}/trial.json)"
         lead = f"best so far {leader.score:.4f} (trial {leader.trial_id})" if leader else "none completed yet"
-        self.progress.end(trial_epochs(hp), f"{result}; {lead}")
+        self.progress.end(trial_epochs(hp, self.max_epochs), f"{result}; {lead}")
 
     def study_line(self, trial, runner: str, summary: dict, epochs_at_start: int, elapsed: float) -> None:
         """The chief's line for a trial a worker ended; `summary` is search_summary.json's counts."""

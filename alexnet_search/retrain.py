@@ -47,7 +47,7 @@ from .search import load_finished_tuner, ranked_trials
 from .tboard import TensorBoardLogger
 from .training import Training
 from .study import (
-    Study, direction, replace_dir_atomic, restore_dir, searched_values, study_for, write_json_atomic, write_provenance,
+    Study, direction, model_epochs, replace_dir_atomic, restore_dir, searched_values, study_for, write_json_atomic, write_provenance,
 )
 
 _VERIFY_IMAGES = 512
@@ -289,7 +289,7 @@ def retrain_best(config: Config, study: Study, source: Source, seeds: int = 1,
     tuner = load_finished_tuner(config, study)
     best = ranked_trials(tuner.oracle)[0]
     print(f"best trial {best.trial_id}: {tuner.oracle.objective.name} {best.score:.4f} after "
-          f"{best.hyperparameters.values.get('tuner/epochs')} epochs\n    "
+          f"{model_epochs(best.hyperparameters.values, config['search']['max_epochs'])} epochs\n    "
           f"{searched_values(best.hyperparameters.values)}", file=out, flush=True)
     metrics = _retrain(config, study, source, best.hyperparameters, seeds, "retrain-best", study.best_dir,
                        export=True, extra={"trial_id": best.trial_id, "search_score": best.score,

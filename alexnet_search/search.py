@@ -22,7 +22,7 @@ from typing import TextIO
 
 import keras
 import keras_tuner
-from keras_tuner.oracles import HyperbandOracle
+from keras_tuner.oracles import BayesianOptimizationOracle, HyperbandOracle, RandomSearchOracle
 
 from . import backend, distribute
 from .config import Config
@@ -36,16 +36,16 @@ from .runlog import RunLog
 from .tboard import TensorBoardLogger, write_experiment
 from .training import Training
 from .study import (
-    ENDED, FAILED, Study, direction, failure_reason, prepare_search, rank_key, read_json,
-    require_study, searched_values, short, trial_epochs, write_json_atomic, write_provenance,
+    ENDED, FAILED, Study, direction, extension, failure_reason, prepare_search, rank_key, read_json,
+    model_epochs, require_study, searched_values, short, trial_epochs, write_json_atomic, write_provenance,
 )
 
 
 _TRIAL_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 
-class _AtomicHyperbandOracle(HyperbandOracle):
-    """Keras Tuner's Hyperband oracle, crash-safe.
+class _Atomic:
+    """Mixed into a Keras Tuner oracle: makes it crash-safe.
 
     Its files are written atomically, and `reload` repairs the two states a kill between two of
     Keras Tuner's writes leaves behind (oracle.json and trial.json are separate files):
@@ -81,6 +81,36 @@ class _AtomicHyperbandOracle(HyperbandOracle):
                 repaired = True
         if repaired:  # only then: retrain-best and report read a study without writing to it
             self.save()
+
+
+class _AtomicHyperbandOracle(_Atomic, HyperbandOracle):
+    pass
+
+
+class _AtomicRandomSearchOracle(_Atomic, RandomSearchOracle):
+    pass
+
+
+class _AtomicBayesianOracle(_Atomic, BayesianOptimizationOracle):
+    pass
+
+
+def make_oracle(config: Config):
+    """The preset's oracle ([search] tuner), crash-safe. Hyperband gets its schedule; RandomSearch
+    and Bayesian optimisation get max_trials configurations, each trained max_epochs."""
+    s = config["search"]
+    common = dict(
+        objective=keras_tuner.Objective(s["objective"], direction(s["objective"])),
+        seed=config["study"]["seed"],
+        max_retries_per_trial=s["max_retries_per_trial"],
+        max_consecutive_failed_trials=s["max_consecutive_failed_trials"],
+    )
+    if s["tuner"] == "hyperband":
+        return _AtomicHyperbandOracle(max_epochs=s["max_epochs"], factor=s["factor"],
+                                      hyperband_iterations=s["hyperband_iterations"], **common)
+    if s["tuner"] == "random":
+        return _AtomicRandomSearchOracle(max_trials=s["max_trials"], **common)
+    return _AtomicBayesianOracle(max_trials=s["max_trials"], **common)
 
 
 class _TrialGuard(keras.callbacks.Callback):
@@ -147,7 +177,8 @@ class _CtrlC(keras.callbacks.Callback):
 
 
 class AlexNetTuner(keras_tuner.Hyperband):
-    """`keras_tuner.Hyperband`, seeded per trial, each trial guarded and logged to TensorBoard.
+    """`keras_tuner.Hyperband` (or, by the preset's [search] tuner, Keras Tuner's RandomSearch or
+    Bayesian optimisation oracle), seeded per trial, each trial guarded and logged to TensorBoard.
 
     Its helpers: `RunLog` keeps each trial's crash record, `TrialReporter` prints the trial lines
     (Keras Tuner's own display is silenced), and `search_summary.json` is rewritten after every
@@ -157,24 +188,23 @@ class AlexNetTuner(keras_tuner.Hyperband):
     def __init__(self, hypermodel: AlexNetHyperModel, config: Config, study: Study,
                  overwrite: bool = False, progress: Progress | None = None, distribution_strategy=None):
         s = config["search"]
-        oracle = _AtomicHyperbandOracle(
-            objective=keras_tuner.Objective(s["objective"], direction(s["objective"])),
-            max_epochs=s["max_epochs"],
-            factor=s["factor"],
-            hyperband_iterations=s["hyperband_iterations"],
-            seed=config["study"]["seed"],
-            max_retries_per_trial=s["max_retries_per_trial"],
-            max_consecutive_failed_trials=s["max_consecutive_failed_trials"],
-        )
+        oracle = make_oracle(config)
         # Hyperband.__init__ only builds its oracle; build ours and go to the Tuner base directly.
+        # Hyperband's own run_trial and weight loading act only on trials that carry tuner/epochs
+        # and tuner/trial_id, so the other oracles' trials run as Keras Tuner's plain Tuner runs them.
         keras_tuner.Tuner.__init__(
             self, oracle=oracle, hypermodel=hypermodel, directory=str(study.root),
             project_name=study.tuner_dir.name, overwrite=overwrite, distribution_strategy=distribution_strategy,
         )
+        if s["tuner"] == "hyperband":
+            # A reloaded oracle takes its iteration count from oracle.json; a study extended
+            # (prepare_search allowed more iterations) runs to the preset's.
+            oracle.hyperband_iterations = s["hyperband_iterations"]
         self.seed = config["study"]["seed"]
         self.study = study
         self.runlog = RunLog(study.tuner_dir, self.tuner_id)
-        self.reporter = TrialReporter(progress) if progress else None
+        self.max_epochs = s["max_epochs"]
+        self.reporter = TrialReporter(progress, self.max_epochs) if progress else None
         self._guard = _TrialGuard()
         self._fail_unrun: str | None = None  # RunLog's verdict on the trial about to run
         self.summary_file = study.root / "search_summary.json"
@@ -187,7 +217,7 @@ class AlexNetTuner(keras_tuner.Hyperband):
         if not self._is_worker():  # the oracle lives here: keep the summary current after every trial
             oracle.on_trial_ended = self._trial_ended
             finished = [t for t in oracle.trials.values() if t.status in ENDED]
-            self._epochs_at_start = sum(trial_epochs(t.hyperparameters.values) for t in finished)
+            self._epochs_at_start = sum(trial_epochs(t.hyperparameters.values, self.max_epochs) for t in finished)
 
     def _trial_ended(self, trial) -> None:
         summary = self.write_summary()
@@ -207,7 +237,7 @@ class AlexNetTuner(keras_tuner.Hyperband):
             "trials_completed": sum(t.status == "COMPLETED" for t in trials),
             "trials_failed": sum(t.status in FAILED for t in trials),
             "epochs_scheduled": self.schedule.epochs,
-            "epochs_spent": sum(trial_epochs(t.hyperparameters.values) for t in done),
+            "epochs_spent": sum(trial_epochs(t.hyperparameters.values, self.max_epochs) for t in done),
             "finished": finished,
         }
         write_json_atomic(self.summary_file, summary)
@@ -324,7 +354,7 @@ def best_trials_table(tuner: AlexNetTuner, n: int = 5) -> str:
     names = list(searched_values(best[0].hyperparameters.values))
     header = ["trial", tuner.oracle.objective.name, "epochs"] + names
     rows = [
-        [t.trial_id, f"{t.score:.4f}", str(t.hyperparameters.values.get("tuner/epochs", "?"))]
+        [t.trial_id, f"{t.score:.4f}", str(model_epochs(t.hyperparameters.values, tuner.max_epochs))]
         + [short(v) for v in searched_values(t.hyperparameters.values).values()]
         for t in best
     ]
@@ -355,7 +385,10 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
         study.tuner_dir.mkdir(parents=True, exist_ok=True)
         resuming = False
     else:
+        extended = [] if overwrite else extension(study, config)
         resuming = prepare_search(study, config, overwrite)
+        if extended:
+            say(f"extending study {study.name}: {', '.join(extended)}; its finished trials are kept")
     schedule = schedule_for(config)
 
     say(f"device: {backend.describe_device()}; Keras backend: {backend.version()}" + ("" if role == "single" else f"; role: {role} ({os.environ[distribute.TUNER_ID]})"))
@@ -379,7 +412,7 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
         write_provenance(study.root, config, extra={"data_source": source.describe(), "split": training.splits.note})
         write_experiment(study.tensorboard_dir, config.space)
         finished = [t for t in tuner.oracle.trials.values() if t.status in ENDED]
-        progress.epochs_done = sum(trial_epochs(t.hyperparameters.values) for t in finished)
+        progress.epochs_done = sum(trial_epochs(t.hyperparameters.values, tuner.max_epochs) for t in finished)
         say(f"study {study.name}: {schedule.trials} trials, {schedule.epochs} epochs in the Hyperband schedule"
             + (f"; resuming with {len(finished)} finished" if resuming else ""))
     if role == "chief":
@@ -409,7 +442,9 @@ def _search_to_the_end(tuner: AlexNetTuner, config: Config, train, val, callback
                        out: TextIO) -> None:
     """`tuner.search`, with Ctrl-C closing the running trial's record and a study stopped by
     failures in a row turned into one line."""
-    fit_kwargs = {} if role == "chief" else {"verbose": 1 if out.isatty() else 0}
+    # Hyperband sets each trial's epochs itself; the other tuners train every trial max_epochs.
+    fit_kwargs = {} if role == "chief" else {"verbose": 1 if out.isatty() else 0,
+                                             "epochs": config["search"]["max_epochs"]}
     # The chief only serves the oracle (no callbacks run there): Python's own Ctrl-C stops it.
     trains = role != "chief" and threading.current_thread() is threading.main_thread()
     previous = _CtrlC.install() if trains else None
@@ -445,7 +480,7 @@ def _finish(tuner: AlexNetTuner, config: Config, study: Study, progress: Progres
         write_json_atomic(study.root / "best_hyperparameters.json", {
             "trial_id": best.trial_id,
             config["search"]["objective"]: best.score,
-            "epochs_trained": best.hyperparameters.values.get("tuner/epochs"),
+            "epochs_trained": model_epochs(best.hyperparameters.values, tuner.max_epochs),
             "hyperparameters": searched_values(best.hyperparameters.values),
         })
         say("best trials:\n" + best_trials_table(tuner))

@@ -62,10 +62,15 @@ def short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def trial_epochs(values: dict[str, Any]) -> int:
-    """Epochs a trial trains, from its values: Hyperband's tuner/epochs minus where a promoted
-    trial starts."""
-    return int(values.get("tuner/epochs", 0)) - int(values.get("tuner/initial_epoch", 0))
+def model_epochs(values: dict[str, Any], max_epochs: int) -> int:
+    """Epochs a trial's model has trained when the trial ends: Hyperband's tuner/epochs (a promoted
+    trial's include its parent's); a RandomSearch or Bayesian trial trains max_epochs."""
+    return int(values.get("tuner/epochs", max_epochs))
+
+
+def trial_epochs(values: dict[str, Any], max_epochs: int) -> int:
+    """Epochs a trial itself trains: `model_epochs` less where a promoted trial starts."""
+    return model_epochs(values, max_epochs) - int(values.get("tuner/initial_epoch", 0))
 
 
 def best_epoch(best_step: int | None, values: dict[str, Any]) -> int | str:
@@ -258,11 +263,39 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
+# What may grow under a study's existing trials: more Hyperband iterations, more trials for the
+# other tuners. Every trial so far stays a trial of the larger study.
+EXTENSIBLE = ("search.hyperband_iterations", "search.max_trials")
+
+
+def _lookup(identity: dict, dotted: str) -> Any:
+    section, key = dotted.split(".")
+    return identity.get(section, {}).get(key)
+
+
+def extension(study: Study, config: Config) -> list[str]:
+    """How `config` extends the study's existing search ("search.hyperband_iterations 1 -> 2"),
+    or [] when it does not (a new study, the same search, or a different one)."""
+    try:
+        old = read_json(study.identity_file)["identity"]
+    except (OSError, UserError, KeyError, TypeError):
+        return []
+    new = config.search_identity()
+    return [f"{k} {_lookup(old, k)} -> {_lookup(new, k)}" for k in _differences(old, new)
+            if k in EXTENSIBLE and _grows(old, new, k)]
+
+
+def _grows(old: dict, new: dict, dotted: str) -> bool:
+    before, after = _lookup(old, dotted), _lookup(new, dotted)
+    return isinstance(before, int) and isinstance(after, int) and after > before
+
+
 def prepare_search(study: Study, config: Config, overwrite: bool) -> bool:
     """Make the study folder ready for a search; return True when resuming existing trials.
 
     A study made from a different search (space, sizes, Hyperband settings or seed) is refused
-    unless `overwrite`, so trials of two searches never mix. Nothing is written before the checks.
+    unless `overwrite`, so trials of two searches never mix; a larger budget (EXTENSIBLE) extends
+    it. Nothing is written before the checks.
     """
     identity = config.search_identity()
     resuming = False
@@ -273,7 +306,13 @@ def prepare_search(study: Study, config: Config, overwrite: bool) -> bool:
             raise UserError(
                 f"{study.identity_file} is unreadable; rerun with --overwrite to start {study.name} over"
             ) from None
-        diff = _differences(old, identity)
+        diff = [k for k in _differences(old, identity) if not (k in EXTENSIBLE and _grows(old, identity, k))]
+        shrinking = [k for k in diff if k in EXTENSIBLE and _grows(identity, old, k)]
+        if shrinking:
+            raise UserError(
+                f"{study.root} has run {shrinking[0]} = {_lookup(old, shrinking[0])}; a study can grow but not "
+                f"shrink (its trials are kept). Give at least that, or --study NEW_NAME for a new study"
+            )
         if diff:
             shown = ", ".join(diff[:5]) + (" ..." if len(diff) > 5 else "")
             raise UserError(

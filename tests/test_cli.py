@@ -271,6 +271,53 @@ def test_baseline_trains_a_named_set_and_the_report_compares_it(searched):
     assert "| baseline paper |" in (searched.study / "report.md").read_text()
 
 
+@slow
+@backends
+def test_a_finished_study_extends_with_its_trials_kept(tmp_path, cifar_dir, tiny_config):
+    """keras-tuner#234: more budget for a study that looks promising, not a new one."""
+    args = ["--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results"]
+    first = run_cli("search", *args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    tuner = tmp_path / "results" / "tiny" / "tuner"
+    before = {p.parent.name: p.read_text() for p in tuner.glob("trial_*/trial.json")}
+    assert len(before) == 5
+    more = run_cli("search", *args, "--hyperband-iterations", "2", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "extending study tiny: search.hyperband_iterations 1 -> 2" in more.stdout
+    assert "resuming with 5 finished" in more.stdout and "10 trials" in more.stdout
+    after = {p.parent.name: p.read_text() for p in tuner.glob("trial_*/trial.json")}
+    assert len(after) == 10 and all(after[name] == text for name, text in before.items())  # untouched
+    summary = json.loads((tmp_path / "results" / "tiny" / "search_summary.json").read_text())
+    assert summary["finished"] and summary["trials_completed"] == 10 and summary["epochs_spent"] == 14
+    again = run_cli("search", *args, cwd=tmp_path)  # back to one iteration: refused, nothing changes
+    assert again.returncode == 2 and "can grow but not shrink" in again.stderr
+
+
+@slow
+@backends
+def test_a_random_search_study_trains_max_trials_full_length_trials(tmp_path, cifar_dir, tiny_config):
+    preset = tmp_path / "random.toml"
+    preset.write_text(f'extends = "{tiny_config}"\n[search]\ntuner = "random"\nmax_trials = 2\n')
+    result = run_cli("search", "--config", preset, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = tmp_path / "results" / "random"
+    trials = [json.loads(p.read_text()) for p in sorted((study / "tuner").glob("trial_*/trial.json"))]
+    assert [t["status"] for t in trials] == ["COMPLETED", "COMPLETED"]
+    from alexnet_search.report import read_scalars
+
+    for t in trials:  # max_epochs (2) each, logged per epoch
+        run = study / "tensorboard" / t["trial_id"] / "execution0" / "validation"
+        assert sorted(read_scalars(run, "epoch_accuracy")) == [0, 1]
+    assert "trial 2/2" in result.stdout and "bracket" not in result.stdout
+    summary = json.loads((study / "search_summary.json").read_text())
+    assert (summary["trials_scheduled"], summary["epochs_scheduled"], summary["epochs_spent"]) == (2, 4, 4)
+    report = run_cli("report", "--config", preset, "--results-dir", tmp_path / "results", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-3000:]
+    text = (study / "report.md").read_text()
+    assert "Random search with" in text and "Too few trials" not in text
+
+
 def test_a_keras_export_from_one_backend_predicts_the_same_classes_on_the_other(tmp_path):
     """model.keras is backend-neutral: saved on TensorFlow, loaded on JAX (and back)."""
     pytest.importorskip("tensorflow")

@@ -99,3 +99,38 @@ def test_a_range_without_default_starts_from_the_seed_value_and_must_hold_it(tmp
     with pytest.raises(UserError, match=r"seed's lr = 0.001 is outside \[0.01, 0.1\]"):
         load_config(_write(tmp_path, '[space.lr]\ntype = "float"\nmin = 0.01\nmax = 0.1'))
     assert load_config(_write(tmp_path, '[space.lr]\ntype = "float"\nmin = 0.01\nmax = 0.1\ndefault = 0.01'))
+
+
+def test_tuner_choice_and_an_equal_budget_by_default(tmp_path):
+    cpu = load_config(REPO / "tuning" / "cpu.toml")
+    assert cpu["search"]["tuner"] == "hyperband" and "max_trials" not in cpu["search"]
+    random = load_config(_write(tmp_path, '[search]\ntuner = "random"'))
+    assert random["search"]["max_trials"] == 75 // 9  # Hyperband's 75 epochs, in 9-epoch trials
+    bayes = load_config(_write(tmp_path, '[search]\ntuner = "bayesian"\nmax_trials = 5'))
+    assert bayes["search"]["max_trials"] == 5
+    with pytest.raises(UserError, match='search.tuner = \'grid\' is invalid: it must be "hyperband", "random"'):
+        load_config(_write(tmp_path, '[search]\ntuner = "grid"'))
+
+
+def test_command_line_overrides_are_checked_like_the_preset():
+    cpu = load_config(REPO / "tuning" / "cpu.toml")
+    assert cpu.with_overrides({"study": {"seed": None}}) is cpu
+    second = cpu.with_overrides({"study": {"seed": 2}, "search": {"hyperband_iterations": 3}})
+    assert second["study"]["seed"] == 2 and second["search"]["hyperband_iterations"] == 3
+    assert second.search_identity() != cpu.search_identity() and cpu["study"]["seed"] == 1
+    with pytest.raises(UserError, match="with command-line overrides: study.seed = 0 is invalid"):
+        cpu.with_overrides({"study": {"seed": 0}})
+
+
+def test_baselines_are_named_sets_checked_against_the_bounds(tmp_path):
+    cpu = load_config(REPO / "tuning" / "cpu.toml")
+    assert cpu["baselines"]["seed"] == {}
+    assert cpu["baselines"]["paper"] == {"lr": 0.01, "lr_schedule": "plateau", "momentum": 0.9,
+                                         "weight_decay": 5e-4, "dropout": 0.5}
+    mine = load_config(_write(tmp_path, "[baselines.mine]\nlr = 0.3\nlabel_smoothing = 0.1"))
+    assert mine["baselines"]["mine"] == {"lr": 0.3, "label_smoothing": 0.1} and "paper" in mine["baselines"]
+    for text, message in (("[baselines.x]\nkernel = 3", "baselines.x: unknown hyperparameter 'kernel'"),
+                          ("[baselines.x]\nmomentum = 1.0", "baselines.x: momentum = 1.0 is out of range"),
+                          ('[baselines."a b"]\nlr = 0.1', "baseline name 'a b' must be letters")):
+        with pytest.raises(UserError, match=message):
+            load_config(_write(tmp_path, text))

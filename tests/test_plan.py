@@ -62,3 +62,12 @@ def test_estimates_count_every_epoch_and_the_final_evaluations():
     assert estimate_seconds(cpu, timing) == pytest.approx(75 * (8.0 + 0.2))
     # 30 epochs of training and validation, then train + val + the 10,000 test images once
     assert estimate_retrain_seconds(cpu, timing) == pytest.approx(30 * 8.2 + 2.0)
+
+
+def test_random_and_bayesian_studies_are_one_round_of_full_length_trials():
+    from alexnet_search.plan import search_schedule
+
+    s = search_schedule({"tuner": "random", "max_trials": 8, "max_epochs": 9, "factor": 3, "hyperband_iterations": 1})
+    assert (s.trials, s.new_configs, s.epochs, s.brackets) == (8, 8, 72, 1)
+    h = search_schedule({"max_epochs": 9, "factor": 3, "hyperband_iterations": 1})  # studies from before `tuner`
+    assert (h.trials, h.epochs) == (23, 75)

@@ -33,7 +33,8 @@ def test_ranking_is_best_first_with_ties_to_the_earlier_trial():
 def test_a_promoted_trial_counts_only_its_own_epochs():
     values = {"lr": 0.01, "dropout": 0.6000000000000001, "tuner/epochs": 9, "tuner/initial_epoch": 3,
               "tuner/bracket": 1, "tuner/round": 1, "tuner/trial_id": "0004"}
-    assert trial_epochs(values) == 6
+    assert trial_epochs(values, max_epochs=9) == 6
+    assert trial_epochs({"lr": 0.01}, max_epochs=9) == 9  # a RandomSearch or Bayesian trial: the full budget
 
 
 def test_tuner_state_is_keras_tuners_own_and_reloads(tmp_path):

@@ -193,3 +193,21 @@ def test_a_damaged_study_file_is_one_readable_error(tmp_path):
     study.identity_file.write_text('["not", "a", "study"]')
     with pytest.raises(UserError, match="is unreadable; rerun with --overwrite"):
         prepare_search(study, cpu, overwrite=False)
+
+
+def test_a_study_may_grow_its_budget_but_not_shrink_it(tmp_path):
+    from alexnet_search.study import extension
+
+    cpu = load_config(REPO / "tuning" / "cpu.toml")
+    study = study_for(tmp_path, "s")
+    prepare_search(study, cpu, overwrite=False)
+    (study.tuner_dir).mkdir()
+    assert extension(study, cpu) == []
+    more = cpu.with_overrides({"search": {"hyperband_iterations": 2}})
+    assert extension(study, more) == ["search.hyperband_iterations 1 -> 2"]
+    assert prepare_search(study, more, overwrite=False) is True  # resumes, with its trials kept
+    with pytest.raises(UserError, match="has run search.hyperband_iterations = 2; a study can grow but not shrink"):
+        prepare_search(study, cpu, overwrite=False)
+    with pytest.raises(UserError, match="different search"):  # more, and something else changed: refused
+        prepare_search(study, more.with_overrides({"search": {"hyperband_iterations": 3}, "study": {"seed": 2}}),
+                       overwrite=False)

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
-from ..plan import format_duration, hyperband_schedule
+from ..plan import format_duration, search_schedule
 from ..study import FAILED, Study, failure_reason, require_study, restore_dir, write_text_atomic
 from . import figures
 from .analysis import SPREAD_RULE, difference, edge, outside_fit, warnings  # noqa: F401  (edge: public)
@@ -29,6 +29,7 @@ from .load import Trial, curve, fit_seconds, load_baselines, load_trials, ranked
 from .text import mean_std, num, range_text, table
 
 TOP_TRIALS = 10  # rows of the best-trials table
+TUNER_NAMES = {"hyperband": "Hyperband", "random": "Random", "bayesian": "Bayesian-optimisation"}
 TOP_CURVES = 5  # learning curves drawn; more make the plot unreadable
 
 
@@ -132,10 +133,9 @@ def _study_section(config, preset, trials, schedule, summary, versions, commands
              f"{d['image_size']}, batch {d['batch_size']}; source: {config.get('data_source', 'not recorded')}"
              + (f"; {config['split']}" if config.get("split") else ""),
              f"- model: width multiplier {config['model']['width_multiplier']}; retrain {config['retrain']['epochs']} epochs",
-             f"- Hyperband: objective {s['objective']}, max_epochs {s['max_epochs']}, factor {s['factor']}, "
-             f"hyperband_iterations {s['hyperband_iterations']}, max_consecutive_failed_trials "
-             f"{s['max_consecutive_failed_trials']}, max_retries_per_trial {s.get('max_retries_per_trial', 0)}; "
-             f"planned {schedule.trials} trials, {schedule.epochs} epochs",
+             f"- {_tuner_line(s)}, max_consecutive_failed_trials {s['max_consecutive_failed_trials']}, "
+             f"max_retries_per_trial {s.get('max_retries_per_trial', 0)}; planned {schedule.trials} trials, "
+             f"{schedule.epochs} epochs",
              f"- trials: {len(trials)} run, {len(done)} completed, {len(failed)} failed",
              f"- epochs spent: {spent}",
              f"- wall time: {wall}" + ("" if (summary or {}).get("finished") else " (search not finished)"),
@@ -152,15 +152,23 @@ def _study_section(config, preset, trials, schedule, summary, versions, commands
     return lines
 
 
+def _tuner_line(s: dict) -> str:
+    if s.get("tuner", "hyperband") == "hyperband":
+        return (f"Hyperband: objective {s['objective']}, max_epochs {s['max_epochs']}, factor {s['factor']}, "
+                f"hyperband_iterations {s['hyperband_iterations']}")
+    return (f"{TUNER_NAMES[s['tuner']]} (Keras Tuner's {s['tuner']} oracle): objective {s['objective']}, "
+            f"max_trials {s['max_trials']} of max_epochs {s['max_epochs']} each")
+
+
 def write_report(study: Study) -> Path:
     """Write results/<study>/report.md and its plots under results/<study>/report/; return report.md's path."""
     require_study(study)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow: no C++ chatter
-    trials = load_trials(study.tuner_dir)
+    config = read(study.root / "config.json", required=True)
+    trials = load_trials(study.tuner_dir, config["search"]["max_epochs"])
     if not any(t.status == "COMPLETED" for t in trials):
         raise UserError(f"study {study.name} has no completed trial yet; run `make search` for it first "
                         f"(the same command resumes) until one finishes")
-    config = read(study.root / "config.json", required=True)
     preset = read(study.identity_file).get("preset") or config.get("preset")
     versions, summary = read(study.root / "versions.json") or {}, read(study.root / "search_summary.json")
     restore_dir(study.best_dir)
@@ -170,7 +178,7 @@ def write_report(study: Study) -> Path:
     planned = sorted(config.get("baselines", {"seed": {}}), key=first)
     baselines = {name: baselines[name] for name in sorted(baselines, key=first)}
     s, objective = config["search"], config["search"]["objective"]
-    schedule = hyperband_schedule(s["max_epochs"], s["factor"], s["hyperband_iterations"])
+    schedule = search_schedule(s)
     order = ranked(trials, objective)
     best = order[0]
 
@@ -186,7 +194,7 @@ def write_report(study: Study) -> Path:
 
     found = warnings(config, trials, best, schedule, summary, tuned, baselines, commands)
     lines = [f"# Study `{study.name}`", "",
-             f"Hyperband search with `{preset}`: best {objective} **{best.score:.4f}** (trial {best.id}, "
+             f"{TUNER_NAMES[s.get('tuner', 'hyperband')]} search with `{preset}`: best {objective} **{best.score:.4f}** (trial {best.id}, "
              f"{best.epochs} epochs); {len(order)} of {len(trials)} trials completed.", "",
              "## Warnings", "", *([f"- {w}" for w in found] or ["No warnings."]), "",
              *_comparison(tuned, baselines, planned, commands),

@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import tboard
 from ..errors import UserError
-from ..study import direction, rank_key, read_json, restore_dir, searched_values
+from ..study import direction, model_epochs, rank_key, read_json, restore_dir, searched_values
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,9 @@ def read(path: Path, required: bool = False) -> Any:
     return read_json(path)
 
 
-def load_trials(tuner_dir: Path) -> list[Trial]:
-    """Every trial of the study, in the order Keras Tuner created them."""
+def load_trials(tuner_dir: Path, max_epochs: int) -> list[Trial]:
+    """Every trial of the study, in the order Keras Tuner created them (a trial without Hyperband's
+    tuner/epochs, RandomSearch's or Bayesian optimisation's, trained max_epochs)."""
     trials = []
     for path in sorted(tuner_dir.glob("trial_*/trial.json")):
         state = read(path)
@@ -44,7 +45,7 @@ def load_trials(tuner_dir: Path) -> list[Trial]:
         trials.append(Trial(
             id=state["trial_id"], status=state["status"], score=state.get("score"),
             values=searched_values(hp),
-            epochs=int(hp.get("tuner/epochs", 0)), initial_epoch=int(hp.get("tuner/initial_epoch", 0)),
+            epochs=model_epochs(hp, max_epochs), initial_epoch=int(hp.get("tuner/initial_epoch", 0)),
             bracket=hp.get("tuner/bracket"), parent=hp.get("tuner/trial_id"),
             message=(state.get("message") or "").strip(),
         ))
