@@ -3,7 +3,7 @@
 #               [SEED=2 (a second study seed)] [ITERATIONS=N or MAX_TRIALS=N (extend a study)]
 #   make retrain-best [CONFIG=...] [STUDY=...] [SEEDS=3] [FROM=study or hyperparameters.json]
 #   make baseline [CONFIG=...] [STUDY=...] [SEEDS=3] [BASELINE=name]
-#   make report [CONFIG=...] [STUDY=...]
+#   make report [CONFIG=...] [STUDY=...] [AGAINST="study2 study3" (other seeds or tuners)]
 #   make plan | make bench | make tensorboard | make test
 # BACKEND (Keras' backend: tensorflow, the default, or jax) picks the environment: .venv for
 # TensorFlow, .venv-jax for JAX (no TensorFlow in it). make test runs the suite in both.
@@ -19,6 +19,7 @@ BASELINE ?=
 SEED ?=
 ITERATIONS ?=
 MAX_TRIALS ?=
+AGAINST ?=
 WORKERS ?=
 PORT ?= 6006
 comma := ,
@@ -73,7 +74,7 @@ baseline: $(STAMP)
 	$(RUN) baseline $(STUDY_ARGS) $(SEED_ARG) --seeds $(SEEDS) $(if $(BASELINE),--name $(BASELINE))
 
 report: $(STAMP)
-	$(RUN) report --config $(CONFIG) $(if $(STUDY),--study $(STUDY))
+	$(RUN) report --config $(CONFIG) $(if $(STUDY),--study $(STUDY)) $(foreach s,$(AGAINST),--against $(s))
 
 plan: $(STAMP)
 	$(RUN) plan --config $(CONFIG) $(BUDGET_ARGS)

@@ -136,8 +136,11 @@ def cmd_baseline(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
+    from .study import study_for
+
     _, study = _load(args)
-    path = write_report(study)
+    others = [study_for(args.results_dir, name) for name in args.against or []]
+    path = write_report(study, others)
     print(f"wrote {path} (plots in {path.parent / 'report'}/)")
     return 0
 
@@ -256,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write a Markdown report of the study (best trials, plots per hyperparameter, "
                                    "learning curves, warnings, tuned vs baseline test accuracy) beside its results.")
     _study_args(p, with_data=False)
+    p.add_argument("--against", action="append", default=None, metavar="STUDY",
+                   help="compare with another study of the same space (repeat for several): another study "
+                        "seed tells whether the search's answer holds, another tuner which finds more")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("plan", help="print the Hyperband schedule and an estimated duration",

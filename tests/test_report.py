@@ -353,3 +353,29 @@ def test_report_md_is_written_atomically_and_durably(tmp_path, monkeypatch):
     monkeypatch.setattr("alexnet_search.report.write_text_atomic", real)
     assert write_report(study).read_text().startswith("#")
     assert sorted(p.name for p in study.root.iterdir() if p.name.startswith(".")) == []
+
+
+def test_other_studies_of_the_space_are_set_beside_with_their_best_values(tmp_path):
+    a = make_study(tmp_path / "a", events=False)
+    b = make_study(tmp_path / "b", events=False, tuned=None)
+    config = json.loads((b.root / "config.json").read_text())
+    config["study"]["seed"], config["search"]["tuner"], config["search"]["max_trials"] = 2, "random", 4
+    (b.root / "config.json").write_text(json.dumps(config))
+    state = json.loads((b.tuner_dir / "trial_0004" / "trial.json").read_text())
+    state["hyperparameters"]["values"]["dropout"] = 0.6  # b's best chose another dropout
+    (b.tuner_dir / "trial_0004" / "trial.json").write_text(json.dumps(state))
+    text = _section(write_report(a, [b]).read_text(), "Other studies of this space")
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert rows[0].startswith("| `a` | Hyperband | 1 |") and "0.6000 (trial 0004)" in rows[0]
+    assert "0.7100 ± 0.0100" in rows[0]  # a's retrain of that trial
+    assert rows[1].startswith("| `b` | Random | 2 |") and rows[1].endswith("| not retrained |")
+    names = list(config["space"])
+    assert f"They agree on {len(names) - 1} of {len(names)} hyperparameters" in text
+    assert re.search(r"^\| dropout \| 0.3 \| 0.6 \|$", text, re.M)
+
+    c = make_study(tmp_path / "c", events=False)
+    other = json.loads((c.root / "config.json").read_text())
+    other["data"]["image_size"] = 64
+    (c.root / "config.json").write_text(json.dumps(other))
+    with pytest.raises(UserError, match="--against c: its search space or data differ"):
+        write_report(a, [c])

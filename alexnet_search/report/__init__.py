@@ -160,8 +160,54 @@ def _tuner_line(s: dict) -> str:
             f"max_trials {s['max_trials']} of max_epochs {s['max_epochs']} each")
 
 
-def write_report(study: Study) -> Path:
-    """Write results/<study>/report.md and its plots under results/<study>/report/; return report.md's path."""
+def _same_search_data(c: dict) -> dict:
+    return {"space": c["space"], "width": c["model"]["width_multiplier"],
+            **{k: c["data"][k] for k in ("train_size", "val_size", "image_size", "batch_size")}}
+
+
+def _other_studies(study: Study, config: dict, tuned: dict | None, others: list[Study]) -> list[str]:
+    """This study beside others of the same space: another study seed (does the answer hold?)
+    and other tuners (which finds more?), each with its best trial and, when retrained, its test
+    accuracy (the tuning playbook's check before adopting a result)."""
+    objective = config["search"]["objective"]
+    rows, values = [], {}
+    for other in [study, *others]:
+        require_study(other)
+        c = config if other is study else read(other.root / "config.json", required=True)
+        if _same_search_data(c) != _same_search_data(config):
+            raise UserError(f"--against {other.name}: its search space or data differ from {study.name}'s; "
+                            f"compare studies of the same preset")
+        s = c["search"]
+        trials = load_trials(other.tuner_dir, s["max_epochs"])
+        order = ranked(trials, objective)
+        summary = read(other.root / "search_summary.json") or {}
+        retrained = tuned if other is study else read(other.best_dir / "metrics.json")
+        top = order[0] if order else None
+        rows.append([f"`{other.name}`", TUNER_NAMES[s.get("tuner", "hyperband")], c["study"]["seed"],
+                     f"{sum(t.status == 'COMPLETED' for t in trials)} / {summary.get('epochs_spent', '?')}",
+                     format_duration(summary["wall_time_s"]) if summary.get("wall_time_s") else "-",
+                     f"{top.score:.4f} (trial {top.id})" if top else "none completed",
+                     mean_std(retrained, "test_accuracy") if retrained and top and retrained.get("trial_id") == top.id
+                     else "not retrained"])
+        values[other.name] = top.values if top else {}
+    lines = ["## Other studies of this space", "",
+             "Each study's best trial; a second study seed shows how much the answer owes to chance, another "
+             "tuner which finds the better configuration for the budget.", ""]
+    lines += table(["study", "tuner", "study seed", "trials / epochs", "wall time", f"best {objective}",
+                    "retrained test accuracy"], rows)
+    names = list(config["space"])
+    agree = [n for n in names if len({str(v.get(n)) for v in values.values()}) == 1]
+    lines += ["", "The best trials' hyperparameters:", ""]
+    lines += table(["hyperparameter", *(f"`{name}`" for name in values)],
+                   [[n, *(num(v.get(n, "-")) for v in values.values())] for n in names])
+    lines += ["", f"They agree on {len(agree)} of {len(names)} hyperparameters"
+                  + (f" ({', '.join(agree)})." if agree else "."), ""]
+    return lines
+
+
+def write_report(study: Study, others: list[Study] = ()) -> Path:
+    """Write results/<study>/report.md and its plots under results/<study>/report/; return report.md's path.
+    `others`: studies of the same space to set beside it (`_other_studies`)."""
     require_study(study)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow: no C++ chatter
     config = read(study.root / "config.json", required=True)
@@ -198,6 +244,7 @@ def write_report(study: Study) -> Path:
              f"{best.epochs} epochs); {len(order)} of {len(trials)} trials completed.", "",
              "## Warnings", "", *([f"- {w}" for w in found] or ["No warnings."]), "",
              *_comparison(tuned, baselines, planned, commands),
+             *(_other_studies(study, config, tuned, list(others)) if others else []),
              *_best_trials(trials, order, list(config["space"]), objective),
              *_plots(study, trials, order, config["space"], objective),
              *_study_section(config, preset, trials, schedule, summary, versions, commands, study.tensorboard_dir)]
