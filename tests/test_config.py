@@ -4,21 +4,20 @@ import pytest
 
 from alexnet_search.config import load_config
 from alexnet_search.errors import UserError
+from alexnet_search.space import SEED
 
 from conftest import REPO
 
-SEED_DEFAULTS = {
-    "dropout": 0.5, "conv1_filters": 96, "conv2_filters": 256, "conv3_filters": 384, "conv4_filters": 384,
-    "conv5_filters": 256, "dense_units": 4096, "lr": 1e-3, "momentum": 0.0, "weight_decay": 0.0, "translate": 0.1,
-    "lr_schedule": "constant",
-}
 
 
 def test_presets_load_and_share_one_search_space():
     paper = load_config(REPO / "tuning" / "paper.toml")
     cpu = load_config(REPO / "tuning" / "cpu.toml")
     assert paper.space == cpu.space
-    assert {name: entry["default"] for name, entry in paper.space.items()} == SEED_DEFAULTS
+    # Every search starts from the seed's values; presets differing only in tuner or budget share the space.
+    assert {name: entry["default"] for name, entry in paper.space.items()} == {n: SEED[n] for n in paper.space}
+    for variant in ("cpu-random", "cpu-bayesian", "cpu-budget3"):
+        assert load_config(REPO / "tuning" / f"{variant}.toml").space == cpu.space
     assert paper["data"]["image_size"] == 128 and paper["retrain"]["epochs"] == 64
     assert paper["data"]["train_size"] == 10000
     assert cpu["data"]["image_size"] == 32 and cpu["search"]["factor"] == paper["search"]["factor"]
