@@ -253,7 +253,7 @@ def test_one_side_or_one_seed_says_what_is_missing(tmp_path, tuned, baseline, ex
 
 
 @pytest.mark.parametrize("fault, warning, detail", [
-    ("edge", "Best value at the edge of its range", "`lr` = 0.1 is the highest value"),
+    ("edge", "Best value at the edge of its range", "`lr` = 0.3 is the highest value"),
     ("failed", "Most trials failed", "4 of 6 finished trials failed"),
     ("bracket0", "Too few trials in the last bracket", "completed 1 of the 2 trials"),
     ("unfinished", "Search not finished", "`make search CONFIG=tuning/cpu.toml STUDY=s"),
