@@ -32,9 +32,9 @@ endif
 # The TensorFlow environment carries JAX's CPU build too, for the test that loads a .keras file
 # exported on one backend into the other.
 TF_VENV := .venv
-TF_EXTRAS := dev,tensorflow,jax$(if $(GPU),$(comma)cuda)
+TF_EXTRAS := dev,tensorflow,jax,bayesian$(if $(GPU),$(comma)cuda)
 JAX_VENV := .venv-jax
-JAX_EXTRAS := dev,jax$(if $(GPU),$(comma)jax-cuda)
+JAX_EXTRAS := dev,jax,bayesian$(if $(GPU),$(comma)jax-cuda)
 TF_STAMP := $(TF_VENV)/.installed-$(subst $(comma),-,$(TF_EXTRAS))
 JAX_STAMP := $(JAX_VENV)/.installed-$(subst $(comma),-,$(JAX_EXTRAS))
 

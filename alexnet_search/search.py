@@ -110,7 +110,11 @@ def make_oracle(config: Config):
                                       hyperband_iterations=s["hyperband_iterations"], **common)
     if s["tuner"] == "random":
         return _AtomicRandomSearchOracle(max_trials=s["max_trials"], **common)
-    return _AtomicBayesianOracle(max_trials=s["max_trials"], **common)
+    try:
+        return _AtomicBayesianOracle(max_trials=s["max_trials"], **common)
+    except ImportError:
+        raise UserError(f"{config.path} asks for the bayesian tuner, which needs scikit-learn: install the "
+                        f"'bayesian' extra (pip install -e '.[bayesian]'; make env includes it)") from None
 
 
 class _TrialGuard(keras.callbacks.Callback):

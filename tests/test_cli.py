@@ -246,7 +246,6 @@ def test_retrain_best_from_another_study_trains_its_values_at_this_presets_size(
 
 
 @slow
-@backends
 def test_baseline_trains_a_named_set_and_the_report_compares_it(searched):
     results = searched.root / "results"
     result = run_cli("baseline", "--config", searched.config, "--name", "paper", "--data-dir", searched.cifar,
@@ -272,7 +271,6 @@ def test_baseline_trains_a_named_set_and_the_report_compares_it(searched):
 
 
 @slow
-@backends
 def test_a_finished_study_extends_with_its_trials_kept(tmp_path, cifar_dir, tiny_config):
     """keras-tuner#234: more budget for a study that looks promising, not a new one."""
     args = ["--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results"]
@@ -294,10 +292,10 @@ def test_a_finished_study_extends_with_its_trials_kept(tmp_path, cifar_dir, tiny
 
 
 @slow
-@backends
-def test_a_random_search_study_trains_max_trials_full_length_trials(tmp_path, cifar_dir, tiny_config):
+@pytest.mark.parametrize("tuner", ["random", "bayesian"])
+def test_random_and_bayesian_studies_train_max_trials_full_length_trials(tmp_path, cifar_dir, tiny_config, tuner):
     preset = tmp_path / "random.toml"
-    preset.write_text(f'extends = "{tiny_config}"\n[search]\ntuner = "random"\nmax_trials = 2\n')
+    preset.write_text(f'extends = "{tiny_config}"\n[search]\ntuner = "{tuner}"\nmax_trials = 2\n')
     result = run_cli("search", "--config", preset, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results",
                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -315,7 +313,8 @@ def test_a_random_search_study_trains_max_trials_full_length_trials(tmp_path, ci
     report = run_cli("report", "--config", preset, "--results-dir", tmp_path / "results", cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-3000:]
     text = (study / "report.md").read_text()
-    assert "Random search with" in text and "Too few trials" not in text
+    assert f"{'Random' if tuner == 'random' else 'Bayesian-optimisation'} search with" in text
+    assert "Too few trials" not in text
 
 
 def test_a_keras_export_from_one_backend_predicts_the_same_classes_on_the_other(tmp_path):
