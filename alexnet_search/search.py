@@ -53,6 +53,9 @@ class _Atomic:
       (end_trial saves before it forgets the running trial): Keras Tuner would run it again;
     - a trial.json that oracle.json never recorded (create_trial saves the trial first): Keras
       Tuner would keep it as a phantom that never runs.
+    Keras Tuner offers no public hook for either: this overrides its file writers (`save`,
+    `_save_trial`) and reads its retry queue. tests/test_search.py pins both behaviours, so an
+    upgrade that moves them fails there first.
     """
 
     on_trial_ended = None  # set by the tuner: called after every end_trial, here or from a worker
