@@ -19,10 +19,11 @@ from .study import best_epoch, failure_reason, model_epochs, searched_values, sh
 _METRICS = (("loss", "loss"), ("accuracy", "acc"), ("val_loss", "val_loss"), ("val_accuracy", "val_acc"))
 
 
-def printer(out: TextIO = sys.stdout, prefix: str = "") -> Callable[[str], None]:
-    """A function that prints one line to `out` at once (long runs are watched live, or through a pipe)."""
+def printer(out: TextIO | None = None, prefix: str = "") -> Callable[[str], None]:
+    """A function that prints one line to `out` (default: whatever sys.stdout is when it prints) at
+    once: long runs are watched live, or through a pipe."""
     def say(line: str) -> None:
-        print(f"{prefix}{line}", file=out, flush=True)
+        print(f"{prefix}{line}", file=out or sys.stdout, flush=True)
 
     return say
 

@@ -127,11 +127,11 @@ class KeepBestEpoch(keras.callbacks.Callback):
 
 
 def train_and_evaluate(training: Training, hypermodel, hp, test, seed: int, log_dir: Path,
-                       progress: Progress, label: str) -> tuple[keras.Model, dict[str, Any]]:
+                       progress: Progress, label: str, session: str) -> tuple[keras.Model, dict[str, Any]]:
     """One from-scratch training run of `hp` for the preset's retrain epochs, then evaluation.
 
-    The run logs to `log_dir` with an HParams session, so TensorBoard's HParams tab shows it
-    beside the search's trials.
+    The run logs to `log_dir` with an HParams session named `session`, so TensorBoard's HParams
+    tab shows it beside the search's trials.
     """
     config = training.config
     epochs = config["retrain"]["epochs"]
@@ -144,7 +144,7 @@ def train_and_evaluate(training: Training, hypermodel, hp, test, seed: int, log_
     hypermodel.fit(
         hp, model, training.train_set(seed), validation_data=training.val_set(), epochs=epochs, verbose=0,
         callbacks=[
-            TensorBoardLogger(log_dir, hypermodel.values(hp), session=f"{log_dir.parent.name}/{log_dir.name}"),
+            TensorBoardLogger(log_dir, hypermodel.values(hp), session=session),
             EpochReporter(progress),
             keep,
         ],
@@ -213,7 +213,7 @@ def _retrain(config: Config, study: Study, source: Source, hp, seeds: int, name:
         seed = config["study"]["seed"] + i
         model, result = train_and_evaluate(
             training, hypermodel, hp, test, seed, study.tensorboard_dir / name / f"seed{seed}",
-            progress, f"{name} {i + 1}/{seeds}",
+            progress, f"{name} {i + 1}/{seeds}", session=f"{name}/seed{seed}",
         )
         runs.append(result)
         if result["val_accuracy"] > kept_val:  # chosen on validation, never on test

@@ -486,7 +486,8 @@ def test_tensorboard_serves_every_trial_in_the_hparams_dashboard(searched, tmp_p
             "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})
         names = {group["name"] for group in groups["sessionGroups"]}
         assert {f"000{i}" for i in range(5)} <= names  # every trial of the tiny study
-        assert names - {f"000{i}" for i in range(5)} <= {"retrain-best/seed1"}  # and retrain runs beside them
+        # ... and the retrain and baseline runs beside them (the module's earlier tests made them)
+        assert names - {f"000{i}" for i in range(5)} <= {"retrain-best/seed1", "baselines/paper/seed1"}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
