@@ -96,6 +96,9 @@ def search_schedule(s: dict) -> Schedule:
 
 
 def format_schedule(schedule: Schedule) -> str:
+    if len(schedule.rounds) == 1:  # RandomSearch, Bayesian optimisation: no brackets, no promotions
+        r = schedule.rounds[0]
+        return f"{r.trials} trials of {r.epochs} epochs each, from scratch: {schedule.epochs} epochs"
     lines = [
         f"{'bracket':>7} {'round':>5} {'trials':>6} {'epochs each':>11} {'new configs':>11} {'epochs spent':>12}",
     ]
