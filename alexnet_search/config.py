@@ -59,6 +59,7 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
         "max_consecutive_failed_trials": _POSITIVE_INT,
         "max_retries_per_trial": _NONNEG_INT,
         "max_trials": _POSITIVE_INT,
+        "initial_points": _POSITIVE_INT,
     },
     "retrain": {
         "epochs": _POSITIVE_INT,
@@ -267,7 +268,7 @@ def validate(data: dict[str, Any], where: str) -> None:
                 if section == "model" or section == "distributed":
                     continue  # all optional, defaults below
                 if (section, key) in (("search", "max_retries_per_trial"), ("search", "tuner"),
-                                      ("search", "max_trials"), ("retrain", "tta")):
+                                      ("search", "max_trials"), ("search", "initial_points"), ("retrain", "tta")):
                     continue
                 raise UserError(f"{where}: missing key '{section}.{key}' ({spec[2]})")
             _check_value(f"{where}: {section}.{key}", table[key], spec)

@@ -114,7 +114,9 @@ def make_oracle(config: Config):
     if s["tuner"] == "random":
         return _AtomicRandomSearchOracle(max_trials=s["max_trials"], **common)
     try:
-        return _AtomicBayesianOracle(max_trials=s["max_trials"], **common)
+        # Keras Tuner's default is 3 random configurations per searched hyperparameter before the
+        # Gaussian process proposes any: more than a small budget's whole max_trials.
+        return _AtomicBayesianOracle(max_trials=s["max_trials"], num_initial_points=s.get("initial_points"), **common)
     except ImportError:
         raise UserError(f"{config.path} asks for the bayesian tuner, which needs scikit-learn: install the "
                         f"'bayesian' extra (pip install -e '.[bayesian]'; make env includes it)") from None
