@@ -277,7 +277,7 @@ def lr_schedule_callbacks(hp: Hyperparameters, horizon: int) -> list[keras.callb
 
     "plateau": divide by 10 when validation loss has not improved for about a tenth of the run,
     as the paper did by hand. "cosine": anneal from `hp.lr` towards 0 over `horizon` epochs. A
-    warmup ramps the rate up over its first epochs (after the cosine's own value for that epoch).
+    warmup sets the rate itself in its first epochs (`Warmup`), over whatever the schedule set.
     All key on the epoch index, so a Hyperband trial continuing from epoch k picks up where its
     parent left off.
     """

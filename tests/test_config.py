@@ -133,3 +133,9 @@ def test_baselines_are_named_sets_checked_against_the_bounds(tmp_path):
                           ('[baselines."a b"]\nlr = 0.1', "baseline name 'a b' must be letters")):
         with pytest.raises(UserError, match=message):
             load_config(_write(tmp_path, text))
+
+
+def test_a_hyperband_study_keeps_the_identity_it_had_before_tuners_could_be_chosen():
+    cpu = load_config(REPO / "tuning" / "cpu.toml")
+    assert "tuner" not in cpu.search_identity()["search"]  # studies made before [search] tuner still resume
+    assert load_config(REPO / "tuning" / "cpu-random.toml").search_identity()["search"]["tuner"] == "random"
