@@ -147,10 +147,9 @@ def cmd_report(args) -> int:
 
 def cmd_plan(args) -> int:
     from .config import load_config
-    from .plan import (
-        estimate_retrain_seconds, estimate_seconds, format_duration, format_schedule, schedule_for,
-        time_training_steps,
-    )
+    from .console import format_duration
+    from .plan import estimate_retrain_seconds, estimate_seconds, schedule_for, time_training_steps
+    from .schedule import format_schedule
     from . import backend
 
     config = load_config(args.config).with_overrides({"search": {

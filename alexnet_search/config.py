@@ -297,7 +297,7 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
     data["search"].setdefault("tuner", "hyperband")
     if data["search"]["tuner"] != "hyperband" and "max_trials" not in data["search"]:
         # An equal budget: as many full-length trials as Hyperband's schedule spends epochs.
-        from .plan import hyperband_schedule
+        from .schedule import hyperband_schedule
 
         s = data["search"]
         epochs = hyperband_schedule(s["max_epochs"], s["factor"], s["hyperband_iterations"]).epochs

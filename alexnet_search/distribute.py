@@ -250,7 +250,7 @@ def launch_local(child_args: list[str], workers: int, host: str, port: int, log_
             env["CUDA_VISIBLE_DEVICES"] = gpu
         return env
 
-    from .progress import printer
+    from .console import printer
 
     say = printer(out, "[launcher] ")
     say(f"chief on {host}:{port} and {workers} worker(s); logs in {log_dir}/")

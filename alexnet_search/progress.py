@@ -13,19 +13,10 @@ from typing import Any, Callable, TextIO
 
 import keras
 
-from .plan import format_duration
+from .console import format_duration
 from .study import best_epoch, failure_reason, model_epochs, searched_values, short, trial_epochs
 
 _METRICS = (("loss", "loss"), ("accuracy", "acc"), ("val_loss", "val_loss"), ("val_accuracy", "val_acc"))
-
-
-def printer(out: TextIO | None = None, prefix: str = "") -> Callable[[str], None]:
-    """A function that prints one line to `out` (default: whatever sys.stdout is when it prints) at
-    once: long runs are watched live, or through a pipe."""
-    def say(line: str) -> None:
-        print(f"{prefix}{line}", file=out or sys.stdout, flush=True)
-
-    return say
 
 
 def format_metrics(logs: dict[str, Any]) -> str:

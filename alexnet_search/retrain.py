@@ -40,8 +40,8 @@ from .data import Source
 from .errors import UserError
 from .model import CIFAR_SHAPE, clear_session, for_export
 from .space import problems
-from .plan import format_duration
-from .progress import EpochReporter, Progress, printer
+from .console import format_duration, printer
+from .progress import EpochReporter, Progress
 from .hypermodel import AlexNetHyperModel
 from .search import load_finished_tuner, ranked_trials
 from .tboard import TensorBoardLogger

@@ -30,8 +30,9 @@ from .data import Source
 from .errors import UserError
 from .hypermodel import AlexNetHyperModel
 from .model import clear_session
-from .plan import estimate_seconds, format_duration, schedule_for, time_training_steps
-from .progress import EpochReporter, Progress, TrialReporter, printer
+from .console import format_duration, printer
+from .plan import estimate_seconds, schedule_for, time_training_steps
+from .progress import EpochReporter, Progress, TrialReporter
 from .runlog import RunLog
 from .tboard import TensorBoardLogger, write_experiment
 from .training import Training

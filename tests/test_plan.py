@@ -1,74 +1,16 @@
-"""plan.py: the Hyperband schedule equals what Keras Tuner's oracle really runs."""
-
-import random
+"""plan.py: a study's time, estimated from timed steps, counts every epoch and the final evaluations."""
 
 import pytest
-from keras_tuner.oracles import HyperbandOracle
 
-from alexnet_search.plan import format_duration, format_schedule, hyperband_schedule
-
-
-@pytest.mark.parametrize("max_epochs, trials, configs, epochs", [
-    (10, 30, 22, 120), (20, 30, 22, 226), (30, 90, 62, 576), (81, 211, 143, 1767), (27, 70, 49, 375), (9, 23, 17, 75),
-])
-def test_schedule_totals(max_epochs, trials, configs, epochs):
-    s = hyperband_schedule(max_epochs, 3)
-    assert (s.trials, s.new_configs, s.epochs) == (trials, configs, epochs)
-    assert hyperband_schedule(max_epochs, 3, iterations=2).epochs == 2 * epochs
-
-
-@pytest.mark.parametrize("max_epochs, factor, iterations", [(9, 3, 1), (2, 2, 2), (27, 3, 1), (12, 4, 1)])
-def test_schedule_matches_a_simulated_oracle(tmp_path, max_epochs, factor, iterations):
-    """Drive Keras Tuner's own oracle to the end, every trial completing with a random score."""
-    import keras_tuner
-
-    oracle = HyperbandOracle(objective=keras_tuner.Objective("val_accuracy", "max"), max_epochs=max_epochs,
-                             factor=factor, hyperband_iterations=iterations, seed=1)
-    hp = keras_tuner.HyperParameters()
-    hp.Float("x", 0, 1)
-    oracle.update_space(hp)
-    keras_tuner.Tuner(oracle=oracle, hypermodel=lambda hp: None, directory=str(tmp_path), project_name="sim")
-    rng = random.Random(0)
-    trials = epochs = 0
-    while True:
-        trial = oracle.create_trial("tuner0")
-        if trial.status == "STOPPED":
-            break
-        values = trial.hyperparameters.values
-        trials += 1
-        epochs += values["tuner/epochs"] - values["tuner/initial_epoch"]
-        oracle.update_trial(trial.trial_id, {"val_accuracy": rng.random()})
-        trial.status = "COMPLETED"
-        oracle.end_trial(trial)
-    schedule = hyperband_schedule(max_epochs, factor, iterations)
-    assert (trials, epochs) == (schedule.trials, schedule.epochs)
-
-
-def test_format_schedule_and_duration():
-    text = format_schedule(hyperband_schedule(9, 3))
-    assert "23 trials (17 new configurations" in text and "75 epochs" in text
-    assert format_duration(59) == "59s" and format_duration(61) == "1m 01s"
-    assert format_duration(3 * 3600 + 120) == "3h 02m" and format_duration(2 * 86400 + 3600) == "2d 1h"
+from conftest import REPO
 
 
 def test_estimates_count_every_epoch_and_the_final_evaluations():
     from alexnet_search.config import load_config
     from alexnet_search.plan import StepTiming, estimate_retrain_seconds, estimate_seconds
 
-    from conftest import REPO
-
     cpu = load_config(REPO / "tuning" / "cpu.toml")  # 8,000 + 2,000 images, 75 search epochs, 30 retrain
     timing = StepTiming(train_s_per_image=0.001, eval_s_per_image=0.0001)
     assert estimate_seconds(cpu, timing) == pytest.approx(75 * (8.0 + 0.2))
     # 30 epochs of training and validation, then train + val + the 10,000 test images once
     assert estimate_retrain_seconds(cpu, timing) == pytest.approx(30 * 8.2 + 2.0)
-
-
-def test_random_and_bayesian_studies_are_one_round_of_full_length_trials():
-    from alexnet_search.plan import search_schedule
-
-    s = search_schedule({"tuner": "random", "max_trials": 8, "max_epochs": 9, "factor": 3, "hyperband_iterations": 1})
-    assert (s.trials, s.new_configs, s.epochs, s.brackets) == (8, 8, 72, 1)
-    assert format_schedule(s) == "8 trials of 9 epochs each, from scratch: 72 epochs"
-    h = search_schedule({"max_epochs": 9, "factor": 3, "hyperband_iterations": 1})  # studies from before `tuner`
-    assert (h.trials, h.epochs) == (23, 75)

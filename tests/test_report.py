@@ -19,7 +19,7 @@ from keras_tuner.engine.trial import Trial
 from alexnet_search.config import load_config
 from alexnet_search.errors import UserError
 from alexnet_search.hypermodel import declare
-from alexnet_search.plan import hyperband_schedule
+from alexnet_search.schedule import hyperband_schedule
 from alexnet_search.report import SPREAD_RULE, edge, fit_seconds, read_scalars, write_report
 from alexnet_search.study import Study
 

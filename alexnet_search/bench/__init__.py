@@ -36,7 +36,7 @@ from pathlib import Path
 
 from .common import IMPORTED, columns, secs  # noqa: F401, I001  (first: IMPORTED is taken before Keras loads)
 from ..errors import UserError
-from ..plan import format_duration
+from ..console import format_duration, printer
 from .overhead import format_study, run_study
 from .pipeline import VARIANTS, ceiling_images_per_s, format_table, measure_variant
 
@@ -144,8 +144,6 @@ def run(args) -> int:
         raise UserError(f"--backends {args.backends}: {', '.join(missing) or 'none'} not installed here; "
                         f"installed: {', '.join(here) or 'none'}")
     source = source_from(args.data_dir)  # a wrong folder fails here, before anything runs
-    from ..progress import printer
-
     say = printer()
     say(f"bench: {args.images} images at {args.image_size}x{args.image_size}, batch {args.batch_size}, "
         f"{args.steps} steps per variant, width {args.width}; backends {', '.join(backends)}; data: "
@@ -198,8 +196,6 @@ def main(argv: list[str] | None = None) -> int:
 
         _resolve(args)
         backend.start()
-        from ..progress import printer
-
         say = printer()
         result = run_study(args, say) if args.child == "study" else measure_variant(
             args.child, args.images, args.image_size, args.batch_size, args.steps, args.width,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..plan import format_duration
+from ..console import format_duration
 
 # "Process start": a bench child imports this package first, before Keras and its backend.
 IMPORTED = time.monotonic()

@@ -23,7 +23,7 @@ def study_config(base: str | Path, folder: Path, min_trials: int, images: int = 
     """A preset extending `base` with enough Hyperband iterations for `min_trials` trials and,
     unless `full`, tiny sizes. `load_config` is the only way to a Config, hence a TOML file."""
     from ..config import load_config
-    from ..plan import hyperband_schedule
+    from ..schedule import hyperband_schedule
 
     s = load_config(base)["search"]
     iterations = max(1, math.ceil(min_trials / hyperband_schedule(s["max_epochs"], s["factor"]).trials))

@@ -21,7 +21,8 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
-from ..plan import format_duration, search_schedule
+from ..console import format_duration
+from ..schedule import search_schedule
 from ..study import FAILED, Study, failure_reason, require_study, restore_dir, write_text_atomic
 from . import figures
 from .analysis import SPREAD_RULE, difference, edge, outside_fit, warnings  # noqa: F401  (edge: public)

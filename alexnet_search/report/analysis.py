@@ -7,7 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..plan import Schedule, format_duration
+from ..console import format_duration
+from ..schedule import Schedule
 from ..space import BOUNDS
 from ..study import ENDED
 from .load import Trial, fit_seconds

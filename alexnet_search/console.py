@@ -1,0 +1,31 @@
+"""How lines reach the user's terminal: printed at once, durations written short. No Keras here,
+so the launcher and the report use it without loading a backend.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, TextIO
+
+
+def printer(out: TextIO | None = None, prefix: str = "") -> Callable[[str], None]:
+    """A function that prints one line to `out` (default: whatever sys.stdout is when it prints) at
+    once: long runs are watched live, or through a pipe."""
+    def say(line: str) -> None:
+        print(f"{prefix}{line}", file=out or sys.stdout, flush=True)
+
+    return say
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {seconds:02d}s"
+    return f"{seconds}s"
