@@ -1,7 +1,8 @@
 """retrain-best and baseline: hyperparameters trained for the preset's full epoch count.
 
-retrain-best trains the study's best trial; baseline trains the seed's defaults through the very
-same pipeline and budget, so the two test accuracies compare fairly (`SEEDS=N` gives each a mean
+retrain-best trains the study's best trial; baseline trains the preset's named baselines
+(`[baselines.NAME]`: the seed's values, the paper's recipe, ...) through the very same pipeline and
+budget, so their test accuracies compare fairly (`SEEDS=N` gives each a mean
 and standard deviation over N weight-initialisation and shuffling seeds).
 
 Models are rebuilt through the same HyperModel (the searched architecture, not a checkpoint
@@ -12,11 +13,13 @@ retrain-best exports the run that validated best to `results/<study>/best/`:
 
     model.keras               Keras model; `keras.models.load_model(...).predict(uint8 images)`
     serving/                  TensorFlow SavedModel, inference-only endpoint `serve`
-    hyperparameters.json      what was trained
-    metrics.json              train/val/test accuracy and loss per seed, mean and std, wall time
+    hyperparameters.json      every hyperparameter trained
+    metrics.json              train/val/test accuracy and loss per seed (test also with mirror
+                              TTA), mean and std, wall time
 
-Both exports are loaded back and must predict like the model in memory before they replace an
-earlier `best/`; baseline writes the same JSON files to `results/<study>/baseline/`.
+With `[retrain] tta` both exports average each image with its mirror. Both are loaded back and
+must predict like the model in memory before they replace an earlier `best/`; baseline writes the
+same JSON files to `results/<study>/baselines/NAME/`.
 """
 
 from __future__ import annotations
