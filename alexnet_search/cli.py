@@ -161,8 +161,10 @@ def cmd_plan(args) -> int:
     tuner = (f"Hyperband, max_epochs {s['max_epochs']}, factor {s['factor']}, {s['hyperband_iterations']} "
              f"iteration(s)" if s["tuner"] == "hyperband" else
              f"{s['tuner']} tuner, {s['max_trials']} trials of {s['max_epochs']} epochs")
+    m = config["model"]
     print(f"{config.path}: {tuner}; {d['train_size']} training + {d['val_size']} "
-          f"validation images at {d['image_size']}x{d['image_size']}, batch {d['batch_size']}")
+          f"validation images at {d['image_size']}x{d['image_size']}, batch {d['batch_size']}; "
+          f"width x{m['width_multiplier']}, conv1 {m['conv1_kernel']}x{m['conv1_kernel']}")
     print(format_schedule(schedule))
     print(f"then retrain-best: {config['retrain']['epochs']} epochs per seed")
     if args.no_estimate:

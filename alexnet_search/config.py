@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .space import BOUNDS, SEED, problems
+from .space import BOUNDS, SEED, SEED_CONV1_KERNEL, problems
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # Keras Tuner's tuners a preset may choose ([search] tuner).
@@ -42,6 +42,7 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
     },
     "model": {
         "width_multiplier": ((int, float), lambda v: 0 < v <= 4, "a number in (0, 4]"),
+        "conv1_kernel": _POSITIVE_INT,
         "jit_compile": ((bool,), lambda v: True, "true or false"),
         "precision": ((str,), lambda v: v in PRECISIONS, '"float32", "mixed_float16" or "mixed_bfloat16"'),
     },
@@ -102,8 +103,12 @@ class Config:
         ident["search"] = {k: v for k, v in ident["search"].items() if k != "max_consecutive_failed_trials"}
         if ident["search"].get("tuner") == "hyperband":
             del ident["search"]["tuner"]  # the default, as in every study made before tuners could be chosen
-        # Speed options (precision, XLA) may change between runs; the network's width may not.
-        ident["model"] = {"width_multiplier": self.data.get("model", {}).get("width_multiplier", 1.0)}
+        # Speed options (precision, XLA) may change between runs; the network's shape may not.
+        model = self.data.get("model", {})
+        ident["model"] = {"width_multiplier": model.get("width_multiplier", 1.0)}
+        if model.get("conv1_kernel", SEED_CONV1_KERNEL) != SEED_CONV1_KERNEL:
+            # Only where it differs from the seed's: studies made before it could be set still resume.
+            ident["model"]["conv1_kernel"] = model["conv1_kernel"]
         ident["study"] = {"seed": self.data["study"]["seed"]}
         return json.loads(json.dumps(ident, sort_keys=True))
 
@@ -288,6 +293,7 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
     data["study"].setdefault("description", "")
     model = data.setdefault("model", {})
     model.setdefault("width_multiplier", 1.0)
+    model.setdefault("conv1_kernel", SEED_CONV1_KERNEL)
     model.setdefault("jit_compile", False)
     model.setdefault("precision", "float32")
     dist = data.setdefault("distributed", {})
@@ -321,7 +327,7 @@ def load_config(path: str | Path) -> Config:
     from .model import check_image_size
 
     try:
-        check_image_size(data["data"]["image_size"])
+        check_image_size(data["data"]["image_size"], data.get("model", {}).get("conv1_kernel", SEED_CONV1_KERNEL))
     except UserError as exc:
-        raise UserError(f"{path}: data.{exc}") from None
+        raise UserError(f"{path}: data.{exc} (or a smaller model.conv1_kernel)") from None
     return Config(_with_defaults(data), str(path))

@@ -16,7 +16,7 @@ import keras_tuner
 from .config import Config
 from .data import TrainingSet
 from .model import build_alexnet, compile_alexnet, lr_schedule_callbacks
-from .space import Hyperparameters
+from .space import SEED_CONV1_KERNEL, Hyperparameters
 from .study import clean_value
 
 
@@ -44,8 +44,9 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
 
     def __init__(self, space: dict[str, dict[str, Any]], image_size: int = 128,
                  width_multiplier: float = 1.0, jit_compile: bool = False, horizon: int = 64,
-                 precision: str = "float32"):
+                 precision: str = "float32", conv1_kernel: int = SEED_CONV1_KERNEL):
         super().__init__(name="alexnet")
+        self.conv1_kernel = conv1_kernel
         self.space = space
         self.image_size = image_size
         self.width_multiplier = width_multiplier
@@ -66,6 +67,7 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
             jit_compile=m["jit_compile"] if jit_compile is None else jit_compile,
             horizon=horizon or config["search"]["max_epochs"],
             precision=precision or m["precision"],
+            conv1_kernel=m["conv1_kernel"],
         )
 
     def values(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
@@ -80,7 +82,7 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
     def build(self, hp: keras_tuner.HyperParameters):
         params = self.hyperparameters(hp)
         model = build_alexnet(params, image_size=self.image_size, width_multiplier=self.width_multiplier,
-                              precision=self.precision)
+                              precision=self.precision, conv1_kernel=self.conv1_kernel)
         return compile_alexnet(model, params, jit_compile=self.jit_compile, precision=self.precision)
 
     def fit(self, hp, model, x, *args, **kwargs):

@@ -25,7 +25,7 @@ import numpy as np
 from keras import layers
 
 from .errors import UserError
-from .space import BOUNDS, Hyperparameters
+from .space import BOUNDS, SEED_CONV1_KERNEL, Hyperparameters
 
 CIFAR_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
@@ -34,8 +34,8 @@ CLASS_NAMES = (
     "dog", "frog", "horse", "ship", "truck",
 )
 
-# The seed's fixed geometry: conv1's 11x11 kernel and overlapping 3x3 pools with stride 2.
-_CONV1_KERNEL = 11
+# The seed's geometry: overlapping 3x3 pools with stride 2 (and conv1's 11x11 kernel, which a
+# preset may change: SEED_CONV1_KERNEL).
 _POOL = 3
 _POOL_STRIDE = 2
 
@@ -46,7 +46,8 @@ def conv1_stride(image_size: int) -> int:
     The seed used stride 4 at 128x128. Scaling the stride with the input keeps conv1's output
     near 30 pixels wide at every size that is a multiple of 32 above it (64 -> 27, 96 -> 29,
     128 -> 30), so the rest of the stack sees maps of the paper's proportions. Below 64 the stride
-    is 1 and the maps shrink with the input (32 -> 22 -> pools of 10, 4, 1).
+    is 1, and with the seed's 11x11 kernel the maps shrink with the input (32 -> 22 -> pools of
+    10, 4, 1); a 3x3 kernel at 32x32 restores the paper's 30 -> 14, 6, 2 (`tuning/cpu.toml`).
     """
     return max(1, image_size // 32)
 
@@ -63,15 +64,15 @@ def _pooled(size: int) -> int:
     return (size - _POOL) // _POOL_STRIDE + 1
 
 
-def feature_sizes(image_size: int) -> FeatureSizes | None:
+def feature_sizes(image_size: int, conv1_kernel: int = SEED_CONV1_KERNEL) -> FeatureSizes | None:
     """Spatial widths after conv1 and each max-pool, or None where a map collapses.
 
     conv1 and the pools use 'valid' padding, as in the seed; conv2..conv5 use 'same' and keep the
     width. A pool needs a map at least as wide as its 3x3 window.
     """
-    if image_size < _CONV1_KERNEL:
+    if image_size < conv1_kernel:
         return None
-    c1 = (image_size - _CONV1_KERNEL) // conv1_stride(image_size) + 1
+    c1 = (image_size - conv1_kernel) // conv1_stride(image_size) + 1
     sizes = [c1]
     for _ in range(3):
         if sizes[-1] < _POOL:
@@ -80,21 +81,22 @@ def feature_sizes(image_size: int) -> FeatureSizes | None:
     return FeatureSizes(*sizes)
 
 
-def smallest_image_size() -> int:
+def smallest_image_size(conv1_kernel: int = SEED_CONV1_KERNEL) -> int:
     """The smallest input width at which no feature map collapses."""
-    size = _CONV1_KERNEL
-    while feature_sizes(size) is None:
+    size = conv1_kernel
+    while feature_sizes(size, conv1_kernel) is None:
         size += 1
     return size
 
 
-def check_image_size(image_size: int) -> FeatureSizes:
+def check_image_size(image_size: int, conv1_kernel: int = SEED_CONV1_KERNEL) -> FeatureSizes:
     """Feature sizes for `image_size`, or a UserError naming the smallest size that works."""
-    sizes = feature_sizes(image_size) if isinstance(image_size, int) else None
+    sizes = feature_sizes(image_size, conv1_kernel) if isinstance(image_size, int) else None
     if sizes is None:
         raise UserError(
-            f"image_size = {image_size} is too small for AlexNet's layer stack (its feature maps "
-            f"collapse below the 3x3 pooling window); use image_size >= {smallest_image_size()}"
+            f"image_size = {image_size} is too small for AlexNet's layer stack with a "
+            f"{conv1_kernel}x{conv1_kernel} conv1 (its feature maps collapse below the 3x3 pooling "
+            f"window); use image_size >= {smallest_image_size(conv1_kernel)}"
         )
     return sizes
 
@@ -105,15 +107,17 @@ def build_alexnet(
     width_multiplier: float = 1.0,
     num_classes: int = NUM_CLASSES,
     precision: str = "float32",
+    conv1_kernel: int = SEED_CONV1_KERNEL,
 ) -> keras.Model:
     """The seed's single-branch AlexNet, uncompiled, with `hp`'s widths and dropout.
 
     `width_multiplier` scales every conv and dense width (CPU presets search the paper's widths
-    on a narrower network). Input: uint8 images (N, 32, 32, 3). Output: class probabilities,
+    on a narrower network); `conv1_kernel` is conv1's square kernel, the seed's 11 by default.
+    Input: uint8 images (N, 32, 32, 3). Output: class probabilities,
     float32 even when `precision` is "mixed_float16" or "mixed_bfloat16" (layers compute in 16
     bits, keep float32 weights), so losses and exported scores keep full precision.
     """
-    check_image_size(image_size)
+    check_image_size(image_size, conv1_kernel)
     stride = conv1_stride(image_size)
     width = lambda paper_width: max(1, round(paper_width * width_multiplier))  # noqa: E731
     prec = {"dtype": precision}  # per layer, not Keras' global policy: clear_session() between trials resets that
@@ -124,7 +128,7 @@ def build_alexnet(
         x = layers.Resizing(image_size, image_size, name="resize", **prec)(x)
 
     # Batch norm sits where the paper had local response normalisation: after conv1 and conv2.
-    x = layers.Conv2D(width(hp.conv1_filters), _CONV1_KERNEL, strides=stride, activation="relu", name="conv1", **prec)(x)
+    x = layers.Conv2D(width(hp.conv1_filters), conv1_kernel, strides=stride, activation="relu", name="conv1", **prec)(x)
     x = layers.BatchNormalization(name="bn1", **prec)(x)
     x = layers.MaxPooling2D(_POOL, strides=_POOL_STRIDE, name="pool1", **prec)(x)
     x = layers.Conv2D(width(hp.conv2_filters), 5, padding="same", activation="relu", name="conv2", **prec)(x)

@@ -109,6 +109,10 @@ def problems(values: dict[str, Any]) -> list[str]:
     return found
 
 
+# conv1's kernel in the seed: a preset's `[model] conv1_kernel` (part of the network's shape, with
+# the input size and width multiplier), not a hyperparameter, so baselines and tuned models share it.
+SEED_CONV1_KERNEL = 11
+
 NAMES: tuple[str, ...] = tuple(f.name for f in fields(Hyperparameters))
 SEED: dict[str, Any] = Hyperparameters().as_dict()
 BOUNDS: dict[str, Bounds] = {f.name: f.metadata["bounds"] for f in fields(Hyperparameters)}

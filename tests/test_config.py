@@ -139,3 +139,15 @@ def test_a_hyperband_study_keeps_the_identity_it_had_before_tuners_could_be_chos
     cpu = load_config(REPO / "tuning" / "cpu.toml")
     assert "tuner" not in cpu.search_identity()["search"]  # studies made before [search] tuner still resume
     assert load_config(REPO / "tuning" / "cpu-random.toml").search_identity()["search"]["tuner"] == "random"
+
+
+def test_conv1_kernel_is_part_of_the_network_only_where_it_differs_from_the_seeds(tmp_path):
+    paper = load_config(REPO / "tuning" / "paper.toml")
+    assert paper["model"]["conv1_kernel"] == 11
+    assert "conv1_kernel" not in paper.search_identity()["model"]  # studies made before it was a key still resume
+    three = load_config(_write(tmp_path, "[model]\nconv1_kernel = 5"))
+    assert three.search_identity()["model"]["conv1_kernel"] == 5
+    with pytest.raises(UserError, match="model.conv1_kernel = 0 is invalid"):
+        load_config(_write(tmp_path, "[model]\nconv1_kernel = 0"))
+    with pytest.raises(UserError, match=r"data.image_size = 32 is too small .* 31x31 conv1.*smaller model.conv1_kernel"):
+        load_config(_write(tmp_path, "[model]\nconv1_kernel = 31"))

@@ -31,6 +31,13 @@ def test_empty_hyperparameters_build_the_seed_model():
     assert [w.shape for w in model.weights] == [w.shape for w in build_alexnet().weights]
 
 
+def test_the_presets_conv1_kernel_reaches_the_model(tmp_path):
+    preset = tmp_path / "k.toml"
+    preset.write_text(f'extends = "{REPO / "tuning" / "cpu.toml"}"\n[model]\nconv1_kernel = 5\n')
+    model = AlexNetHyperModel.from_config(load_config(preset)).build(keras_tuner.HyperParameters())
+    assert model.get_layer("conv1").kernel_size == (5, 5)
+
+
 def test_names_the_space_does_not_search_keep_the_seed_value():
     from alexnet_search.space import SEED
 

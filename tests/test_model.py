@@ -6,7 +6,7 @@ import pytest
 
 from alexnet_search.errors import UserError
 from alexnet_search.model import (
-    build_alexnet, check_image_size, clear_session, compile_alexnet, conv1_stride, feature_sizes,
+    FeatureSizes, build_alexnet, check_image_size, clear_session, compile_alexnet, conv1_stride, feature_sizes,
     lr_schedule_callbacks, smallest_image_size,
 )
 from alexnet_search.space import Hyperparameters
@@ -49,6 +49,16 @@ def test_size_rule_keeps_the_stack_valid(size, stride, last):
     assert feature_sizes(size).pool3 == last
     model = build_alexnet(image_size=size)
     assert tuple(model.get_layer("pool3").output.shape[1:3]) == (last, last)
+
+
+def test_a_3x3_conv1_at_32x32_keeps_the_papers_map_sizes():
+    # The seed's 11x11 at 128x128 (stride 4) gives 30 -> 14, 6, 2; at 32x32 (stride 1) only a 3x3 does.
+    assert feature_sizes(128) == feature_sizes(32, conv1_kernel=3) == FeatureSizes(30, 14, 6, 2)
+    model = build_alexnet(TINY_NET, image_size=32, conv1_kernel=3)
+    assert model.get_layer("conv1").kernel_size == (3, 3)
+    assert tuple(model.get_layer("pool3").output.shape[1:3]) == (2, 2)
+    with pytest.raises(UserError, match="with a 13x13 conv1 .* use image_size >= 27"):
+        check_image_size(24, conv1_kernel=13)
 
 
 def test_too_small_size_names_the_smallest_that_works():

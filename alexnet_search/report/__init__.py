@@ -23,6 +23,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..console import format_duration
 from ..schedule import search_schedule
+from ..space import SEED_CONV1_KERNEL
 from ..study import FAILED, Study, failure_reason, require_study, restore_dir, write_text_atomic
 from . import figures
 from .analysis import SPREAD_RULE, difference, edge, outside_fit, warnings  # noqa: F401  (edge: public)
@@ -133,7 +134,8 @@ def _study_section(config, preset, trials, schedule, summary, versions, commands
              f"- data: {d['train_size']} training + {d['val_size']} validation images at {d['image_size']}x"
              f"{d['image_size']}, batch {d['batch_size']}; source: {config.get('data_source', 'not recorded')}"
              + (f"; {config['split']}" if config.get("split") else ""),
-             f"- model: width multiplier {config['model']['width_multiplier']}; retrain {config['retrain']['epochs']} epochs",
+             f"- model: width multiplier {config['model']['width_multiplier']}, conv1 {_kernel(config)}x"
+             f"{_kernel(config)}; retrain {config['retrain']['epochs']} epochs",
              f"- {_tuner_line(s)}, max_consecutive_failed_trials {s['max_consecutive_failed_trials']}, "
              f"max_retries_per_trial {s.get('max_retries_per_trial', 0)}; planned {schedule.trials} trials, "
              f"{schedule.epochs} epochs",
@@ -161,8 +163,12 @@ def _tuner_line(s: dict) -> str:
             f"max_trials {s['max_trials']} of max_epochs {s['max_epochs']} each")
 
 
+def _kernel(c: dict) -> int:
+    return c["model"].get("conv1_kernel", SEED_CONV1_KERNEL)  # config.json from before it could be set
+
+
 def _same_search_data(c: dict) -> dict:
-    return {"space": c["space"], "width": c["model"]["width_multiplier"],
+    return {"space": c["space"], "width": c["model"]["width_multiplier"], "conv1_kernel": _kernel(c),
             **{k: c["data"][k] for k in ("train_size", "val_size", "image_size", "batch_size")}}
 
 
