@@ -16,7 +16,7 @@ def test_presets_load_and_share_one_search_space():
     assert paper.space == cpu.space
     # Every search starts from the seed's values; presets differing only in tuner or budget share the space.
     assert {name: entry["default"] for name, entry in paper.space.items()} == {n: SEED[n] for n in paper.space}
-    for variant in ("cpu-random", "cpu-bayesian", "cpu-budget3"):
+    for variant in ("cpu-random", "cpu-bayesian", "cpu-budget3", "cpu-long"):
         assert load_config(REPO / "tuning" / f"{variant}.toml").space == cpu.space
     assert paper["data"]["image_size"] == 128 and paper["retrain"]["epochs"] == 64
     assert paper["data"]["train_size"] == 10000
