@@ -16,11 +16,11 @@ def test_presets_load_and_share_one_search_space():
     assert paper.space == cpu.space
     # Every search starts from the seed's values; presets differing only in tuner or budget share the space.
     assert {name: entry["default"] for name, entry in paper.space.items()} == {n: SEED[n] for n in paper.space}
-    for variant in ("cpu-random", "cpu-bayesian", "cpu-budget3", "cpu-long"):
+    for variant in ("cpu-random", "cpu-bayesian", "cpu-budget3", "cpu-quick"):
         assert load_config(REPO / "tuning" / f"{variant}.toml").space == cpu.space
     assert paper["data"]["image_size"] == 128 and paper["retrain"]["epochs"] == 64
     assert paper["data"]["train_size"] == 10000
-    assert cpu["data"]["image_size"] == 32 and cpu["search"]["factor"] == paper["search"]["factor"]
+    assert cpu["data"]["image_size"] == 32 and cpu["search"]["max_epochs"] == paper["search"]["max_epochs"]
     assert paper.name == "paper" and cpu.name == "cpu"
 
 
@@ -104,7 +104,8 @@ def test_tuner_choice_and_an_equal_budget_by_default(tmp_path):
     cpu = load_config(REPO / "tuning" / "cpu.toml")
     assert cpu["search"]["tuner"] == "hyperband" and "max_trials" not in cpu["search"]
     random = load_config(_write(tmp_path, '[search]\ntuner = "random"'))
-    assert random["search"]["max_trials"] == 75 // 9  # Hyperband's 75 epochs, in 9-epoch trials
+    assert random["search"]["max_trials"] == 171 // 27  # Hyperband's 171 epochs, in 27-epoch trials
+    assert load_config(REPO / "tuning" / "cpu-random.toml")["search"]["max_trials"] == 75 // 9  # cpu-quick's
     bayes = load_config(_write(tmp_path, '[search]\ntuner = "bayesian"\nmax_trials = 5'))
     assert bayes["search"]["max_trials"] == 5
     with pytest.raises(UserError, match='search.tuner = \'grid\' is invalid: it must be "hyperband", "random"'):
