@@ -17,7 +17,7 @@ def test_schedule_totals(max_epochs, trials, configs, epochs):
     assert hyperband_schedule(max_epochs, 3, iterations=2).epochs == 2 * epochs
 
 
-@pytest.mark.parametrize("max_epochs, factor, iterations", [(9, 3, 1), (2, 2, 2), (27, 3, 1), (12, 4, 1)])
+@pytest.mark.parametrize("max_epochs, factor, iterations", [(9, 3, 1), (2, 2, 2), (27, 3, 1), (12, 4, 1), (27, 9, 1)])
 def test_schedule_matches_a_simulated_oracle(tmp_path, max_epochs, factor, iterations):
     """Drive Keras Tuner's own oracle to the end, every trial completing with a random score."""
     import keras_tuner
