@@ -20,7 +20,7 @@ from alexnet_search.space import Hyperparameters
 
 from conftest import REPO, TINY_NET, options_without_help
 
-CPU = str(REPO / "tuning" / "cpu.toml")
+CPU = str(REPO / "tuning" / "cpu-quick.toml")  # the bench's default: many short trials
 
 
 def _parse(*argv):

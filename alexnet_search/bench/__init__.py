@@ -52,8 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     arg("--batch-size", type=int, default=128, help="batch size of both variants (default 128)")
     arg("--steps", type=int, default=None, help="training steps per variant (default: two epochs of --images)")
     arg("--width", type=float, default=1.0, help="width multiplier of the benchmarked AlexNet (default 1.0)")
-    arg("--config", default="tuning/cpu.toml",
-        help="preset giving the search space and the study's Hyperband settings (default: tuning/cpu.toml)")
+    # cpu-quick.toml: 23 mostly short trials per iteration, where time outside `fit` weighs most.
+    arg("--config", default="tuning/cpu-quick.toml",
+        help="preset giving the search space and the study's Hyperband settings (default: tuning/cpu-quick.toml)")
     arg("--data-dir", default=None, help="CIFAR-10 python-batch folder; default: $CIFAR10_DIR, else "
         "synthetic images (a benchmark never downloads)")
     arg("--trials-memory", type=int, default=20,
@@ -61,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     arg("--study-images", type=int, default=256, help="training images of the tiny study, at width 0.125; "
         "validation takes a quarter as many again (default 256)")
     arg("--study-full", action="store_true", help="run the study at the preset's own sizes and width (the 5%% "
-        "overhead target; about 30 minutes for cpu.toml on 2 cores)")
+        "overhead target; about 30 minutes for cpu-quick.toml on 2 cores)")
     arg("--backends", default=None, help="Keras backends to measure side by side, comma-separated (default: "
         "every installed one of tensorflow and jax); the seed's way runs on the first")
     arg("--skip-search", action="store_true", help="skip the study (first step, time outside fit, memory)")
