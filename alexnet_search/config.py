@@ -42,7 +42,8 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
     },
     "model": {
         "width_multiplier": ((int, float), lambda v: 0 < v <= 4, "a number in (0, 4]"),
-        "conv1_kernel": _POSITIVE_INT,
+        # Bounded: 11 at 128x128 is the seed's; a typo of millions would stall the size check.
+        "conv1_kernel": ((int,), lambda v: 1 <= v <= 64, "an integer from 1 to 64"),
         "jit_compile": ((bool,), lambda v: True, "true or false"),
         "precision": ((str,), lambda v: v in PRECISIONS, '"float32", "mixed_float16" or "mixed_bfloat16"'),
     },

@@ -290,6 +290,37 @@ def _grows(old: dict, new: dict, dotted: str) -> bool:
     return isinstance(before, int) and isinstance(after, int) and after > before
 
 
+def _changed(old: dict, new: dict) -> list[str]:
+    """Keys where `new` is another search than `old`; a larger budget (EXTENSIBLE) is the same one."""
+    return [k for k in _differences(old, new) if not (k in EXTENSIBLE and _grows(old, new, k))]
+
+
+def require_same_search(study: Study, config: Config, sections: tuple[str, ...] | None = None) -> None:
+    """UserError when `config` is not the preset the study was searched with (only its `sections`
+    of the identity, when given: a baseline needs the same data and network, not the same search).
+
+    retrain-best and baseline train at the preset's sizes: with another preset a study's best
+    would be retrained on another network, or a baseline set beside a tuned model it cannot be
+    compared with. A study without study.json (no search yet) has nothing to compare.
+    """
+    try:
+        saved = read_json(study.identity_file)
+        old = saved["identity"]
+    except (OSError, UserError, KeyError, TypeError):
+        return
+    new = config.search_identity()
+    if sections:
+        old, new = ({k: d.get(k, {}) for k in sections} for d in (old, new))
+    diff = _changed(old, new)
+    if diff:
+        shown = ", ".join(diff[:5]) + (" ..." if len(diff) > 5 else "")
+        raise UserError(
+            f"{study.root} was searched with {saved.get('preset', 'another preset')}, which differs from "
+            f"{config.path} in {shown}; use that CONFIG, or --study NEW_NAME (retrain-best: --from "
+            f"{study.name}, to retrain its best at {config.path}'s sizes)"
+        )
+
+
 def prepare_search(study: Study, config: Config, overwrite: bool) -> bool:
     """Make the study folder ready for a search; return True when resuming existing trials.
 
@@ -306,7 +337,7 @@ def prepare_search(study: Study, config: Config, overwrite: bool) -> bool:
             raise UserError(
                 f"{study.identity_file} is unreadable; rerun with --overwrite to start {study.name} over"
             ) from None
-        diff = [k for k in _differences(old, identity) if not (k in EXTENSIBLE and _grows(old, identity, k))]
+        diff = _changed(old, identity)
         shrinking = [k for k in diff if k in EXTENSIBLE and _grows(identity, old, k)]
         if shrinking:
             raise UserError(

@@ -405,6 +405,8 @@ def test_user_errors_are_one_line_and_exit_2(searched, tmp_path):
     other.write_text(f'extends = "{tiny_config}"\n[data]\nimage_size = 48\n')
     _one_line_error(run_cli("search", "--config", other, "--study", "tiny", "--data-dir", cifar_dir,
                             "--results-dir", results, cwd=tmp_path), "different search")
+    _one_line_error(run_cli("retrain-best", "--config", other, "--study", "tiny", "--data-dir", cifar_dir,
+                            "--results-dir", results, cwd=tmp_path), "in data.image_size; use that CONFIG")
     _one_line_error(run_cli("search", "--config", tiny_config, "--data-dir", tmp_path / "nowhere", "--results-dir",
                             results, cwd=tmp_path), "does not exist")
     _one_line_error(run_cli("retrain-best", "--config", tiny_config, "--study", "other", "--data-dir", cifar_dir,

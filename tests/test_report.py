@@ -377,5 +377,12 @@ def test_other_studies_of_the_space_are_set_beside_with_their_best_values(tmp_pa
     other = json.loads((c.root / "config.json").read_text())
     other["data"]["image_size"] = 64
     (c.root / "config.json").write_text(json.dumps(other))
-    with pytest.raises(UserError, match="--against c: its search space or data differ"):
+    with pytest.raises(UserError, match="--against c: its search space, data or network differ"):
         write_report(a, [c])
+    d = make_study(tmp_path / "d", events=False)
+    old = json.loads((d.root / "config.json").read_text())
+    del old["model"]["conv1_kernel"]  # a study from before the key: the seed's 11x11, not cpu.toml's 3x3
+    (d.root / "config.json").write_text(json.dumps(old))
+    with pytest.raises(UserError, match="--against d: its search space, data or network differ"):
+        write_report(a, [d])
+    assert "- model: width multiplier 0.25, conv1 11x11;" in write_report(d).read_text()

@@ -182,8 +182,8 @@ def _other_studies(study: Study, config: dict, tuned: dict | None, others: list[
         require_study(other)
         c = config if other is study else read(other.root / "config.json", required=True)
         if _same_search_data(c) != _same_search_data(config):
-            raise UserError(f"--against {other.name}: its search space or data differ from {study.name}'s; "
-                            f"compare studies of the same preset")
+            raise UserError(f"--against {other.name}: its search space, data or network differ from "
+                            f"{study.name}'s; compare studies of the same preset")
         s = c["search"]
         trials = load_trials(other.tuner_dir, s["max_epochs"])
         order = ranked(trials, objective)
