@@ -50,7 +50,7 @@ from .search import load_finished_tuner, ranked_trials
 from .tboard import TensorBoardLogger
 from .training import Training
 from .study import (
-    Study, direction, model_epochs, replace_dir_atomic, require_same_search, restore_dir, searched_values, study_for,
+    Study, direction, model_epochs, replace_dir_atomic, require_same_network, restore_dir, searched_values, study_for,
     write_json_atomic, write_provenance,
 )
 
@@ -324,7 +324,7 @@ def train_baseline(config: Config, study: Study, source: Source, seeds: int = 1,
     """The preset's named baselines (`[baselines.NAME]`; all of them, or `names`) through
     retrain-best's pipeline and budget, each into baselines/NAME/. Returns metrics per name."""
     baselines = config["baselines"]
-    require_same_search(study, config, sections=("data", "model"))
+    require_same_network(study, config)
     unknown = [n for n in names or [] if n not in baselines]
     if unknown:
         raise UserError(f"no baseline named {', '.join(unknown)} in {config.path}; it has "

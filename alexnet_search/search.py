@@ -38,7 +38,7 @@ from .tboard import TensorBoardLogger, write_experiment
 from .training import Training
 from .study import (
     ENDED, FAILED, Study, direction, extension, failure_reason, prepare_search, rank_key, read_json,
-    model_epochs, require_same_search, require_study, searched_values, short, trial_epochs, write_json_atomic, write_provenance,
+    model_epochs, require_same_network, require_study, searched_values, short, trial_epochs, write_json_atomic, write_provenance,
 )
 
 
@@ -345,10 +345,10 @@ def ranked_trials(oracle) -> list:
 
 
 def load_finished_tuner(config: Config, study: Study) -> AlexNetTuner:
-    """The study's tuner, reloaded; UserError when it has no completed trial, or when `config` is
-    not the preset it was searched with."""
+    """The study's tuner, reloaded; UserError when it has no completed trial, or when `config`
+    trains other data or another network than the search did."""
     require_study(study)
-    require_same_search(study, config)
+    require_same_network(study, config)
     if not study.tuner_dir.is_dir():
         raise UserError(f"{study.root} has no search state; run the search first")
     tuner = make_tuner(config, study)

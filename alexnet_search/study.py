@@ -295,13 +295,15 @@ def _changed(old: dict, new: dict) -> list[str]:
     return [k for k in _differences(old, new) if not (k in EXTENSIBLE and _grows(old, new, k))]
 
 
-def require_same_search(study: Study, config: Config, sections: tuple[str, ...] | None = None) -> None:
-    """UserError when `config` is not the preset the study was searched with (only its `sections`
-    of the identity, when given: a baseline needs the same data and network, not the same search).
+def require_same_network(study: Study, config: Config) -> None:
+    """UserError when `config` trains other data or another network than the study was searched
+    with (its identity's data and model).
 
     retrain-best and baseline train at the preset's sizes: with another preset a study's best
     would be retrained on another network, or a baseline set beside a tuned model it cannot be
-    compared with. A study without study.json (no search yet) has nothing to compare.
+    compared with. The search's own settings (budget, tuner, study seed) do not matter here, so
+    a study searched with SEED=2 or extended with ITERATIONS=2 retrains with the plain preset. A
+    study without study.json (no search yet) has nothing to compare.
     """
     try:
         saved = read_json(study.identity_file)
@@ -309,15 +311,12 @@ def require_same_search(study: Study, config: Config, sections: tuple[str, ...] 
     except (OSError, UserError, KeyError, TypeError):
         return
     new = config.search_identity()
-    if sections:
-        old, new = ({k: d.get(k, {}) for k in sections} for d in (old, new))
-    diff = _changed(old, new)
+    diff = _differences(*({k: d.get(k, {}) for k in ("data", "model")} for d in (old, new)))
     if diff:
-        shown = ", ".join(diff[:5]) + (" ..." if len(diff) > 5 else "")
         raise UserError(
             f"{study.root} was searched with {saved.get('preset', 'another preset')}, which differs from "
-            f"{config.path} in {shown}; use that CONFIG, or --study NEW_NAME (retrain-best: --from "
-            f"{study.name}, to retrain its best at {config.path}'s sizes)"
+            f"{config.path} in {', '.join(diff)}; use that CONFIG, or --study NEW_NAME (retrain-best: "
+            f"--from {study.name}, to retrain its best at {config.path}'s sizes)"
         )
 
 

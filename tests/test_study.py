@@ -213,23 +213,24 @@ def test_a_study_may_grow_its_budget_but_not_shrink_it(tmp_path):
                        overwrite=False)
 
 
-def test_retrain_and_baselines_refuse_a_preset_other_than_the_studys(tmp_path):
-    from alexnet_search.study import require_same_search
+def test_retrain_and_baselines_refuse_other_data_or_another_network_than_the_studys(tmp_path):
+    from alexnet_search.study import require_same_network
 
     quick = load_config(REPO / "tuning" / "cpu-quick.toml")
-    cpu = load_config(REPO / "tuning" / "cpu.toml")
     study = study_for(tmp_path, "s")
-    require_same_search(study, cpu)  # no search yet: nothing to compare
+    require_same_network(study, quick)  # no search yet: nothing to compare
     prepare_search(study, quick, overwrite=False)
-    require_same_search(study, quick)
-    require_same_search(study, quick.with_overrides({"search": {"hyperband_iterations": 2}}))  # a grown study
-    with pytest.raises(UserError, match=r"was searched with .*cpu-quick.toml, which differs from .*cpu.toml in "
-                                        r"search.factor, search.max_epochs; use that CONFIG.*--from s"):
-        require_same_search(study, cpu)
-    require_same_search(study, cpu, sections=("data", "model"))  # a baseline needs the data and network only
+    # The search's own settings may differ: another budget, an extended study, another study seed.
+    for same in (load_config(REPO / "tuning" / "cpu.toml"),
+                 quick.with_overrides({"search": {"hyperband_iterations": 2}, "study": {"seed": 2}})):
+        require_same_network(study, same)
+    with pytest.raises(UserError, match=r"was searched with .*cpu-quick.toml, which differs from .*paper.toml in "
+                                        r"data.image_size, data.train_size, model.conv1_kernel, "
+                                        r"model.width_multiplier; use that CONFIG.*--from s"):
+        require_same_network(study, load_config(REPO / "tuning" / "paper.toml"))
     # A study from before conv1_kernel was a key: the seed's 11x11, which cpu.toml's 3x3 is not.
     old = json.loads(study.identity_file.read_text())
     del old["identity"]["model"]["conv1_kernel"]
     study.identity_file.write_text(json.dumps(old))
-    with pytest.raises(UserError, match="differs from .* in model.conv1_kernel"):
-        require_same_search(study, cpu, sections=("data", "model"))
+    with pytest.raises(UserError, match="differs from .* in model.conv1_kernel;"):
+        require_same_network(study, quick)
