@@ -447,7 +447,7 @@ def test_plan_prints_the_schedule_and_an_estimate(tmp_path, tiny_config):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "5 trials (4 new configurations" in result.stdout and "7 epochs" in result.stdout
     assert "training images/s" in result.stdout and "estimated: search" in result.stdout
-    assert result.stdout.startswith("paper.toml's search at CPU size")  # the preset's description
+    assert result.stdout.startswith("paper.toml's space at CPU size")  # the preset's description
 
 
 @slow
