@@ -290,11 +290,6 @@ def _grows(old: dict, new: dict, dotted: str) -> bool:
     return isinstance(before, int) and isinstance(after, int) and after > before
 
 
-def _changed(old: dict, new: dict) -> list[str]:
-    """Keys where `new` is another search than `old`; a larger budget (EXTENSIBLE) is the same one."""
-    return [k for k in _differences(old, new) if not (k in EXTENSIBLE and _grows(old, new, k))]
-
-
 def require_same_network(study: Study, config: Config) -> None:
     """UserError when `config` trains other data or another network than the study was searched
     with (its identity's data and model).
@@ -336,7 +331,7 @@ def prepare_search(study: Study, config: Config, overwrite: bool) -> bool:
             raise UserError(
                 f"{study.identity_file} is unreadable; rerun with --overwrite to start {study.name} over"
             ) from None
-        diff = _changed(old, identity)
+        diff = [k for k in _differences(old, identity) if not (k in EXTENSIBLE and _grows(old, identity, k))]
         shrinking = [k for k in diff if k in EXTENSIBLE and _grows(identity, old, k)]
         if shrinking:
             raise UserError(
