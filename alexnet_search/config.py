@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .space import BOUNDS, SEED, SEED_CONV1_KERNEL, problems
+from .space import BOUNDS, SEED, SEED_BN_MOMENTUM, SEED_CONV1_KERNEL, problems
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # Keras Tuner's tuners a preset may choose ([search] tuner).
@@ -44,6 +44,8 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
         "width_multiplier": ((int, float), lambda v: 0 < v <= 4, "a number in (0, 4]"),
         # Bounded: 11 at 128x128 is the seed's; a typo of millions would stall the size check.
         "conv1_kernel": ((int,), lambda v: 1 <= v <= 64, "an integer from 1 to 64"),
+        # Batch norm's moving-average momentum; 1 would never update the statistics.
+        "bn_momentum": ((int, float), lambda v: 0 <= v < 1, "a number in [0, 1)"),
         "jit_compile": ((bool,), lambda v: True, "true or false"),
         "precision": ((str,), lambda v: v in PRECISIONS, '"float32", "mixed_float16" or "mixed_bfloat16"'),
     },
@@ -106,10 +108,9 @@ class Config:
             del ident["search"]["tuner"]  # the default, as in every study made before tuners could be chosen
         # Speed options (precision, XLA) may change between runs; the network's shape may not.
         model = self.data.get("model", {})
-        ident["model"] = {"width_multiplier": model.get("width_multiplier", 1.0)}
-        if model.get("conv1_kernel", SEED_CONV1_KERNEL) != SEED_CONV1_KERNEL:
-            # Only where it differs from the seed's: studies made before it could be set still resume.
-            ident["model"]["conv1_kernel"] = model["conv1_kernel"]
+        ident["model"] = {"width_multiplier": model.get("width_multiplier", 1.0),
+                          "conv1_kernel": model.get("conv1_kernel", SEED_CONV1_KERNEL),
+                          "bn_momentum": model.get("bn_momentum", SEED_BN_MOMENTUM)}
         ident["study"] = {"seed": self.data["study"]["seed"]}
         return json.loads(json.dumps(ident, sort_keys=True))
 
@@ -295,6 +296,7 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
     model = data.setdefault("model", {})
     model.setdefault("width_multiplier", 1.0)
     model.setdefault("conv1_kernel", SEED_CONV1_KERNEL)
+    model.setdefault("bn_momentum", SEED_BN_MOMENTUM)
     model.setdefault("jit_compile", False)
     model.setdefault("precision", "float32")
     dist = data.setdefault("distributed", {})

@@ -16,7 +16,7 @@ import keras_tuner
 from .config import Config
 from .data import TrainingSet
 from .model import build_alexnet, compile_alexnet, lr_schedule_callbacks
-from .space import SEED_CONV1_KERNEL, Hyperparameters
+from .space import SEED_BN_MOMENTUM, SEED_CONV1_KERNEL, Hyperparameters
 from .study import clean_value
 
 
@@ -44,9 +44,11 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
 
     def __init__(self, space: dict[str, dict[str, Any]], image_size: int = 128,
                  width_multiplier: float = 1.0, jit_compile: bool = False, horizon: int = 64,
-                 precision: str = "float32", conv1_kernel: int = SEED_CONV1_KERNEL):
+                 precision: str = "float32", conv1_kernel: int = SEED_CONV1_KERNEL,
+                 bn_momentum: float = SEED_BN_MOMENTUM):
         super().__init__(name="alexnet")
         self.conv1_kernel = conv1_kernel
+        self.bn_momentum = bn_momentum
         self.space = space
         self.image_size = image_size
         self.width_multiplier = width_multiplier
@@ -68,6 +70,7 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
             horizon=horizon or config["search"]["max_epochs"],
             precision=precision or m["precision"],
             conv1_kernel=m["conv1_kernel"],
+            bn_momentum=m["bn_momentum"],
         )
 
     def values(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
@@ -82,7 +85,8 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
     def build(self, hp: keras_tuner.HyperParameters):
         params = self.hyperparameters(hp)
         model = build_alexnet(params, image_size=self.image_size, width_multiplier=self.width_multiplier,
-                              precision=self.precision, conv1_kernel=self.conv1_kernel)
+                              precision=self.precision, conv1_kernel=self.conv1_kernel,
+                              bn_momentum=self.bn_momentum)
         return compile_alexnet(model, params, jit_compile=self.jit_compile, precision=self.precision)
 
     def fit(self, hp, model, x, *args, **kwargs):

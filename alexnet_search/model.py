@@ -25,7 +25,7 @@ import numpy as np
 from keras import layers
 
 from .errors import UserError
-from .space import BOUNDS, SEED_CONV1_KERNEL, Hyperparameters
+from .space import BOUNDS, SEED_BN_MOMENTUM, SEED_CONV1_KERNEL, Hyperparameters
 
 CIFAR_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
@@ -108,11 +108,15 @@ def build_alexnet(
     num_classes: int = NUM_CLASSES,
     precision: str = "float32",
     conv1_kernel: int = SEED_CONV1_KERNEL,
+    bn_momentum: float = SEED_BN_MOMENTUM,
 ) -> keras.Model:
     """The seed's single-branch AlexNet, uncompiled, with `hp`'s widths and dropout.
 
     `width_multiplier` scales every conv and dense width (CPU presets search the paper's widths
     on a narrower network); `conv1_kernel` is conv1's square kernel, the seed's 11 by default.
+    `bn_momentum` is how much of its moving statistics batch norm keeps per step (Keras' 0.99 by
+    default): validation and inference use those statistics, which after n steps still hold
+    momentum^n of their initial 0 and 1.
     Input: uint8 images (N, 32, 32, 3). Output: class probabilities,
     float32 even when `precision` is "mixed_float16" or "mixed_bfloat16" (layers compute in 16
     bits, keep float32 weights), so losses and exported scores keep full precision.
@@ -129,10 +133,10 @@ def build_alexnet(
 
     # Batch norm sits where the paper had local response normalisation: after conv1 and conv2.
     x = layers.Conv2D(width(hp.conv1_filters), conv1_kernel, strides=stride, activation="relu", name="conv1", **prec)(x)
-    x = layers.BatchNormalization(name="bn1", **prec)(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name="bn1", **prec)(x)
     x = layers.MaxPooling2D(_POOL, strides=_POOL_STRIDE, name="pool1", **prec)(x)
     x = layers.Conv2D(width(hp.conv2_filters), 5, padding="same", activation="relu", name="conv2", **prec)(x)
-    x = layers.BatchNormalization(name="bn2", **prec)(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name="bn2", **prec)(x)
     x = layers.MaxPooling2D(_POOL, strides=_POOL_STRIDE, name="pool2", **prec)(x)
     x = layers.Conv2D(width(hp.conv3_filters), 3, padding="same", activation="relu", name="conv3", **prec)(x)
     x = layers.Conv2D(width(hp.conv4_filters), 3, padding="same", activation="relu", name="conv4", **prec)(x)

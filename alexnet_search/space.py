@@ -112,6 +112,8 @@ def problems(values: dict[str, Any]) -> list[str]:
 # conv1's kernel in the seed: a preset's `[model] conv1_kernel` (part of the network's shape, with
 # the input size and width multiplier), not a hyperparameter, so baselines and tuned models share it.
 SEED_CONV1_KERNEL = 11
+# Batch norm's moving-statistics momentum in the seed: Keras' default. Also a preset's `[model]` key.
+SEED_BN_MOMENTUM = 0.99
 
 NAMES: tuple[str, ...] = tuple(f.name for f in fields(Hyperparameters))
 SEED: dict[str, Any] = Hyperparameters().as_dict()

@@ -142,12 +142,16 @@ def test_a_hyperband_study_keeps_the_identity_it_had_before_tuners_could_be_chos
     assert load_config(REPO / "tuning" / "cpu-random.toml").search_identity()["search"]["tuner"] == "random"
 
 
-def test_conv1_kernel_is_part_of_the_network_only_where_it_differs_from_the_seeds(tmp_path):
+def test_the_networks_shape_is_part_of_a_studys_identity(tmp_path):
     paper = load_config(REPO / "tuning" / "paper.toml")
     assert paper["model"]["conv1_kernel"] == 11
-    assert "conv1_kernel" not in paper.search_identity()["model"]  # studies made before it was a key still resume
-    three = load_config(_write(tmp_path, "[model]\nconv1_kernel = 5"))
-    assert three.search_identity()["model"]["conv1_kernel"] == 5
+    assert paper.search_identity()["model"] == {"width_multiplier": 1.0, "conv1_kernel": 11, "bn_momentum": 0.9}
+    five = load_config(_write(tmp_path, "[model]\nconv1_kernel = 5\nbn_momentum = 0.5"))
+    assert five.search_identity()["model"]["conv1_kernel"] == 5
+    assert five.search_identity()["model"]["bn_momentum"] == 0.5
+    for bad in (-0.1, 1, 1.5, True):
+        with pytest.raises(UserError, match=r"model.bn_momentum = .* is invalid: it must be a number in \[0, 1\)"):
+            load_config(_write(tmp_path, f"[model]\nbn_momentum = {str(bad).lower()}"))
     for bad in (0, 65):
         with pytest.raises(UserError, match=f"model.conv1_kernel = {bad} is invalid: it must be an integer from 1 to 64"):
             load_config(_write(tmp_path, f"[model]\nconv1_kernel = {bad}"))

@@ -35,6 +35,7 @@ def test_default_model_at_128_matches_the_seed_description():
     assert shapes["predictions"] == (10,)
     assert model.get_layer("drop1").rate == 0.5 and model.get_layer("drop2").rate == 0.5
     assert model.get_layer("conv1").strides == (4, 4)
+    assert model.get_layer("bn1").momentum == model.get_layer("bn2").momentum == 0.99  # Keras' default
 
     convs = _conv(11, 3, 96) + _conv(5, 96, 256) + _conv(3, 256, 384) + _conv(3, 384, 384) + _conv(3, 384, 256)
     dense = (1024 * 4096 + 4096) + (4096 * 4096 + 4096) + (4096 * 10 + 10)
@@ -68,6 +69,21 @@ def test_too_small_size_names_the_smallest_that_works():
         check_image_size(smallest - 1)
     with pytest.raises(UserError, match="too small"):
         build_alexnet(image_size=8)
+
+
+def test_batch_norm_momentum_sets_how_fast_the_inference_statistics_follow_training():
+    # After a few steps at 0.9 the moving mean has left its initial 0; at 0.99 it barely moved.
+    x = np.full((64, 32, 32, 3), 200, np.uint8)
+    y = np.zeros(64, np.int64)
+    moved = {}
+    for momentum in (0.9, 0.99):
+        keras.utils.set_random_seed(0)
+        model = compile_alexnet(build_alexnet(TINY_NET, image_size=32, conv1_kernel=3, bn_momentum=momentum))
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+        bn = model.get_layer("bn1")
+        assert bn.momentum == momentum
+        moved[momentum] = float(np.abs(keras.ops.convert_to_numpy(bn.moving_mean)).mean())
+    assert moved[0.9] > 5 * moved[0.99] > 0
 
 
 def test_takes_uint8_images_and_predicts_deterministically_at_inference():

@@ -228,9 +228,3 @@ def test_retrain_and_baselines_refuse_other_data_or_another_network_than_the_stu
                                         r"data.image_size, data.train_size, model.conv1_kernel, "
                                         r"model.width_multiplier; use that CONFIG.*--from s"):
         require_same_network(study, load_config(REPO / "tuning" / "paper.toml"))
-    # A study from before conv1_kernel was a key: the seed's 11x11, which cpu.toml's 3x3 is not.
-    old = json.loads(study.identity_file.read_text())
-    del old["identity"]["model"]["conv1_kernel"]
-    study.identity_file.write_text(json.dumps(old))
-    with pytest.raises(UserError, match="differs from .* in model.conv1_kernel;"):
-        require_same_network(study, quick)

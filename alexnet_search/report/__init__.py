@@ -23,7 +23,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..console import format_duration
 from ..schedule import search_schedule
-from ..space import SEED_CONV1_KERNEL
+from ..space import SEED_BN_MOMENTUM, SEED_CONV1_KERNEL
 from ..study import FAILED, Study, failure_reason, require_study, restore_dir, write_text_atomic
 from . import figures
 from .analysis import SPREAD_RULE, difference, edge, outside_fit, warnings  # noqa: F401  (edge: public)
@@ -169,6 +169,7 @@ def _kernel(c: dict) -> int:
 
 def _same_search_data(c: dict) -> dict:
     return {"space": c["space"], "width": c["model"]["width_multiplier"], "conv1_kernel": _kernel(c),
+            "bn_momentum": c["model"].get("bn_momentum", SEED_BN_MOMENTUM),
             **{k: c["data"][k] for k in ("train_size", "val_size", "image_size", "batch_size")}}
 
 
