@@ -2,6 +2,7 @@
 #   make search [CONFIG=tuning/cpu.toml] [STUDY=name] [DATA_DIR=path] [WORKERS=N] [BACKEND=jax]
 #               [SEED=2 (a second study seed)] [ITERATIONS=N or MAX_TRIALS=N (extend a study)]
 #   make retrain-best [CONFIG=...] [STUDY=...] [SEEDS=3] [FROM=study or hyperparameters.json]
+#                     [POOL="study2 study3" (the best confirmed finalist of this study and those)]
 #   make baseline [CONFIG=...] [STUDY=...] [SEEDS=3] [BASELINE=name]
 #   make report [CONFIG=...] [STUDY=...] [AGAINST="study2 study3" (other seeds or tuners)]
 #   make plan | make bench | make tensorboard | make test
@@ -15,6 +16,7 @@ STUDY ?=
 DATA_DIR ?=
 SEEDS ?= 1
 FROM ?=
+POOL ?=
 BASELINE ?=
 SEED ?=
 ITERATIONS ?=
@@ -32,9 +34,9 @@ endif
 # The TensorFlow environment carries JAX's CPU build too, for the test that loads a .keras file
 # exported on one backend into the other.
 TF_VENV := .venv
-TF_EXTRAS := dev,tensorflow,jax,bayesian$(if $(GPU),$(comma)cuda)
+TF_EXTRAS := dev,tensorflow,jax$(if $(GPU),$(comma)cuda)
 JAX_VENV := .venv-jax
-JAX_EXTRAS := dev,jax,bayesian$(if $(GPU),$(comma)jax-cuda)
+JAX_EXTRAS := dev,jax$(if $(GPU),$(comma)jax-cuda)
 TF_STAMP := $(TF_VENV)/.installed-$(subst $(comma),-,$(TF_EXTRAS))
 JAX_STAMP := $(JAX_VENV)/.installed-$(subst $(comma),-,$(JAX_EXTRAS))
 
@@ -68,7 +70,7 @@ search: $(STAMP)
 	$(RUN) search $(STUDY_ARGS) $(SEED_ARG) $(BUDGET_ARGS) $(if $(WORKERS),--workers $(WORKERS))
 
 retrain-best: $(STAMP)
-	$(RUN) retrain-best $(STUDY_ARGS) $(SEED_ARG) --seeds $(SEEDS) $(if $(FROM),--from $(FROM))
+	$(RUN) retrain-best $(STUDY_ARGS) $(SEED_ARG) --seeds $(SEEDS) $(if $(FROM),--from $(FROM)) $(foreach s,$(POOL),--pool $(s))
 
 baseline: $(STAMP)
 	$(RUN) baseline $(STUDY_ARGS) $(SEED_ARG) --seeds $(SEEDS) $(if $(BASELINE),--name $(BASELINE))

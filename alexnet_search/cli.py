@@ -107,20 +107,31 @@ def cmd_search(args) -> int:
                 child += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
         return distribute.launch_local(child, args.workers, host, port, study.root / "logs")
 
+    from .confirm import run_finalists
     from .data import source_from
     from .search import run_search
 
     distribute.set_role(args.chief, args.worker, host, port)
-    run_search(config, study, source_from(args.data_dir), overwrite=args.overwrite)
+    source = source_from(args.data_dir)
+    # A worker restarted after the search ended joins the finalists' confirmation directly.
+    if distribute.role() != "worker" or distribute.worker_phase(host, port) == "search":
+        tuner = run_search(config, study, source, overwrite=args.overwrite)
+        run_finalists(config, study, source, tuner.oracle)
+    else:
+        run_finalists(config, study, source)
     return 0
 
 
 def cmd_retrain_best(args) -> int:
     from .data import source_from
     from .retrain import retrain_best
+    from .study import study_for
 
     config, study = _load(args)
-    retrain_best(config, study, source_from(args.data_dir), seeds=args.seeds, origin=args.origin)
+    if args.origin and args.pool:
+        raise UserError("--from and --pool both choose what to retrain; give one")
+    retrain_best(config, study, source_from(args.data_dir), seeds=args.seeds, origin=args.origin,
+                 pool=[study_for(args.results_dir, name) for name in args.pool or []])
     return 0
 
 
@@ -148,8 +159,10 @@ def cmd_report(args) -> int:
 def cmd_plan(args) -> int:
     from .config import load_config
     from .console import format_duration
-    from .plan import estimate_retrain_seconds, estimate_seconds, schedule_for, time_training_steps
-    from .schedule import format_schedule
+    from .plan import (
+        estimate_finalists_seconds, estimate_retrain_seconds, estimate_seconds, schedule_for, time_training_steps,
+    )
+    from .schedule import finalist_epochs, format_schedule
     from . import backend
 
     config = load_config(args.config).with_overrides({"search": {
@@ -166,16 +179,25 @@ def cmd_plan(args) -> int:
           f"validation images at {d['image_size']}x{d['image_size']}, batch {d['batch_size']}; "
           f"width x{m['width_multiplier']}, conv1 {m['conv1_kernel']}x{m['conv1_kernel']}")
     print(format_schedule(schedule))
-    print(f"then retrain-best: {config['retrain']['epochs']} epochs per seed")
+    c, epochs = config["confirm"], config["retrain"]["epochs"]
+    if c["finalists"]:
+        print(f"then the finalists: the best {c['finalists']} configurations trained again with {c['seeds']} seeds "
+              f"each for {epochs} epochs: {finalist_epochs(config)} epochs")
+    else:
+        print("then no confirmation ([confirm] finalists = 0): the search's best trial is adopted")
+    print(f"then retrain-best: {epochs} epochs per seed")
     if args.no_estimate:
         return 0
     timing = time_training_steps(config)
     search_s = estimate_seconds(config, timing, schedule)
+    finalists_s = estimate_finalists_seconds(config, timing)
     retrain_s = estimate_retrain_seconds(config, timing)
     print(f"\nmeasured on {backend.describe_device()}, Keras backend {backend.version()}: "
           f"{1 / timing.train_s_per_image:.0f} training images/s, "
           f"{1 / timing.eval_s_per_image:.0f} inference images/s (default hyperparameters)")
-    print(f"estimated: search {format_duration(search_s)}, retrain-best {format_duration(retrain_s)} per seed "
+    print(f"estimated: make search {format_duration(search_s + finalists_s)} (the search "
+          f"{format_duration(search_s)}, its finalists {format_duration(finalists_s)}), retrain-best "
+          f"{format_duration(retrain_s)} per seed "
           f"(widths vary by trial; failed trials shorten the search)")
     return 0
 
@@ -216,9 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("search", help="run or resume a Hyperband study",
-                       description="Run the preset's Hyperband search into RESULTS_DIR/STUDY/. "
-                                   "Running the same command again resumes it.")
+    p = sub.add_parser("search", help="run or resume a Hyperband study and confirm its finalists",
+                       description="Run the preset's Hyperband search into RESULTS_DIR/STUDY/, then train its best "
+                                   "[confirm] finalists again with [confirm] seeds seeds each and adopt the best "
+                                   "mean validation score. Running the same command again resumes either.")
     _study_args(p, with_seed=True)
     _budget_args(p)
     p.add_argument("--overwrite", action="store_true",
@@ -237,13 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the chief's port (default: the preset's [distributed] port, 8000)")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("retrain-best", help="retrain the best hyperparameters, test once, export",
-                       description="Train the study's best hyperparameters for the preset's retrain epochs, "
-                                   "evaluate once on the test set, export to RESULTS_DIR/STUDY/best/.")
+    p = sub.add_parser("retrain-best", help="retrain the adopted hyperparameters, test once, export",
+                       description="Train the study's adopted hyperparameters (its best confirmed finalist, "
+                                   "best_hyperparameters.json) for the preset's retrain epochs, evaluate once on the "
+                                   "test set, export to RESULTS_DIR/STUDY/best/.")
     _study_args(p, with_seeds=True, with_seed=True)
     p.add_argument("--from", dest="origin", metavar="STUDY|FILE", default=None,
                    help="retrain another study's best hyperparameters (e.g. --from cpu, searched at CPU size) "
                         "or a hyperparameters.json file's, at this preset's sizes and epochs")
+    p.add_argument("--pool", action="append", default=None, metavar="STUDY",
+                   help="retrain the best confirmed finalist of this study and STUDY (repeat for several studies "
+                        "of the same preset, e.g. other study seeds): their answers compete on equal terms")
     p.set_defaults(func=cmd_retrain_best)
 
     p = sub.add_parser("baseline", help="train the preset's named baselines on retrain-best's budget",

@@ -65,6 +65,10 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
         "max_trials": _POSITIVE_INT,
         "initial_points": _POSITIVE_INT,
     },
+    "confirm": {
+        "finalists": _NONNEG_INT,
+        "seeds": _POSITIVE_INT,
+    },
     "retrain": {
         "epochs": _POSITIVE_INT,
         "tta": ((bool,), lambda v: True, "true or false"),
@@ -274,7 +278,7 @@ def validate(data: dict[str, Any], where: str) -> None:
             if key not in table:
                 if section == "study" and key in ("expects_gpu", "description"):
                     continue
-                if section == "model" or section == "distributed":
+                if section in ("model", "distributed", "confirm"):
                     continue  # all optional, defaults below
                 if (section, key) in (("search", "max_retries_per_trial"), ("search", "tuner"),
                                       ("search", "max_trials"), ("search", "initial_points"), ("retrain", "tta")):
@@ -312,6 +316,9 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
         epochs = hyperband_schedule(s["max_epochs"], s["factor"], s["hyperband_iterations"]).epochs
         s["max_trials"] = max(1, epochs // s["max_epochs"])
     data["retrain"].setdefault("tta", False)
+    confirm = data.setdefault("confirm", {})
+    confirm.setdefault("finalists", 3)
+    confirm.setdefault("seeds", 2)
     data["data"].setdefault("parallel_map", True)
     data["data"].setdefault("prefetch", True)
     # Without named baselines a preset still has the seed's: every hyperparameter at its default.

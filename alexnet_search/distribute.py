@@ -97,6 +97,73 @@ def check_port(host: str, port: int) -> None:
                             f"must be an address of this machine") from None
 
 
+def finalists_port(port: int) -> int:
+    """Where the chief serves the finalists' oracle (`confirm`) once the search's is done: beside it."""
+    return port + 1 if port < 65535 else port - 1
+
+
+def check_ports(host: str, port: int) -> None:
+    """`check_port` for both oracles a chief serves: the search's and the finalists'."""
+    check_port(host, port)
+    try:
+        check_port(host, finalists_port(port))
+    except UserError as exc:
+        raise UserError(f"{exc} (a chief serves the finalists' oracle on --oracle-port + 1)") from None
+
+
+def serve_oracle(oracle) -> None:
+    """Be Keras Tuner's chief for `oracle` (its `oracle_chief.start_server`) until every trial is
+    done, then close the port.
+
+    Keras Tuner's own leaves its server to the garbage collector when it returns; a worker that
+    connected in that moment would wait on an oracle going away, for Keras Tuner's 60-minute client
+    timeout. The servicer and the stop condition are Keras Tuner's.
+    """
+    from concurrent import futures
+
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_chief
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    servicer = oracle_chief.OracleServicer(oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    server.add_insecure_port(f"{os.environ[ORACLE_IP]}:{os.environ[ORACLE_PORT]}")
+    server.start()
+    try:
+        while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
+            time.sleep(1)
+    finally:
+        server.stop(grace=None).wait()
+
+
+def worker_phase(host: str, port: int, wait_s: float = 600.0, poll_s: float = 1.0) -> str:
+    """Where a worker that starts now joins its chief: "search", or "finalists" when the chief
+    already serves the finalists' oracle (a worker restarted after the search ended). Waits up to
+    `wait_s` for a chief that is not serving yet (started after its workers), saying so."""
+    deadline, said = time.monotonic() + wait_s, False
+    while True:
+        if _listening(host, port):
+            return "search"
+        if _listening(host, finalists_port(port)):
+            return "finalists"
+        if time.monotonic() > deadline:
+            raise UserError(f"no chief serves {host}:{port} (waited {wait_s:.0f} s); start the chief "
+                            f"(make search WORKERS=N, or --chief), then its workers")
+        if not said:
+            print(f"waiting up to {wait_s:.0f} s for the chief at {host}:{port} ...", flush=True)
+            said = True
+        time.sleep(poll_s)
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def set_role(chief: bool, worker: str | None, host: str, port: int) -> None:
     """Set Keras Tuner's variables for --chief / --worker ID (before any tuner is built); the
     address given here wins over any inherited from the environment."""
@@ -238,7 +305,7 @@ def launch_local(child_args: list[str], workers: int, host: str, port: int, log_
     """
     if workers < 1:
         raise UserError(f"--workers must be >= 1 (got {workers})")
-    check_port(host, port)
+    check_ports(host, port)
     log_dir.mkdir(parents=True, exist_ok=True)
     lock, gpus = threading.Lock(), _visible_gpus()
     base = {**os.environ, ORACLE_IP: host, ORACLE_PORT: str(port), "PYTHONUNBUFFERED": "1"}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import Config
-from .schedule import Schedule, search_schedule
+from .schedule import Schedule, finalist_epochs, search_schedule
 
 
 def schedule_for(config: Config) -> Schedule:
@@ -63,6 +63,12 @@ def estimate_seconds(config: Config, timing: StepTiming, schedule: Schedule | No
     d = config["data"]
     per_epoch = d["train_size"] * timing.train_s_per_image + d["val_size"] * timing.eval_s_per_image
     return schedule.epochs * per_epoch
+
+
+def estimate_finalists_seconds(config: Config, timing: StepTiming) -> float:
+    """The finalists' confirmation: each run the retrain's epochs of training and validation."""
+    d = config["data"]
+    return finalist_epochs(config) * (d["train_size"] * timing.train_s_per_image + d["val_size"] * timing.eval_s_per_image)
 
 
 def estimate_retrain_seconds(config: Config, timing: StepTiming, test_images: int = 10_000) -> float:

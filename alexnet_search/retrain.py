@@ -46,11 +46,11 @@ from .space import problems
 from .console import format_duration, printer
 from .progress import EpochReporter, Progress
 from .hypermodel import AlexNetHyperModel
-from .search import load_finished_tuner, ranked_trials
+from .confirm import pooled_best, read_adopted
 from .tboard import TensorBoardLogger
 from .training import Training
 from .study import (
-    Study, direction, model_epochs, replace_dir_atomic, require_same_network, restore_dir, searched_values, study_for,
+    Study, direction, replace_dir_atomic, require_same_network, require_study, restore_dir, study_for,
     write_json_atomic, write_provenance,
 )
 
@@ -275,29 +275,44 @@ def hyperparameters_from(origin: str, results_dir: str | Path, config: Config) -
     return values, f"{path}{trial}"
 
 
-def retrain_best(config: Config, study: Study, source: Source, seeds: int = 1,
-                 out: TextIO = sys.stdout, origin: str | None = None) -> dict[str, Any]:
-    """Retrain the best trial's hyperparameters `seeds` times; export the best-validating run to best/.
+def retrain_best(config: Config, study: Study, source: Source, seeds: int = 1, out: TextIO = sys.stdout,
+                 origin: str | None = None, pool: list[Study] = ()) -> dict[str, Any]:
+    """Retrain the study's adopted hyperparameters (best_hyperparameters.json: its best confirmed
+    finalist) `seeds` times; export the best-validating run to best/.
 
-    `origin` (`--from`): take the hyperparameters from another study or a JSON file instead of
-    this study's search (see `hyperparameters_from`); the preset still sets sizes and epochs.
+    `origin` (`--from`): take the hyperparameters from another study or a JSON file instead (see
+    `hyperparameters_from`); `pool` (`--pool`): the best confirmed finalist of this study and the
+    pool's. The preset still sets sizes and epochs.
     """
     if origin is not None:
         values, where = hyperparameters_from(origin, study.root.parent, config)
-        hp = hyperparameters_with(config, values)
-        print(f"hyperparameters from {where}, trained at {config.path}'s sizes:\n    {values}", file=out, flush=True)
-        metrics = _retrain(config, study, source, hp, seeds, "retrain-best", study.best_dir, export=True,
-                           extra={"hyperparameters_from": where}, out=out)
-        _say_exported(study, metrics, out)
-        return metrics
-    tuner = load_finished_tuner(config, study)
-    best = ranked_trials(tuner.oracle)[0]
-    print(f"best trial {best.trial_id}: {tuner.oracle.objective.name} {best.score:.4f} after "
-          f"{model_epochs(best.hyperparameters.values, config['search']['max_epochs'])} epochs\n    "
-          f"{searched_values(best.hyperparameters.values)}", file=out, flush=True)
-    metrics = _retrain(config, study, source, best.hyperparameters, seeds, "retrain-best", study.best_dir,
-                       export=True, extra={"trial_id": best.trial_id, "search_score": best.score,
-                                           "hyperparameters_from": f"study {study.name}"}, out=out)
+        extra = {"hyperparameters_from": where}
+    else:
+        require_study(study)
+        require_same_network(study, config)
+        if pool:
+            best, _ = pooled_best(study, list(pool))
+            adopted = {"study": best["study"], "trial_id": best["trial_id"], "hyperparameters": best["hyperparameters"],
+                       config["search"]["objective"]: best["search_score"],
+                       "confirmed": {"mean": best["mean"], "std": best["std"]}}
+            where = f"the best finalist of {', '.join(s.name for s in [study, *pool])}: study {best['study']} trial " \
+                    f"{best['trial_id']}"
+        else:
+            adopted = read_adopted(study)
+            where = f"study {adopted.get('study', study.name)} trial {adopted.get('trial_id')}"
+        values = adopted.get("hyperparameters")
+        found = problems(values) if isinstance(values, dict) else ["it holds no hyperparameter values"]
+        if found:
+            raise UserError(f"{study.adopted_file}: {found[0]}; rerun the search to adopt again")
+        confirmed = adopted.get("confirmed") or {}
+        extra = {"trial_id": adopted.get("trial_id"), "trial_study": adopted.get("study", study.name),
+                 "search_score": adopted.get(config["search"]["objective"]), "hyperparameters_from": where,
+                 **({"confirmed_mean": confirmed["mean"], "confirmed_std": confirmed["std"]} if confirmed else {}),
+                 **({"pool": [s.name for s in [study, *pool]]} if pool else {})}
+        where += (f", confirmed {confirmed['mean']:.4f} +- {confirmed['std']:.4f} on validation" if confirmed else "")
+    print(f"hyperparameters from {where}, trained at {config.path}'s sizes:\n    {values}", file=out, flush=True)
+    metrics = _retrain(config, study, source, hyperparameters_with(config, values), seeds, "retrain-best",
+                       study.best_dir, export=True, extra=extra, out=out)
     _say_exported(study, metrics, out)
     return metrics
 

@@ -84,6 +84,12 @@ def search_schedule(s: dict) -> Schedule:
     return Schedule((Round(bracket=0, round=0, trials=n, epochs=epochs, new_configs=n, epochs_spent=n * epochs),), 1)
 
 
+def finalist_epochs(config) -> int:
+    """Epochs the finalists' confirmation trains (`confirm`): finalists x seeds x retrain epochs.
+    Fewer when the search completed fewer distinct configurations than [confirm] finalists."""
+    return config["confirm"]["finalists"] * config["confirm"]["seeds"] * config["retrain"]["epochs"]
+
+
 def format_schedule(schedule: Schedule) -> str:
     if len(schedule.rounds) == 1:  # RandomSearch, Bayesian optimisation: no brackets, no promotions
         r = schedule.rounds[0]

@@ -32,6 +32,7 @@ from .hypermodel import AlexNetHyperModel
 from .model import clear_session
 from .console import format_duration, printer
 from .plan import estimate_seconds, schedule_for, time_training_steps
+from .schedule import finalist_epochs
 from .progress import EpochReporter, Progress, TrialReporter
 from .runlog import RunLog
 from .tboard import TensorBoardLogger, write_experiment
@@ -114,13 +115,9 @@ def make_oracle(config: Config):
                                       hyperband_iterations=s["hyperband_iterations"], **common)
     if s["tuner"] == "random":
         return _AtomicRandomSearchOracle(max_trials=s["max_trials"], **common)
-    try:
-        # Keras Tuner's default is 3 random configurations per searched hyperparameter before the
-        # Gaussian process proposes any: more than a small budget's whole max_trials.
-        return _AtomicBayesianOracle(max_trials=s["max_trials"], num_initial_points=s.get("initial_points"), **common)
-    except ImportError:
-        raise UserError(f"{config.path} asks for the bayesian tuner, which needs scikit-learn: install the "
-                        f"'bayesian' extra (pip install -e '.[bayesian]'; make env includes it)") from None
+    # Keras Tuner's default is 3 random configurations per searched hyperparameter before the
+    # Gaussian process proposes any: more than a small budget's whole max_trials.
+    return _AtomicBayesianOracle(max_trials=s["max_trials"], num_initial_points=s.get("initial_points"), **common)
 
 
 class _TrialGuard(keras.callbacks.Callback):
@@ -186,72 +183,48 @@ class _CtrlC(keras.callbacks.Callback):
         self.check()
 
 
-class AlexNetTuner(keras_tuner.Hyperband):
-    """`keras_tuner.Hyperband` (or, by the preset's [search] tuner, Keras Tuner's RandomSearch or
-    Bayesian optimisation oracle), seeded per trial, each trial guarded and logged to TensorBoard.
+class StudyTuner(keras_tuner.Hyperband):
+    """What every trial of a study gets, whichever oracle hands it out: a seed, a TensorBoard run
+    with its HParams session, the NaN/divergence/OOM guard, a crash record (`RunLog`) and its
+    progress lines. `AlexNetTuner` runs the search's trials, `confirm.FinalistTuner` the finalists'.
 
-    Its helpers: `RunLog` keeps each trial's crash record, `TrialReporter` prints the trial lines
-    (Keras Tuner's own display is silenced), and `search_summary.json` is rewritten after every
-    trial with the study's counts and wall time.
+    It derives from `keras_tuner.Hyperband` for Hyperband's trials: its `run_trial` and weight
+    loading act only on trials that carry `tuner/epochs` and `tuner/trial_id`, so a trial of any
+    other oracle runs as Keras Tuner's plain `Tuner` runs it. `Hyperband.__init__` only builds its
+    own oracle, so the subclasses pass theirs to `keras_tuner.Tuner.__init__` directly.
     """
 
-    def __init__(self, hypermodel: AlexNetHyperModel, config: Config, study: Study,
-                 overwrite: bool = False, progress: Progress | None = None, distribution_strategy=None):
-        s = config["search"]
-        oracle = make_oracle(config)
-        # Hyperband.__init__ only builds its oracle; build ours and go to the Tuner base directly.
-        # Hyperband's own run_trial and weight loading act only on trials that carry tuner/epochs
-        # and tuner/trial_id, so the other oracles' trials run as Keras Tuner's plain Tuner runs them.
+    def __init__(self, hypermodel: AlexNetHyperModel, oracle, study: Study, project: str, overwrite: bool = False,
+                 distribution_strategy=None):
         keras_tuner.Tuner.__init__(
             self, oracle=oracle, hypermodel=hypermodel, directory=str(study.root),
-            project_name=study.tuner_dir.name, overwrite=overwrite, distribution_strategy=distribution_strategy,
+            project_name=project, overwrite=overwrite, distribution_strategy=distribution_strategy,
         )
-        if s["tuner"] == "hyperband":
-            # A reloaded oracle takes its iteration count from oracle.json; a study extended
-            # (prepare_search allowed more iterations) runs to the preset's.
-            oracle.hyperband_iterations = s["hyperband_iterations"]
-        self.seed = config["study"]["seed"]
         self.study = study
-        self.runlog = RunLog(study.tuner_dir, self.tuner_id)
-        self.max_epochs = s["max_epochs"]
-        self.reporter = TrialReporter(progress, self.max_epochs) if progress else None
+        self.runlog = RunLog(study.root / project, self.tuner_id)
         self._guard = _TrialGuard()
         self._fail_unrun: str | None = None  # RunLog's verdict on the trial about to run
-        self.summary_file = study.root / "search_summary.json"
-        self.schedule = schedule_for(config)
-        self._started = time.monotonic()
-        self._earlier_wall = 0.0
-        self._epochs_at_start = 0
-        if self.summary_file.is_file() and not overwrite:
-            self._earlier_wall = float(read_json(self.summary_file).get("wall_time_s", 0.0))
-        if not self._is_worker():  # the oracle lives here: keep the summary current after every trial
-            oracle.on_trial_ended = self._trial_ended
-            finished = [t for t in oracle.trials.values() if t.status in ENDED]
-            self._epochs_at_start = sum(trial_epochs(t.hyperparameters.values, self.max_epochs) for t in finished)
 
-    def _trial_ended(self, trial) -> None:
-        summary = self.write_summary()
-        if self.reporter and distribute.role() == "chief":
-            # The chief trains nothing; it is the one place that sees the whole study's progress.
-            self.reporter.study_line(trial, self.runlog.runner(trial.trial_id), summary, self._epochs_at_start,
-                                     time.monotonic() - self._started)
+    # What differs between the search's trials and the finalists': their seed, their TensorBoard
+    # run (a folder under tensorboard/), their lines.
+    def trial_seed(self, trial) -> int:
+        raise NotImplementedError
 
-    def write_summary(self, finished: bool = False) -> dict:
-        """search_summary.json: wall time summed over every run of this study, and trial counts."""
-        trials = list(self.oracle.trials.values())
-        done = [t for t in trials if t.status in ENDED]
-        summary = {
-            "wall_time_s": round(self._earlier_wall + time.monotonic() - self._started, 1),
-            "trials_scheduled": self.schedule.trials,
-            "trials_started": len(trials),
-            "trials_completed": sum(t.status == "COMPLETED" for t in trials),
-            "trials_failed": sum(t.status in FAILED for t in trials),
-            "epochs_scheduled": self.schedule.epochs,
-            "epochs_spent": sum(trial_epochs(t.hyperparameters.values, self.max_epochs) for t in done),
-            "finished": finished,
-        }
-        write_json_atomic(self.summary_file, summary)
-        return summary
+    def run_name(self, trial) -> str:
+        raise NotImplementedError
+
+    def report_begin(self, trial) -> None:
+        pass
+
+    def report_end(self, trial) -> None:
+        pass
+
+    def search(self, *fit_args, **fit_kwargs):
+        if distribute.role() == "chief":  # Keras Tuner's chief, serving this oracle until its trials are done
+            self.save()
+            distribute.serve_oracle(self.oracle)
+            return
+        super().search(*fit_args, **fit_kwargs)
 
     def save(self):
         if not self._is_worker():
@@ -259,7 +232,7 @@ class AlexNetTuner(keras_tuner.Hyperband):
         write_json_atomic(self._get_tuner_fname(), self.get_state())
 
     def on_search_begin(self):
-        self.oracle.verbose = 0  # search() just set it from fit's verbose; TrialReporter reports instead
+        self.oracle.verbose = 0  # search() just set it from fit's verbose; our own lines report instead
         super().on_search_begin()
 
     def interrupted(self) -> None:
@@ -275,10 +248,9 @@ class AlexNetTuner(keras_tuner.Hyperband):
                             f"makes; refusing to use it in a path. Check who serves {os.environ.get(distribute.ORACLE_IP)}")
         super().on_trial_begin(trial)
         # A trial interrupted by a crash is re-run from scratch: drop its half-written curves.
-        shutil.rmtree(self.study.tensorboard_dir / trial.trial_id, ignore_errors=True)
+        shutil.rmtree(self.study.tensorboard_dir / self.run_name(trial), ignore_errors=True)
         self._fail_unrun = self.runlog.start(trial.trial_id)
-        if self.reporter:
-            self.reporter.begin(trial)
+        self.report_begin(trial)
 
     def run_trial(self, trial, *args, **kwargs):
         """Keras Tuner's trial, seeded, and failed with a one-line reason on NaN, divergence or OOM."""
@@ -287,11 +259,11 @@ class AlexNetTuner(keras_tuner.Hyperband):
         # The last trial's model is discarded: free its graphs too, which Keras Tuner's own
         # clear_session leaves in TensorFlow's gradient registry.
         clear_session()
-        # Weights and shuffling follow the study seed, offset per trial so that trials differ.
-        keras.utils.set_random_seed(self.seed * 100_003 + int(trial.trial_id))
+        keras.utils.set_random_seed(self.trial_seed(trial))
         # Keras Tuner logs to TensorBoard only on TensorFlow: this logger does it on every backend.
-        logger = TensorBoardLogger(self.study.tensorboard_dir / trial.trial_id / "execution0",
-                                   values=searched_values(trial.hyperparameters.values), session=trial.trial_id)
+        run = self.run_name(trial)
+        logger = TensorBoardLogger(self.study.tensorboard_dir / run, values=searched_values(trial.hyperparameters.values),
+                                   session=run.removesuffix("/execution0"))
         kwargs["callbacks"] = [*kwargs.get("callbacks", []), logger, self._guard]
         try:
             histories = super().run_trial(trial, *args, **kwargs)
@@ -307,15 +279,90 @@ class AlexNetTuner(keras_tuner.Hyperband):
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
         self._guard.set_model(None)  # it serves every trial; holding the last model would keep it alive
-        ended = self.oracle.get_trial(trial.trial_id)
-        self.runlog.end(trial.trial_id, ended.status.lower())
+        self.runlog.end(trial.trial_id, self.oracle.get_trial(trial.trial_id).status.lower())
+        self.report_end(trial)
+
+
+class AlexNetTuner(StudyTuner):
+    """The search: `keras_tuner.Hyperband` (or, by the preset's [search] tuner, Keras Tuner's
+    RandomSearch or Bayesian optimisation oracle), each trial seeded from the study seed.
+
+    `TrialReporter` prints the trial lines (Keras Tuner's own display is silenced), and
+    `search_summary.json` is rewritten after every trial with the study's counts and wall time.
+    """
+
+    def __init__(self, hypermodel: AlexNetHyperModel, config: Config, study: Study,
+                 overwrite: bool = False, progress: Progress | None = None, distribution_strategy=None):
+        s = config["search"]
+        oracle = make_oracle(config)
+        super().__init__(hypermodel, oracle, study, study.tuner_dir.name, overwrite=overwrite,
+                         distribution_strategy=distribution_strategy)
+        if s["tuner"] == "hyperband":
+            # A reloaded oracle takes its iteration count from oracle.json; a study extended
+            # (prepare_search allowed more iterations) runs to the preset's.
+            oracle.hyperband_iterations = s["hyperband_iterations"]
+        self.seed = config["study"]["seed"]
+        self.max_epochs = s["max_epochs"]
+        self.reporter = TrialReporter(progress, self.max_epochs) if progress else None
+        self.summary_file = study.root / "search_summary.json"
+        self.schedule = schedule_for(config)
+        self._started = time.monotonic()
+        self._earlier_wall = 0.0
+        self._epochs_at_start = 0
+        if self.summary_file.is_file() and not overwrite:
+            self._earlier_wall = float(read_json(self.summary_file).get("wall_time_s", 0.0))
+        if not self._is_worker():  # the oracle lives here: keep the summary current after every trial
+            oracle.on_trial_ended = self._trial_ended
+            self._epochs_at_start = epochs_spent(oracle.trials.values(), self.max_epochs)
+
+    def trial_seed(self, trial) -> int:
+        # Weights and shuffling follow the study seed, offset per trial so that trials differ.
+        return self.seed * 100_003 + int(trial.trial_id)
+
+    def run_name(self, trial) -> str:
+        return f"{trial.trial_id}/execution0"  # where Keras Tuner's own TensorBoard set-up puts it
+
+    def _trial_ended(self, trial) -> None:
+        summary = self.write_summary()
+        if self.reporter and distribute.role() == "chief":
+            # The chief trains nothing; it is the one place that sees the whole study's progress.
+            self.reporter.study_line(trial, self.runlog.runner(trial.trial_id), summary, self._epochs_at_start,
+                                     time.monotonic() - self._started)
+
+    def write_summary(self, finished: bool = False) -> dict:
+        """search_summary.json: wall time summed over every run of this study, and trial counts."""
+        trials = list(self.oracle.trials.values())
+        summary = {
+            "wall_time_s": round(self._earlier_wall + time.monotonic() - self._started, 1),
+            "trials_scheduled": self.schedule.trials,
+            "trials_started": len(trials),
+            "trials_completed": sum(t.status == "COMPLETED" for t in trials),
+            "trials_failed": sum(t.status in FAILED for t in trials),
+            "epochs_scheduled": self.schedule.epochs,
+            "epochs_spent": epochs_spent(trials, self.max_epochs),
+            "finished": finished,
+        }
+        write_json_atomic(self.summary_file, summary)
+        return summary
+
+    def report_begin(self, trial) -> None:
         if self.reporter:
+            self.reporter.begin(trial)
+
+    def report_end(self, trial) -> None:
+        if self.reporter:
+            ended = self.oracle.get_trial(trial.trial_id)
             if self._is_worker():  # the oracle is the chief's, behind gRPC
                 leaders = [t for t in self.oracle.get_best_trials(1) if t.status == "COMPLETED"]
             else:
                 leaders = ranked_trials(self.oracle)
             self.reporter.end(ended, leaders[0] if leaders else None, self.oracle.objective.name,
                               self.get_trial_dir(trial.trial_id))
+
+
+def epochs_spent(trials, max_epochs: int) -> int:
+    """Epochs the ended ones of `trials` trained, each counting only its own (not its parent's)."""
+    return sum(trial_epochs(t.hyperparameters.values, max_epochs) for t in trials if t.status in ENDED)
 
 
 def _quiet_failed_trials() -> None:
@@ -342,21 +389,6 @@ def ranked_trials(oracle) -> list:
     """Completed trials, best first; ties go to the earlier trial (see `study.rank_key`)."""
     done = [t for t in oracle.trials.values() if t.status == "COMPLETED"]
     return sorted(done, key=lambda t: rank_key(t.score, t.trial_id, oracle.objective.direction))
-
-
-def load_finished_tuner(config: Config, study: Study) -> AlexNetTuner:
-    """The study's tuner, reloaded; UserError when it has no completed trial, or when `config`
-    trains other data or another network than the search did."""
-    require_study(study)
-    require_same_network(study, config)
-    if not study.tuner_dir.is_dir():
-        raise UserError(f"{study.root} has no search state; run the search first")
-    tuner = make_tuner(config, study)
-    if not completed_trials(tuner):
-        raise UserError(
-            f"study {study.name} has no completed trial yet; run or resume `make search` until one finishes"
-        )
-    return tuner
 
 
 def best_trials_table(tuner: AlexNetTuner, n: int = 5) -> str:
@@ -392,7 +424,7 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
     # nothing, so it takes no GPUs.
     training = Training.prepare(config, source, several_gpus=role != "chief")
     if role == "chief":
-        distribute.check_port(os.environ[distribute.ORACLE_IP], int(os.environ[distribute.ORACLE_PORT]))
+        distribute.check_ports(os.environ[distribute.ORACLE_IP], int(os.environ[distribute.ORACLE_PORT]))
     if role == "worker":
         study.tuner_dir.mkdir(parents=True, exist_ok=True)
         resuming = False
@@ -415,7 +447,8 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
         if role != "chief" or line.startswith("data:"):
             say(line)
 
-    progress = Progress(schedule.trials, schedule.epochs, out=out)
+    # Time left covers the whole `make search`: the finalists' confirmation follows the search.
+    progress = Progress(schedule.trials, schedule.epochs + finalist_epochs(config), out=out)
     tuner = AlexNetTuner(training.hypermodel(), config, study, overwrite=overwrite, progress=progress,
                          distribution_strategy=training.strategy)
     tuner.save()  # reloadable from the start: a kill during the first trial resumes too
@@ -424,7 +457,7 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
         write_provenance(study.root, config, extra={"data_source": source.describe(), "split": training.splits.note})
         write_experiment(study.tensorboard_dir, config.space)
         finished = [t for t in tuner.oracle.trials.values() if t.status in ENDED]
-        progress.epochs_done = sum(trial_epochs(t.hyperparameters.values, tuner.max_epochs) for t in finished)
+        progress.epochs_done = epochs_spent(finished, tuner.max_epochs)
         say(f"study {study.name}: {schedule.trials} trials, {schedule.epochs} epochs in the Hyperband schedule"
             + (f"; resuming with {len(finished)} finished" if resuming else ""))
     if role == "chief":
@@ -442,7 +475,8 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
         EpochReporter(progress),
         *callbacks,
     ]
-    _search_to_the_end(tuner, config, train, val, callbacks, role, out)
+    search_to_the_end(tuner, train, val, callbacks, config["search"]["max_epochs"], out,
+                      failure_limit=config["search"]["max_consecutive_failed_trials"])
     if role == "worker":
         say(f"worker {tuner.tuner_id}: the chief has no more trials; done")
     else:
@@ -450,13 +484,13 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
     return tuner
 
 
-def _search_to_the_end(tuner: AlexNetTuner, config: Config, train, val, callbacks: list, role: str,
-                       out: TextIO) -> None:
+def search_to_the_end(tuner: StudyTuner, train, val, callbacks: list, epochs: int, out: TextIO,
+                      failure_limit: int | None = None) -> None:
     """`tuner.search`, with Ctrl-C closing the running trial's record and a study stopped by
-    failures in a row turned into one line."""
-    # Hyperband sets each trial's epochs itself; the other tuners train every trial max_epochs.
-    fit_kwargs = {} if role == "chief" else {"verbose": 1 if out.isatty() else 0,
-                                             "epochs": config["search"]["max_epochs"]}
+    failures in a row turned into one line. `epochs`: each trial's, where the oracle does not set
+    them (Hyperband does); `failure_limit`: the preset's key behind that stop, named in its line."""
+    role = distribute.role()
+    fit_kwargs = {} if role == "chief" else {"verbose": 1 if out.isatty() else 0, "epochs": epochs}
     # The chief only serves the oracle (no callbacks run there): Python's own Ctrl-C stops it.
     trains = role != "chief" and threading.current_thread() is threading.main_thread()
     previous = _CtrlC.install() if trains else None
@@ -469,11 +503,10 @@ def _search_to_the_end(tuner: AlexNetTuner, config: Config, train, val, callback
     except RuntimeError as exc:
         if "consecutive failures" not in str(exc):
             raise
-        limit = config["search"]["max_consecutive_failed_trials"]
         last = [t for t in tuner.oracle.trials.values() if t.message]
         reason = failure_reason(last[-1].message) if last else "see the trial lines above"
         raise UserError(
-            f"{limit} trials in a row failed (search.max_consecutive_failed_trials), the last with: {reason}; "
+            f"{failure_limit} trials in a row failed (search.max_consecutive_failed_trials), the last with: {reason}; "
             f"the study stopped. Check the preset's ranges and the machine's memory, then rerun to resume"
         ) from None
     finally:
@@ -482,21 +515,12 @@ def _search_to_the_end(tuner: AlexNetTuner, config: Config, train, val, callback
 
 
 def _finish(tuner: AlexNetTuner, config: Config, study: Study, progress: Progress, say) -> None:
-    """The finished study's summary, best_hyperparameters.json and closing lines."""
+    """The finished search's summary and closing lines (its finalists are confirmed next: `confirm`)."""
     summary = tuner.write_summary(finished=True)
     say(f"\nsearch finished in {format_duration(progress.clock() - progress.start)} "
         f"({format_duration(summary['wall_time_s'])} over all runs of this study; "
         f"{summary['trials_completed']} trials completed, {summary['trials_failed']} failed)")
     if completed_trials(tuner):
-        best = ranked_trials(tuner.oracle)[0]
-        write_json_atomic(study.root / "best_hyperparameters.json", {
-            "trial_id": best.trial_id,
-            config["search"]["objective"]: best.score,
-            "epochs_trained": model_epochs(best.hyperparameters.values, tuner.max_epochs),
-            "hyperparameters": searched_values(best.hyperparameters.values),
-        })
         say("best trials:\n" + best_trials_table(tuner))
-    say(
-        f"\nwritten to {study.root}/: tuner/ (Keras Tuner state), tensorboard/ (make tensorboard), "
-        f"best_hyperparameters.json, search_summary.json, config.json, versions.json\nnext: make retrain-best CONFIG={config.path}"
-    )
+    say(f"written to {study.root}/: tuner/ (Keras Tuner state), tensorboard/ (make tensorboard), "
+        f"search_summary.json, config.json, versions.json")

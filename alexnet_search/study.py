@@ -6,7 +6,9 @@
         versions.json       Python, TensorFlow, Keras, Keras Tuner, numpy, git commit, device
         tuner/              Keras Tuner's state: oracle.json, trial_*/ (trial.json, checkpoints)
         tensorboard/        one run per trial (<trial_id>/execution0), plus retrain runs
-        best_hyperparameters.json
+        finalists/          the finalists' confirmation: Keras Tuner's state, as tuner/ (`confirm`)
+        finalists.json      each finalist's validation score per seed, and which was adopted
+        best_hyperparameters.json   the adopted configuration: what retrain-best trains
         best/               retrain-best's exports and metrics
         baselines/NAME/     each named baseline's metrics (baseline/: the seed's, before names)
 
@@ -33,8 +35,11 @@ from .config import Config
 from .errors import UserError
 
 
-# Hyperband's bookkeeping in a trial's hyperparameter values: not searched, never shown as such.
-TUNER_KEYS = frozenset({"tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round", "tuner/trial_id"})
+# Bookkeeping in a trial's hyperparameter values (Hyperband's tuner/epochs, tuner/trial_id, ...; a
+# finalist's finalist/seed, ...): never searched, never shown as a hyperparameter. Hyperparameter
+# names (space.py) have no "/".
+def is_bookkeeping(name: str) -> bool:
+    return "/" in name
 
 
 # Keras Tuner's end states; INVALID is a trial whose hyperparameters could not build a model.
@@ -53,8 +58,8 @@ def clean_value(value: Any) -> Any:
 
 
 def searched_values(values: dict[str, Any]) -> dict[str, Any]:
-    """A trial's hyperparameter values without Hyperband's bookkeeping entries."""
-    return {k: clean_value(v) for k, v in values.items() if k not in TUNER_KEYS}
+    """A trial's hyperparameter values without the bookkeeping entries (`is_bookkeeping`)."""
+    return {k: clean_value(v) for k, v in values.items() if not is_bookkeeping(k)}
 
 
 def short(value: Any) -> str:
@@ -234,6 +239,27 @@ class Study:
     def identity_file(self) -> Path:
         return self.root / "study.json"
 
+    @property
+    def finalists_dir(self) -> Path:
+        return self.root / "finalists"
+
+    @property
+    def finalists_file(self) -> Path:
+        return self.root / "finalists.json"
+
+    @property
+    def adopted_file(self) -> Path:
+        return self.root / "best_hyperparameters.json"
+
+    def saved_identity(self) -> tuple[str | None, dict | None]:
+        """(the preset it was made from, its search identity) from study.json; (None, None) when
+        there is none or it cannot be read."""
+        try:
+            saved = read_json(self.identity_file)
+            return saved.get("preset"), dict(saved["identity"])
+        except (OSError, UserError, KeyError, TypeError, AttributeError, ValueError):
+            return None, None
+
     def exists(self) -> bool:
         return self.identity_file.is_file()
 
@@ -276,9 +302,8 @@ def _lookup(identity: dict, dotted: str) -> Any:
 def extension(study: Study, config: Config) -> list[str]:
     """How `config` extends the study's existing search ("search.hyperband_iterations 1 -> 2"),
     or [] when it does not (a new study, the same search, or a different one)."""
-    try:
-        old = read_json(study.identity_file)["identity"]
-    except (OSError, UserError, KeyError, TypeError):
+    _, old = study.saved_identity()
+    if old is None:
         return []
     new = config.search_identity()
     return [f"{k} {_lookup(old, k)} -> {_lookup(new, k)}" for k in _differences(old, new)
@@ -288,6 +313,13 @@ def extension(study: Study, config: Config) -> list[str]:
 def _grows(old: dict, new: dict, dotted: str) -> bool:
     before, after = _lookup(old, dotted), _lookup(new, dotted)
     return isinstance(before, int) and isinstance(after, int) and after > before
+
+
+def same_training(a: dict, b: dict, sections: tuple[str, ...] = ("data", "model")) -> list[str]:
+    """Where two search identities (`Config.search_identity`) differ in `sections`: by default what
+    a model is trained on and what it is (data sizes, network shape), which runs must share to be
+    compared; add "space" for studies whose trials and finalists are to be set side by side."""
+    return _differences(*({k: d.get(k, {}) for k in sections} for d in (a, b)))
 
 
 def require_same_network(study: Study, config: Config) -> None:
@@ -300,16 +332,13 @@ def require_same_network(study: Study, config: Config) -> None:
     a study searched with SEED=2 or extended with ITERATIONS=2 retrains with the plain preset. A
     study without study.json (no search yet) has nothing to compare.
     """
-    try:
-        saved = read_json(study.identity_file)
-        old = saved["identity"]
-    except (OSError, UserError, KeyError, TypeError):
+    preset, old = study.saved_identity()
+    if old is None:
         return
-    new = config.search_identity()
-    diff = _differences(*({k: d.get(k, {}) for k in ("data", "model")} for d in (old, new)))
+    diff = same_training(old, config.search_identity())
     if diff:
         raise UserError(
-            f"{study.root} was searched with {saved.get('preset', 'another preset')}, which differs from "
+            f"{study.root} was searched with {preset or 'another preset'}, which differs from "
             f"{config.path} in {', '.join(diff)}; use that CONFIG, or --study NEW_NAME (retrain-best: "
             f"--from {study.name}, to retrain its best at {config.path}'s sizes)"
         )
@@ -325,9 +354,8 @@ def prepare_search(study: Study, config: Config, overwrite: bool) -> bool:
     identity = config.search_identity()
     resuming = False
     if study.exists() and not overwrite:
-        try:
-            old = read_json(study.identity_file)["identity"]
-        except (OSError, UserError, KeyError, TypeError):
+        _, old = study.saved_identity()
+        if old is None:
             raise UserError(
                 f"{study.identity_file} is unreadable; rerun with --overwrite to start {study.name} over"
             ) from None
@@ -375,6 +403,7 @@ def prepare_search(study: Study, config: Config, overwrite: bool) -> bool:
 # What this tool writes in a study folder (results/README.md), dot-files being its staging names.
 STUDY_ENTRIES = {
     "study.json", "config.json", "versions.json", "tuner", "logs", "tensorboard", "best_hyperparameters.json",
+    "finalists", "finalists.json",
     "search_summary.json", "best", "baseline", "baselines", "report.md", "report",
 }
 

@@ -102,6 +102,10 @@ factor = 2
 
 [retrain]
 epochs = 2
+
+[confirm]
+# 2 finalists x 2 seeds x 2 epochs
+finalists = 2
 """
 
 

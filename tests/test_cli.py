@@ -66,6 +66,18 @@ def test_search_runs_hyperband_with_progress_and_tensorboard(searched):
     assert "left" in out and "elapsed" in out and "epoch 2/2" in out
     assert "best trials:" in out and "next: make retrain-best" in out
     assert "Traceback" not in result.stderr and "absl::InitializeLog" not in result.stderr
+    # Then its 2 best configurations (a promoted trial repeats its parent's: counted once) again,
+    # with 2 seeds each, for the retrain's 2 epochs; the best mean is adopted.
+    assert "confirming 2 finalists: each trained again with seeds 1001, 1002 for 2 epochs" in out
+    for k in (1, 2):
+        assert f"--- finalist {k} seed 1001 (run" in out and f"--- finalist {k} seed 1002 (run" in out
+    assert "[finalist 2 seed 1002] epoch 2/2" in out and "finalists confirmed in" in out
+    confirmed = json.loads((study / "finalists.json").read_text())
+    assert confirmed["finished"] and confirmed["seeds"] == [1001, 1002] and confirmed["epochs"] == 2
+    finalists = confirmed["finalists"]
+    assert len(finalists) == 2 and len({json.dumps(f["hyperparameters"], sort_keys=True) for f in finalists}) == 2
+    assert all(f["complete"] and len(f["runs"]) == 2 for f in finalists)
+    assert finalists[0]["mean"] >= finalists[1]["mean"]
 
     trials = [json.loads(p.read_text()) for p in sorted((study / "tuner").glob("trial_*/trial.json"))]
     assert [t["status"] for t in trials] == ["COMPLETED"] * 5
@@ -73,7 +85,9 @@ def test_search_runs_hyperband_with_progress_and_tensorboard(searched):
         assert (study / name).is_file(), name
     best = json.loads((study / "best_hyperparameters.json").read_text())
     assert set(best["hyperparameters"]) >= {"dropout", "conv3_filters", "lr"}
-    assert not any(k.startswith("tuner/") for k in best["hyperparameters"])
+    assert not any("/" in k for k in best["hyperparameters"])  # no tuner/ or finalist/ bookkeeping
+    assert (best["trial_id"], best["hyperparameters"]) == (finalists[0]["trial_id"], finalists[0]["hyperparameters"])
+    assert best["confirmed"]["mean"] == finalists[0]["mean"]
 
     tb = study / "tensorboard"
     for t in trials:
@@ -86,6 +100,11 @@ def test_search_runs_hyperband_with_progress_and_tensorboard(searched):
     for event in tf_events_in(tb):
         root_plugins |= {v.metadata.plugin_data.plugin_name for v in event.summary.value}
     assert "hparams" in root_plugins  # the experiment config, so the dashboard lists every trial
+    for f in finalists:  # a run and an HParams session per finalist seed
+        for seed in (1001, 1002):
+            run = tb / "finalists" / f["trial_id"] / f"seed{seed}"
+            assert "hparams" in _plugins_and_tags(run)[0]
+            assert "epoch_accuracy" in _plugins_and_tags(run / "validation")[1]
 
 
 def tf_events_in(folder):
@@ -104,7 +123,8 @@ def test_running_again_resumes_without_redoing_trials(searched):
                     searched.root / "results", cwd=searched.root)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming with 5 finished" in again.stdout
-    assert "--- trial" not in again.stdout
+    assert "--- trial" not in again.stdout and "--- finalist" not in again.stdout
+    assert "4 of 4 runs done" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
@@ -152,7 +172,40 @@ def test_a_search_killed_at_any_point_resumes_with_its_trials_intact(tmp_path, c
     best = json.loads((tmp_path / "results/tiny/best_hyperparameters.json").read_text())
     assert after[f"trial_{best['trial_id']}"]["status"] == "COMPLETED"
     runs = sorted(p.name for p in (tmp_path / "results/tiny/tensorboard").iterdir() if p.is_dir())
-    assert runs == sorted(t["trial_id"] for t in after.values())
+    assert runs == sorted(t["trial_id"] for t in after.values()) + ["finalists"]
+
+
+@slow
+def test_a_confirmation_killed_mid_run_resumes_losing_only_that_run(tmp_path, cifar_dir, tiny_config):
+    args = ["search", "--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results"]
+    _kill_when(args, tmp_path, "[finalist 2 seed 1001] epoch 1/2")  # the third of four runs, mid-way
+    study = tmp_path / "results/tiny"
+    search_before = {p.name: p.read_bytes() for p in (study / "tuner").glob("trial_*/trial.json")}
+    confirmed = json.loads((study / "finalists.json").read_text())
+    assert not confirmed["finished"]
+    done = {(f["trial_id"], r["seed"]): r["score"] for f in confirmed["finalists"] for r in f["runs"]
+            if r["status"] == "COMPLETED"}
+    assert len(done) == 2 and not (study / "best_hyperparameters.json").exists()  # nothing adopted half-way
+    refused = run_cli("retrain-best", "--config", tiny_config, "--data-dir", cifar_dir, "--results-dir",
+                      tmp_path / "results", cwd=tmp_path)
+    assert refused.returncode == 2 and "has not adopted a configuration yet" in refused.stderr
+
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    out = again.stdout
+    assert "2 of 4 runs done" in out and "--- trial" not in out
+    assert "--- finalist 1 seed" not in out  # finished runs are not trained again
+    assert "--- finalist 2 seed 1001" in out and "--- finalist 2 seed 1002" in out
+    assert {p.name: p.read_bytes() for p in (study / "tuner").glob("trial_*/trial.json")} == search_before
+    confirmed = json.loads((study / "finalists.json").read_text())
+    assert confirmed["finished"] and all(f["complete"] for f in confirmed["finalists"])
+    assert {(f["trial_id"], r["seed"]): r["score"] for f in confirmed["finalists"] for r in f["runs"]
+            if (f["trial_id"], r["seed"]) in done} == done
+    runs = [json.loads(p.read_text()) for p in sorted((study / "finalists").glob("trial_*/runs.json"))]
+    assert [[r.get("ended") for r in unit] for unit in runs] == [["completed"]] * 2 + [[None, "completed"]] + [
+        ["completed"]]  # the killed run started twice, the rest once
+    assert json.loads((study / "best_hyperparameters.json").read_text())["trial_id"] == \
+        confirmed["finalists"][0]["trial_id"]
 
 
 @slow
@@ -166,6 +219,68 @@ def test_ctrl_c_is_not_a_crash_and_a_killed_trial_runs_again(tmp_path, cifar_dir
     trial = tmp_path / "results/tiny/tuner/trial_0001"
     assert json.loads((trial / "trial.json").read_text())["status"] == "COMPLETED"
     assert [r.get("ended") for r in json.loads((trial / "runs.json").read_text())] == [None, "interrupted", "completed"]
+
+
+def _copy_study(searched, results, name, seed=None, scores=None, space_edit=None):
+    """A copy of the searched study as another study of `results`: another study seed, other
+    confirmed scores (by finalist rank), or another search space."""
+    import shutil
+
+    target = results / name
+    shutil.copytree(searched.study, target, ignore=shutil.ignore_patterns("best", "baselines", "report*"))
+    identity = json.loads((target / "study.json").read_text())
+    if seed is not None:
+        identity["identity"]["study"]["seed"] = seed
+    if space_edit:
+        space_edit(identity["identity"]["space"])
+    (target / "study.json").write_text(json.dumps(identity))
+    if scores:
+        confirmed = json.loads((target / "finalists.json").read_text())
+        for f in confirmed["finalists"]:
+            for run in f["runs"]:
+                run["score"] = scores[f["rank"]]
+            f["mean"], f["std"] = scores[f["rank"]], 0.0
+        (target / "finalists.json").write_text(json.dumps(confirmed))
+    return target
+
+
+@slow
+def test_retrain_best_pools_the_finalists_of_studies_of_one_space(searched, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    _copy_study(searched, results, "tiny", scores={1: 0.30, 2: 0.20})
+    # Another study seed whose second finalist was confirmed best of all: it wins the pool.
+    other = _copy_study(searched, results, "tiny-s2", seed=2, scores={1: 0.25, 2: 0.40})
+    winner = next(f for f in json.loads((other / "finalists.json").read_text())["finalists"] if f["rank"] == 2)
+    base = ["--config", searched.config, "--data-dir", searched.cifar, "--results-dir", results]
+    result = run_cli("retrain-best", *base, "--pool", "tiny-s2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"the best finalist of tiny, tiny-s2: study tiny-s2 trial {winner['trial_id']}" in result.stdout
+    metrics = json.loads((results / "tiny/best/metrics.json").read_text())
+    assert metrics["pool"] == ["tiny", "tiny-s2"] and metrics["trial_study"] == "tiny-s2"
+    assert metrics["trial_id"] == winner["trial_id"] and metrics["confirmed_mean"] == 0.40
+    hps = json.loads((results / "tiny/best/hyperparameters.json").read_text())
+    assert hps == {**SEED, **winner["hyperparameters"]}
+
+    report = run_cli("report", "--config", searched.config, "--results-dir", results, "--against", "tiny-s2",
+                     cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-3000:]
+    text = (results / "tiny/report.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith(f"| `tiny-s2` {winner['trial_id']} "))
+    assert "0.4000 ± 0.0000" in row and "wins the pool" in row and "retrained" in row
+    assert "## Which hyperparameters matter" in text and "fANOVA" in text  # 10 trials of the two studies
+
+    # A study of another space (or confirmed otherwise) does not compete: one line, nothing written.
+    def narrower(space):
+        space["dropout"]["max"] = 0.5
+
+    _copy_study(searched, results, "tiny-other", seed=3, space_edit=narrower)
+    before = (results / "tiny/best/metrics.json").read_bytes()
+    refused = run_cli("retrain-best", *base, "--pool", "tiny-other", cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "--pool tiny-other: its search space, data or network differ from tiny's (in space.dropout.max)" in \
+        refused.stderr
+    assert (results / "tiny/best/metrics.json").read_bytes() == before
 
 
 @slow
@@ -186,8 +301,9 @@ def test_retrain_best_exports_models_that_load_and_predict(searched, tmp_path):
     assert metrics["runs"][0]["kept_epoch"] in (1, 2)  # the best-validating epoch's weights
     assert 0 <= metrics["test_accuracy_tta_mean"] <= 1 and metrics["exported_tta"] is False
     hps = json.loads((best / "hyperparameters.json").read_text())  # every hyperparameter trained
-    found = json.loads((study / "best_hyperparameters.json").read_text())["hyperparameters"]
-    assert hps == {**SEED, **found}
+    adopted = json.loads((study / "best_hyperparameters.json").read_text())
+    assert hps == {**SEED, **adopted["hyperparameters"]}
+    assert metrics["trial_id"] == adopted["trial_id"] and metrics["confirmed_mean"] == adopted["confirmed"]["mean"]
     assert (best / "config.json").is_file() and (best / "versions.json").is_file()
 
     import keras
@@ -446,7 +562,10 @@ def test_plan_prints_the_schedule_and_an_estimate(tmp_path, tiny_config):
     result = run_cli("plan", "--config", tiny_config, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "5 trials (4 new configurations" in result.stdout and "7 epochs" in result.stdout
-    assert "training images/s" in result.stdout and "estimated: search" in result.stdout
+    assert "then the finalists: the best 2 configurations trained again with 2 seeds each for 2 epochs: 8 epochs" \
+        in result.stdout
+    assert "training images/s" in result.stdout and "estimated: make search" in result.stdout
+    assert re.search(r"\(the search \d+s, its finalists \d+s\)", result.stdout)
     assert result.stdout.startswith("paper.toml's space at CPU size")  # the preset's description
 
 

@@ -75,13 +75,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _trials(study):
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted((study / "tuner").glob("trial_*/trial.json"))}
+def _trials(study, project="tuner"):
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted((study / project).glob("trial_*/trial.json"))}
 
 
-def _runners(study):
+def _runners(study, project="tuner"):
     return {p.parent.name: [r["tuner_id"] for r in json.loads(p.read_text())]
-            for p in sorted((study / "tuner").glob("trial_*/runs.json"))}
+            for p in sorted((study / project).glob("trial_*/runs.json"))}
 
 
 @pytest.mark.slow
@@ -101,7 +101,15 @@ def test_a_chief_and_two_workers_complete_the_study(tmp_path, cifar_dir, tiny_co
     assert (study / "logs" / "chief.log").is_file() and (study / "logs" / "tuner2.log").is_file()
     summary = json.loads((study / "search_summary.json").read_text())
     assert summary["finished"] and summary["trials_completed"] == 5
-    assert (study / "best_hyperparameters.json").is_file()
+    # Then the finalists: the chief serves their oracle beside the search's, the same workers train them.
+    finalists = _trials(study, "finalists")
+    assert len(finalists) == 4 and all(t["status"] == "COMPLETED" for t in finalists.values())
+    assert {r for runs in _runners(study, "finalists").values() for r in runs} <= {"tuner1", "tuner2"}
+    assert "[chief] finalist 1 seed 1001 completed (tuner" in out and "[worker 2] --- finalist" in out
+    confirmed = json.loads((study / "finalists.json").read_text())
+    assert confirmed["finished"] and [len(f["runs"]) for f in confirmed["finalists"]] == [2, 2]
+    adopted = json.loads((study / "best_hyperparameters.json").read_text())
+    assert adopted["trial_id"] == confirmed["finalists"][0]["trial_id"]
 
 
 @pytest.mark.slow

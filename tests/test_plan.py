@@ -7,10 +7,14 @@ from conftest import REPO
 
 def test_estimates_count_every_epoch_and_the_final_evaluations():
     from alexnet_search.config import load_config
-    from alexnet_search.plan import StepTiming, estimate_retrain_seconds, estimate_seconds
+    from alexnet_search.plan import StepTiming, estimate_finalists_seconds, estimate_retrain_seconds, estimate_seconds
 
     cpu = load_config(REPO / "tuning" / "cpu-quick.toml")  # 8,000 + 2,000 images, 75 search epochs, 30 retrain
     timing = StepTiming(train_s_per_image=0.001, eval_s_per_image=0.0001)
     assert estimate_seconds(cpu, timing) == pytest.approx(75 * (8.0 + 0.2))
     # 30 epochs of training and validation, then train + val + the 10,000 test images once
     assert estimate_retrain_seconds(cpu, timing) == pytest.approx(30 * 8.2 + 2.0)
+    # The finalists: 3 configurations x 2 seeds x 30 epochs, validated every epoch, none tested.
+    assert estimate_finalists_seconds(cpu, timing) == pytest.approx(3 * 2 * 30 * 8.2)
+    none = cpu.with_overrides({"confirm": {"finalists": 0}})
+    assert estimate_finalists_seconds(none, timing) == 0

@@ -191,27 +191,6 @@ def test_nan_and_out_of_memory_trials_fail_with_a_reason_and_the_search_goes_on(
     assert all(graphs) and [r for trial in graphs[:-1] for r in trial if r() is not None] == []
 
 
-def test_retrain_needs_a_completed_trial(tmp_path):
-    from alexnet_search.errors import UserError
-    from alexnet_search.search import load_finished_tuner
-    from alexnet_search.study import prepare_search
-
-    config = load_config(REPO / "tuning" / "cpu.toml")
-    study = study_for(tmp_path, "s")
-    with pytest.raises(UserError, match="no study at"):
-        load_finished_tuner(config, study)
-    prepare_search(study, config, overwrite=False)
-    tuner = make_tuner(config, study)
-    tuner.save()
-    tuner.oracle.verbose = 0
-    tuner.oracle.create_trial("tuner0")  # started, never finished
-    files = lambda: {p: p.read_bytes() for p in study.root.rglob("*") if p.is_file()}  # noqa: E731
-    before = files()
-    with pytest.raises(UserError, match="no completed trial yet"):
-        load_finished_tuner(config, study)
-    assert files() == before  # a refused command changes nothing on disk
-
-
 @pytest.mark.slow
 @pytest.mark.backends
 def test_a_seeded_search_repeats_to_the_last_bit(tmp_path, cifar_dir, tiny_config):

@@ -27,6 +27,7 @@ from ..space import SEED_BN_MOMENTUM, SEED_CONV1_KERNEL
 from ..study import FAILED, Study, failure_reason, require_study, restore_dir, write_text_atomic
 from . import figures
 from .analysis import SPREAD_RULE, difference, edge, outside_fit, warnings  # noqa: F401  (edge: public)
+from .importance import MIN_TRIALS, importance
 from .load import Trial, curve, fit_seconds, load_baselines, load_trials, ranked, read, read_scalars  # noqa: F401
 from .text import mean_std, num, range_text, table
 
@@ -37,7 +38,7 @@ TOP_CURVES = 5  # learning curves drawn; more make the plot unreadable
 
 def _comparison(tuned: dict | None, baselines: dict[str, dict], planned: list[str], commands) -> list[str]:
     lines = ["## Tuned vs the baselines", ""]
-    runs = ([(f"tuned (trial {tuned.get('trial_id')})", tuned)] if tuned else []) + \
+    runs = ([(f"tuned (trial {tuned.get('trial_id')})" if tuned.get("trial_id") else "tuned", tuned)] if tuned else []) + \
         [(f"baseline {name}", m) for name, m in baselines.items()]
     if runs:
         lines += table(["run", "seeds", "epochs", "test accuracy", "test, mirror TTA", "val accuracy",
@@ -75,6 +76,65 @@ def _comparison(tuned: dict | None, baselines: dict[str, dict], planned: list[st
         else:
             lines.append(f"{head}; the difference ({abs(diff):.4f}) does not exceed the spread ({spread:.4f}): it "
                          f"is within seed-to-seed variation; more seeds would narrow the spread.")
+    return lines + [""]
+
+
+def _finalists(study: Study, others: list[Study], adopted: dict | None, tuned: dict | None, commands) -> list[str]:
+    """The finalists' confirmation: each finalist's validation score per seed, mean ± std, where it
+    came from, which the study adopted, and, with other studies of the space, which wins the pool."""
+    lines = ["## Finalists", ""]
+    summaries = {s.name: read(s.finalists_file) for s in [study, *others]}
+    mine = summaries[study.name]
+    if not mine:
+        if adopted and adopted.get("adopted_by", "").startswith("the search"):
+            return lines + [f"Not confirmed (`[confirm] finalists = 0`): the study adopted its best search trial, "
+                            f"{adopted.get('trial_id')}.", ""]
+        return lines + [f"The finalists have not been confirmed yet: `{commands['search']}` resumes the study, "
+                        f"and confirms them once its search ends.", ""]
+    seeds = mine["seeds"]
+    pool = [{**f, "study": name} for name, summary in summaries.items() if summary for f in summary["finalists"]]
+    way = "max" if mine["objective"].endswith("accuracy") else "min"
+    from ..confirm import rank_finalists
+
+    ranked = rank_finalists(pool, way)
+    lines += [f"After the search, its best configurations were trained again from scratch with seeds "
+              f"{', '.join(map(str, seeds))} for {mine['epochs']} epochs each and scored on validation "
+              f"({mine['objective']} at the best epoch; never on test). The best complete mean is adopted."
+              + ("" if mine.get("finished") else " **Not finished:** some runs are still to do."), ""]
+    rows = []
+    for f in ranked:
+        by_seed = {r["seed"]: r for r in f["runs"]}
+        marks = []
+        if adopted and (f["study"], f["trial_id"]) == (adopted.get("study"), adopted.get("trial_id")):
+            marks.append("adopted")
+        if others and f is ranked[0] and f["complete"]:
+            marks.append("wins the pool")
+        if tuned and (f["study"], f["trial_id"]) == (tuned.get("trial_study"), tuned.get("trial_id")):
+            marks.append("retrained")
+        rows.append([f"`{f['study']}` {f['trial_id']}", f"{f['search_score']:.4f} ({f['search_epochs']} epochs)",
+                     *(f"{by_seed[s]['score']:.4f}" if s in by_seed and by_seed[s]["score"] is not None
+                       else (by_seed[s]["status"].lower() if s in by_seed else "-") for s in seeds),
+                     f"{f['mean']:.4f} ± {f['std']:.4f}" if f["complete"] else "incomplete", ", ".join(marks)])
+    lines += table(["finalist", "search score", *(f"seed {s}" for s in seeds), "mean ± std", ""], rows)
+    if others:
+        lines += ["", f"With {', '.join(f'`{o.name}`' for o in others)} pooled, every finalist was confirmed with "
+                      f"the same seeds and epochs, so their means compare directly; `make retrain-best "
+                      f"STUDY={study.name} POOL=\"{' '.join(o.name for o in others)}\"` retrains the pool's winner."]
+    return lines + [""]
+
+
+def _importance(space: dict, trials: list[Trial], studies: list[str], objective: str) -> list[str]:
+    found = importance(space, trials, objective)
+    lines = ["## Which hyperparameters matter", ""]
+    if found is None:
+        return lines + [f"Too few completed trials ({sum(t.status == 'COMPLETED' for t in trials)}) to rank the "
+                        f"hyperparameters (at least {MIN_TRIALS}).", ""]
+    lines += [f"Optuna's fANOVA evaluator over the {found.trials} completed trials of "
+              f"{', '.join(f'`{s}`' for s in studies)}: each hyperparameter's share of the variance in {objective} "
+              f"that a random forest of the trials explains. Hyperband trains trials for different budgets, so "
+              f"the budget is an input of its own. A share near 0 marks a dimension the same budget could stop "
+              f"searching (fix it, or narrow it) to explore what counts; with few trials the ranking is rough.", ""]
+    lines += table(["hyperparameter", "importance"], [[name, f"{share:.3f}"] for name, share in found.shares])
     return lines + [""]
 
 
@@ -173,6 +233,13 @@ def _same_search_data(c: dict) -> dict:
             **{k: c["data"][k] for k in ("train_size", "val_size", "image_size", "batch_size")}}
 
 
+def _adopted_text(adopted: dict | None) -> str:
+    if not adopted:
+        return "nothing yet"
+    confirmed = adopted.get("confirmed")
+    return f"trial {adopted.get('trial_id')}" + (f", {confirmed['mean']:.4f} ± {confirmed['std']:.4f}" if confirmed else "")
+
+
 def _other_studies(study: Study, config: dict, tuned: dict | None, others: list[Study]) -> list[str]:
     """This study beside others of the same space: another study seed (does the answer hold?)
     and other tuners (which finds more?), each with its best trial and, when retrained, its test
@@ -195,14 +262,15 @@ def _other_studies(study: Study, config: dict, tuned: dict | None, others: list[
                      f"{sum(t.status == 'COMPLETED' for t in trials)} / {summary.get('epochs_spent', '?')}",
                      format_duration(summary["wall_time_s"]) if summary.get("wall_time_s") else "-",
                      f"{top.score:.4f} (trial {top.id})" if top else "none completed",
-                     mean_std(retrained, "test_accuracy") if retrained and top and retrained.get("trial_id") == top.id
-                     else "not retrained"])
+                     _adopted_text(read(other.adopted_file)),
+                     f"{mean_std(retrained, 'test_accuracy')} (trial {retrained.get('trial_id')})"
+                     if retrained and retrained.get("trial_id") else "not retrained"])
         values[other.name] = top.values if top else {}
     lines = ["## Other studies of this space", "",
              "Each study's best trial; a second study seed shows how much the answer owes to chance, another "
              "tuner which finds the better configuration for the budget.", ""]
     lines += table(["study", "tuner", "study seed", "trials / epochs", "wall time", f"best {objective}",
-                    "retrained test accuracy"], rows)
+                    "adopted (confirmed on validation)", "retrained test accuracy"], rows)
     names = list(config["space"])
     agree = [n for n in names if len({str(v.get(n)) for v in values.values()}) == 1]
     lines += ["", "The best trials' hyperparameters:", ""]
@@ -246,13 +314,21 @@ def write_report(study: Study, others: list[Study] = ()) -> Path:
     commands = {"search": f"make search {args}{data}", "retrain": f"make retrain-best {args}{data}{seeds['retrain']}",
                 "baseline": f"make baseline {args}{data}{seeds['baseline']}", "report": f"make report {args}"}
 
-    found = warnings(config, trials, best, schedule, summary, tuned, baselines, commands)
+    adopted = read(study.adopted_file)
+    found = warnings(config, trials, best, schedule, summary, tuned, baselines, commands, adopted)
+    confirmed = (adopted or {}).get("confirmed")
+    pooled = trials + [t for o in others for t in load_trials(o.tuner_dir, s["max_epochs"])]
     lines = [f"# Study `{study.name}`", "",
              f"{TUNER_NAMES[s.get('tuner', 'hyperband')]} search with `{preset}`: best {objective} **{best.score:.4f}** (trial {best.id}, "
-             f"{best.epochs} epochs); {len(order)} of {len(trials)} trials completed.", "",
+             f"{best.epochs} epochs); {len(order)} of {len(trials)} trials completed. "
+             + (f"Adopted: trial {adopted['trial_id']}" + (f", confirmed at {confirmed['mean']:.4f} ± "
+                f"{confirmed['std']:.4f} over {len(confirmed['seeds'])} seeds" if confirmed else "") + "."
+                if adopted else "Nothing adopted yet."), "",
              "## Warnings", "", *([f"- {w}" for w in found] or ["No warnings."]), "",
              *_comparison(tuned, baselines, planned, commands),
              *(_other_studies(study, config, tuned, list(others)) if others else []),
+             *_finalists(study, list(others), adopted, tuned, commands),
+             *_importance(config["space"], pooled, [study.name, *(o.name for o in others)], objective),
              *_best_trials(trials, order, list(config["space"]), objective),
              *_plots(study, trials, order, config["space"], objective),
              *_study_section(config, preset, trials, schedule, summary, versions, commands, study.tensorboard_dir)]

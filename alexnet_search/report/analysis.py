@@ -50,14 +50,14 @@ def edge(name: str, entry: dict, value: Any) -> str | None:
 
 
 def warnings(config, trials, best, schedule: Schedule, summary, tuned, baselines: dict[str, dict],
-             commands) -> list[str]:
+             commands, adopted: dict | None = None) -> list[str]:
     out, s = [], config["search"]
     for name, entry in config["space"].items():
         if name in best.values and (side := edge(name, entry, best.values[name])):
             out.append(f"**Best value at the edge of its range:** `{name}` = {num(best.values[name])} is the {side} "
                        f"value of {range_text(entry)}; the optimum may lie beyond: widen `[space.{name}]` in the "
                        f"preset and search again in a new STUDY.")
-    if best.epochs < s["max_epochs"]:
+    if best.epochs < s["max_epochs"] and not (adopted or {}).get("confirmed"):
         out.append(f"**Best trial had a short budget:** trial {best.id} trained {best.epochs} of max_epochs "
                    f"{s['max_epochs']}; a short run's score is noisy and may not hold over the full budget.")
     finished = [t for t in trials if t.status in ENDED]
@@ -74,9 +74,11 @@ def warnings(config, trials, best, schedule: Schedule, summary, tuned, baselines
     if not (summary or {}).get("finished"):
         out.append(f"**Search not finished:** search_summary.json does not mark the search finished; "
                    f"`{commands['search']}` resumes it.")
-    if tuned and tuned.get("trial_id") != best.id:
-        out.append(f"**Retrained trial is not the best:** best/ holds trial {tuned.get('trial_id')}, but the best "
-                   f"completed trial is now {best.id}; rerun `{commands['retrain']}`.")
+    retrained = (tuned.get("trial_study"), tuned.get("trial_id")) if tuned else None
+    if tuned and adopted and not tuned.get("pool") and retrained != (adopted.get("study"), adopted.get("trial_id")):
+        out.append(f"**Retrained configuration is not the adopted one:** best/ holds "
+                   f"{tuned.get('hyperparameters_from', 'another configuration')}, but the study adopted trial "
+                   f"{adopted.get('trial_id')}; rerun `{commands['retrain']}`.")
     budgets = {name: m["epochs"] for name, m in baselines.items() if tuned and m["epochs"] != tuned["epochs"]}
     if budgets:
         out.append(f"**Different budgets:** retrain-best trained {tuned['epochs']} epochs, baseline "

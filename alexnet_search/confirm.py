@@ -1,0 +1,360 @@
+"""Finalists, confirmed: the search's best configurations trained again before one is adopted.
+
+A search ranks configurations by one short run each, with one seed, and its winner is often a
+lucky draw (two study seeds of cpu.toml agreed on 1 of 13 values, and one's pick tested below the
+paper's recipe). So when the search ends, its best `[confirm] finalists` configurations are trained
+again from scratch with `[confirm] seeds` seeds each, for the retrain's epochs, and scored on
+validation at their best epoch, as the search and retrain-best score; never on test. The finalist
+with the best mean is adopted into best_hyperparameters.json, which retrain-best trains. A finalist
+with a failed run (its loss diverged) is not adopted.
+
+Each (finalist, seed) is a trial of a second Keras Tuner oracle, `FinalistsOracle`, kept in
+results/<study>/finalists/: crash-safe and resumable like the search's (a kill loses the run in
+flight), with a TensorBoard run and HParams session each (tensorboard/finalists/<trial>/seed<N>).
+In a distributed study the chief serves it on its port + 1 once the search's trials are all done,
+and the same workers train the finalists (Keras Tuner's engine hands out trials, whatever oracle
+decides them).
+
+The seeds are CONFIRM_SEED + 1, + 2, ... in every study, so finalists of different studies (another
+study seed) meet on equal terms (`pooled_best`), and none is a seed retrain-best trains with (the
+study seed + i): the retrain that tests the adopted configuration is an independent run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import keras_tuner
+from keras_tuner.engine.trial import TrialStatus
+
+from . import distribute
+from .config import Config
+from .console import format_duration, printer
+from .data import Source
+from .errors import UserError
+from .progress import EpochReporter, Progress
+from .search import StudyTuner, _Atomic, model_epochs, ranked_trials, search_to_the_end
+from .study import (
+    ENDED, Study, direction, failure_reason, read_json, same_training, searched_values, short, write_json_atomic,
+)
+from .training import Training
+
+CONFIRM_SEED = 1000
+# A finalist's bookkeeping in its trials' values (see study.is_bookkeeping).
+TRIAL, SEED, RANK, SCORE, EPOCHS = ("finalist/trial", "finalist/seed", "finalist/rank", "finalist/search_score",
+                                    "finalist/search_epochs")
+
+
+def confirm_seeds(n: int) -> list[int]:
+    return [CONFIRM_SEED + i for i in range(1, n + 1)]
+
+
+def finalist_units(ranked: list, count: int, seeds: int, max_epochs: int) -> list[dict[str, Any]]:
+    """The runs that confirm the best `count` configurations of `ranked` (completed search trials,
+    best first): each finalist's values and its bookkeeping, once per seed, finalist by finalist.
+    A configuration is a finalist once, under its best trial: Hyperband's promoted trials repeat
+    their parent's."""
+    finalists, seen = [], []
+    for trial in ranked:
+        values = searched_values(trial.hyperparameters.values)
+        if values not in seen:
+            seen.append(values)
+            finalists.append((trial, values))
+    units = []
+    for rank, (trial, values) in enumerate(finalists[:count], 1):
+        for seed in confirm_seeds(seeds):
+            units.append({**values, TRIAL: trial.trial_id, SEED: seed, RANK: rank, SCORE: float(trial.score),
+                          EPOCHS: model_epochs(trial.hyperparameters.values, max_epochs)})
+    return units
+
+
+def _key(values: dict) -> tuple:
+    return values[TRIAL], values[SEED]
+
+
+class FinalistsOracle(_Atomic, keras_tuner.Oracle):
+    """Hands out each planned (finalist, seed) run once, in order; then stops.
+
+    The plan lives in the oracle's state (oracle.json), so a resumed confirmation hands out what is
+    left of the same runs; `plan` adds runs (a study extended, a larger [confirm]) and never drops
+    one that ran.
+    """
+
+    def __init__(self, objective: str, seed: int):
+        # Failures are verdicts on finalists here (a diverging configuration is not adopted), not a
+        # broken setup: the runs are few, and every one is planned, so none stops the confirmation.
+        super().__init__(objective=keras_tuner.Objective(objective, direction(objective)), seed=seed,
+                         max_consecutive_failed_trials=10**6)
+        self.units: list[dict[str, Any]] = []
+        self.epochs: int | None = None
+
+    def plan(self, units: list[dict[str, Any]], epochs: int) -> None:
+        if self.epochs is not None and self.epochs != epochs and self.trials:
+            raise UserError(f"this study's finalists were confirmed at {self.epochs} epochs and [retrain] epochs is "
+                            f"now {epochs}: their scores would not compare. Set it back to {self.epochs}, or delete "
+                            f"{self._project_dir} to confirm again at {epochs}")
+        known = {_key(u) for u in self.units}
+        self.units += [u for u in units if _key(u) not in known]
+        self.epochs = epochs
+        self.save()
+
+    def populate_space(self, trial_id):
+        started = {_key(t.hyperparameters.values) for t in self.trials.values()}
+        for unit in self.units:
+            if _key(unit) not in started:
+                return {"status": TrialStatus.RUNNING, "values": dict(unit)}
+        return {"status": TrialStatus.STOPPED, "values": None}
+
+    def get_state(self):
+        return {**super().get_state(), "units": self.units, "epochs": self.epochs}
+
+    def set_state(self, state):
+        super().set_state(state)
+        self.units, self.epochs = state.get("units", []), state.get("epochs")
+
+
+class FinalistTuner(StudyTuner):
+    """Trains the finalists' runs: each from scratch for the retrain's epochs, seeded by its run's
+    seed (weights and data order, as retrain-best seeds a run), with the retrain's schedule horizon."""
+
+    def __init__(self, training: Training, config: Config, study: Study, progress: Progress | None = None):
+        oracle = FinalistsOracle(config["search"]["objective"], config["study"]["seed"])
+        super().__init__(training.hypermodel(horizon=config["retrain"]["epochs"]), oracle, study,
+                         study.finalists_dir.name, distribution_strategy=training.strategy)
+        self.epochs = config["retrain"]["epochs"]
+        self.progress = progress
+        self.names = list(config.space)  # the preset's order: values come back from JSON sorted
+
+    def trial_seed(self, trial) -> int:
+        return int(trial.hyperparameters.values[SEED])
+
+    def run_name(self, trial) -> str:
+        v = trial.hyperparameters.values
+        return f"finalists/{v[TRIAL]}/seed{v[SEED]}"
+
+    def run_trial(self, trial, train, *args, **kwargs):
+        # The run's own data order and augmentation draws, as retrain-best's run of that seed has.
+        return super().run_trial(trial, dataclasses.replace(train, seed=self.trial_seed(trial)), *args, **kwargs)
+
+    def report_begin(self, trial) -> None:
+        if self.progress:
+            v = trial.hyperparameters.values
+            shown = " ".join(f"{k}={short(v[k])}" for k in self.names if k in v)
+            self.progress.begin(f"finalist {v[RANK]} seed {v[SEED]}", 0, self.epochs,
+                                f"(run {int(trial.trial_id) + 1}/{self.progress.total_units}; search trial {v[TRIAL]}, "
+                                f"{self.oracle.objective.name} {v[SCORE]:.4f} after {v[EPOCHS]} epochs)\n    {shown}")
+
+    def report_end(self, trial) -> None:
+        if self.progress:
+            ended = self.oracle.get_trial(trial.trial_id)
+            if ended.status == "COMPLETED":
+                result = f"best {self.oracle.objective.name} {ended.score:.4f}"
+            else:
+                result = f"{ended.status.lower()}: {failure_reason(ended.message)}; this finalist is not adopted"
+            self.progress.end(self.epochs, result)
+
+
+def run_finalists(config: Config, study: Study, source: Source, search_oracle=None, out: TextIO = sys.stdout) -> dict | None:
+    """Confirm the study's finalists (or what is left of them), then adopt one.
+
+    `search_oracle`: the finished search's (the chief's or a single process's; a worker gets its
+    runs from the chief). Returns finalists.json's content, or None on a worker.
+    """
+    say = printer(out)
+    role = distribute.role()
+    c = config["confirm"]
+    if c["finalists"] == 0:
+        return None if role == "worker" else adopt(study, config, search_best=ranked_trials(search_oracle)[:1], out=out)
+    ranked = ranked_trials(search_oracle) if role != "worker" else []
+    if role != "worker" and not ranked:
+        raise UserError(f"study {study.name} has no completed trial to confirm; every trial failed (see the trial "
+                        f"lines), so nothing can be adopted")
+    training = Training.prepare(config, source, several_gpus=role != "chief")
+    if role != "single":
+        # The search's oracle has its port; the finalists' is served beside it.
+        os.environ[distribute.ORACLE_PORT] = str(distribute.finalists_port(int(os.environ[distribute.ORACLE_PORT])))
+    epochs = config["retrain"]["epochs"]
+    units = finalist_units(ranked, c["finalists"], c["seeds"], config["search"]["max_epochs"])
+    progress = Progress(len(units), None if role == "worker" else len(units) * epochs, out=out)
+    tuner = FinalistTuner(training, config, study, progress=progress if role != "chief" else None)
+    if role != "worker":
+        tuner.oracle.plan(units, epochs)
+        progress.total_units = len(tuner.oracle.units)
+        progress.total_epochs = len(tuner.oracle.units) * epochs
+        done = [t for t in tuner.oracle.trials.values() if t.status in ENDED]
+        progress.epochs_done = len(done) * epochs
+        runs = len(tuner.oracle.units)
+        say(f"\nconfirming {runs // c['seeds']} finalists: each trained again with seeds "
+            f"{', '.join(map(str, confirm_seeds(c['seeds'])))} for {epochs} epochs and scored on validation"
+            + (f"; {len(done)} of {runs} runs done" if done else "")
+            + ("" if role == "single" else f" (finalists' oracle on port {os.environ[distribute.ORACLE_PORT]})"))
+        clock = _WallClock(study.finalists_file)
+
+        def ended(trial):
+            write_finalists(study, tuner.oracle, epochs, wall=clock.total())
+            if role == "chief":  # the workers print the epochs; the chief, each run as it ends
+                runner = tuner.runlog.runner(trial.trial_id)
+                v, score = trial.hyperparameters.values, f"{trial.score:.4f}" if trial.status == "COMPLETED" else \
+                    failure_reason(trial.message)
+                say(f"finalist {v[RANK]} seed {v[SEED]} {trial.status.lower()} ({runner}): {score}")
+
+        tuner.oracle.on_trial_ended = ended
+        clock.start()
+    tuner.save()
+    started = time.monotonic()
+    search_to_the_end(tuner, training.train_set(config["study"]["seed"]), training.val_set(), [EpochReporter(progress)],
+                      epochs, out)
+    if role == "worker":
+        say(f"worker {tuner.tuner_id}: the chief has no more finalists to train; done")
+        return None
+    summary = write_finalists(study, tuner.oracle, epochs, finished=True, wall=clock.total())
+    say(f"finalists confirmed in {format_duration(time.monotonic() - started)}:\n" + finalists_table(summary))
+    return adopt(study, config, summary=summary, out=out)
+
+
+class _WallClock:
+    """Seconds spent on a study's finalists over every run of it: what finalists.json recorded, plus
+    this process's since `start`."""
+
+    def __init__(self, path: Path):
+        self.earlier = float((read_json(path) if path.is_file() else {}).get("wall_time_s", 0.0))
+        self.started = time.monotonic()
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+
+    def total(self) -> float:
+        return round(self.earlier + time.monotonic() - self.started, 1)
+
+
+def write_finalists(study: Study, oracle: FinalistsOracle, epochs: int, finished: bool = False,
+                    wall: float | None = None) -> dict:
+    """finalists.json: each finalist's runs (seed, status, validation score) and their mean and
+    standard deviation, best mean first; `finished` once every planned run has ended."""
+    runs: dict[str, list] = {}
+    trials = {_key(t.hyperparameters.values): t for t in oracle.trials.values()}
+    finalists = {}
+    for unit in oracle.units:
+        trial = trials.get(_key(unit))
+        finalists.setdefault(unit[TRIAL], {
+            "study": study.name, "trial_id": unit[TRIAL], "rank": unit[RANK], "search_score": unit[SCORE],
+            "search_epochs": unit[EPOCHS], "hyperparameters": searched_values(unit),
+        })
+        runs.setdefault(unit[TRIAL], []).append({
+            "seed": unit[SEED], "run": trial.trial_id if trial else None,
+            "status": trial.status if trial else "PLANNED",
+            "score": trial.score if trial is not None and trial.status == "COMPLETED" else None,
+            "best_epoch": int(trial.best_step) + 1 if trial is not None and trial.best_step is not None else None,
+        })
+    for trial_id, entry in finalists.items():
+        scores = [r["score"] for r in runs[trial_id] if r["score"] is not None]
+        entry["runs"] = runs[trial_id]
+        entry["complete"] = len(scores) == len(runs[trial_id])
+        entry["mean"] = statistics.fmean(scores) if scores else None
+        entry["std"] = statistics.stdev(scores) if len(scores) > 1 else 0.0 if scores else None
+    summary = {"objective": oracle.objective.name, "epochs": epochs, "finished": finished, "wall_time_s": wall,
+               "seeds": sorted({u[SEED] for u in oracle.units}),
+               "finalists": rank_finalists(list(finalists.values()), oracle.objective.direction)}
+    write_json_atomic(study.finalists_file, summary)
+    return summary
+
+
+def rank_finalists(finalists: list[dict], way: str) -> list[dict]:
+    """Best first: complete finalists by mean (ties to the better search rank), then the rest."""
+    sign = -1.0 if way == "max" else 1.0
+    return sorted(finalists, key=lambda f: (not f["complete"], sign * f["mean"] if f["complete"] else 0.0,
+                                            f["study"], f["rank"]))
+
+
+def finalists_table(summary: dict) -> str:
+    seeds = summary["seeds"]
+    header = ["finalist", "search score", *(f"seed {s}" for s in seeds), "mean", "std"]
+    rows = []
+    for f in summary["finalists"]:
+        by_seed = {r["seed"]: r for r in f["runs"]}
+        cells = [f"{r['score']:.4f}" if r.get("score") is not None else r["status"].lower() if r else "-"
+                 for r in (by_seed.get(s) for s in seeds)]
+        rows.append([f"{f['study']}/{f['trial_id']}", f"{f['search_score']:.4f} ({f['search_epochs']} ep)", *cells,
+                     f"{f['mean']:.4f}" if f["complete"] else "-", f"{f['std']:.4f}" if f["complete"] else "-"])
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [header] + rows)
+
+
+def adopt(study: Study, config: Config, summary: dict | None = None, search_best: list = (),
+          out: TextIO = sys.stdout) -> dict:
+    """Write best_hyperparameters.json: the best complete finalist of `summary`, or (no
+    confirmation) the search's best trial. UserError when no finalist completed all its runs."""
+    say = printer(out)
+    objective = config["search"]["objective"]
+    if summary is None:
+        if not search_best:
+            raise UserError(f"study {study.name} has no completed trial yet; run or resume `make search` until one "
+                            f"finishes")
+        best = search_best[0]
+        adopted = {"study": study.name, "trial_id": best.trial_id, objective: best.score,
+                   "epochs_trained": model_epochs(best.hyperparameters.values, config["search"]["max_epochs"]),
+                   "hyperparameters": searched_values(best.hyperparameters.values),
+                   "adopted_by": "the search's best score ([confirm] finalists = 0: not confirmed)"}
+    else:
+        complete = [f for f in summary["finalists"] if f["complete"]]
+        if not complete:
+            raise UserError(f"no finalist of study {study.name} completed all its runs (see {study.finalists_file}); "
+                            f"nothing was adopted. Check the failures, widen [confirm] finalists, and rerun the search")
+        best = complete[0]
+        adopted = {"study": best["study"], "trial_id": best["trial_id"], objective: best["search_score"],
+                   "epochs_trained": best["search_epochs"], "hyperparameters": best["hyperparameters"],
+                   "adopted_by": f"best mean {objective} of {len(summary['finalists'])} finalists",
+                   "confirmed": {"seeds": summary["seeds"], "epochs": summary["epochs"],
+                                 "scores": [r["score"] for r in best["runs"]], "mean": best["mean"], "std": best["std"]}}
+    write_json_atomic(study.adopted_file, adopted)
+    values = " ".join(f"{k}={short(v)}" for k, v in adopted["hyperparameters"].items())
+    say(f"adopted trial {adopted['trial_id']} ({adopted['adopted_by']}) into {study.adopted_file}:\n    {values}\n"
+        f"next: make retrain-best CONFIG={config.path}" + ("" if study.name == config.name else f" STUDY={study.name}"))
+    return adopted
+
+
+def read_adopted(study: Study) -> dict:
+    """best_hyperparameters.json, or a UserError that says how to get one."""
+    if not study.adopted_file.is_file():
+        raise UserError(f"study {study.name} has not adopted a configuration yet: its search or its finalists' "
+                        f"confirmation has not finished. Rerun the same `make search` command to finish it")
+    return read_json(study.adopted_file)
+
+
+def pooled_best(study: Study, others: list[Study]) -> tuple[dict, list[dict]]:
+    """The best confirmed finalist of `study` and `others` (studies of the same space, data and
+    network: another study seed), and every finalist of the pool, best first.
+
+    Every study's finalists were confirmed with the same seeds and epochs, so their means compare
+    directly; UserError when a study is not confirmed, or was searched or confirmed otherwise."""
+    _, mine = study.saved_identity()
+    pool, settings = [], None
+    for member in [study, *others]:
+        _, identity = member.saved_identity()
+        if identity is None:
+            raise UserError(f"--pool {member.name}: no study at {member.root}")
+        diff = same_training(mine, identity, ("space", "data", "model"))
+        if diff:
+            raise UserError(f"--pool {member.name}: its search space, data or network differ from {study.name}'s "
+                            f"(in {', '.join(diff[:4])}); pool only studies of the same preset")
+        summary = read_json(member.finalists_file) if member.finalists_file.is_file() else None
+        if not summary or not summary.get("finished"):
+            raise UserError(f"--pool {member.name}: its finalists' confirmation has not finished; rerun its "
+                            f"`make search` (the same command resumes it)")
+        theirs = (summary["objective"], summary["epochs"], summary["seeds"])
+        if settings is not None and theirs != settings:
+            raise UserError(f"--pool {member.name}: its finalists were confirmed with {theirs[0]} over seeds "
+                            f"{theirs[2]} at {theirs[1]} epochs, {study.name}'s with {settings[0]} over seeds "
+                            f"{settings[2]} at {settings[1]} epochs: the scores do not compare")
+        settings = theirs
+        pool += [{**f, "study": member.name} for f in summary["finalists"]]  # the folder's name, even if renamed
+    ranked = rank_finalists(pool, direction(settings[0]))
+    if not ranked or not ranked[0]["complete"]:
+        raise UserError(f"no finalist of {', '.join(s.name for s in [study, *others])} completed all its runs")
+    return ranked[0], ranked

@@ -1,0 +1,65 @@
+"""Which hyperparameters matter: Optuna's fANOVA evaluator over the completed trials of one space.
+
+fANOVA (Hutter, Hoos and Leyton-Brown, 2014) fits a random forest from hyperparameter values to
+scores and splits the variance of its predictions into each hyperparameter's share. Optuna's
+evaluator does it as Optuna ships it; the trials are handed over as an Optuna study built in
+memory, each hyperparameter with the domain its preset table declares.
+
+Hyperband trains its trials for different budgets, and a 1-epoch score is not a 27-epoch one: the
+budget (the epochs a trial's model trained) is one more input, so its share is reported instead of
+being credited to whichever hyperparameters happened to get the long runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..study import direction
+from .load import Trial
+
+BUDGET = "epochs (budget)"
+MIN_TRIALS = 8  # fewer: a forest of a handful of points ranks noise
+
+
+@dataclass(frozen=True)
+class Importance:
+    shares: list[tuple[str, float]]  # (name, share of the explained variance), largest first; BUDGET included
+    trials: int
+
+
+def _distribution(entry: dict[str, Any]):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if entry["type"] == "choice":
+        return CategoricalDistribution(entry["values"])
+    if entry["type"] == "int":
+        return IntDistribution(entry["min"], entry["max"], step=entry.get("step") or 1)
+    log = entry.get("sampling") == "log"
+    return FloatDistribution(entry["min"], entry["max"], log=log, step=None if log else entry.get("step"))
+
+
+def importance(space: dict[str, dict], trials: list[Trial], objective: str, seed: int = 0) -> Importance | None:
+    """Each searched hyperparameter's share of what explains the completed trials' scores (and the
+    budget's, where trials trained for different epochs); None with fewer than MIN_TRIALS."""
+    done = [t for t in trials if t.status == "COMPLETED" and t.score is not None]
+    if len(done) < MIN_TRIALS:
+        return None
+    import optuna
+    from optuna.distributions import IntDistribution
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    distributions = {name: _distribution(entry) for name, entry in space.items()}
+    budgets = sorted({t.epochs for t in done})
+    if len(budgets) > 1:
+        distributions[BUDGET] = IntDistribution(budgets[0], budgets[-1])
+    study = optuna.create_study(direction="maximize" if direction(objective) == "max" else "minimize")
+    for t in done:
+        params = {name: t.values[name] for name in space if name in t.values}
+        if len(budgets) > 1:
+            params[BUDGET] = t.epochs
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={n: distributions[n] for n in params}, value=float(t.score)))
+    shares = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed), normalize=True)
+    return Importance(sorted(shares.items(), key=lambda kv: -kv[1]), len(done))

@@ -1,0 +1,194 @@
+"""confirm.py: which configurations become finalists, which one is adopted, resuming, and pooling.
+
+The runs here are Keras Tuner trials ended through the oracle's own calls with the scores a test
+chooses; test_cli.py trains them for real (a kill in the middle, and a pool of two studies).
+"""
+
+import json
+from types import SimpleNamespace
+
+import keras_tuner
+import pytest
+
+from alexnet_search.config import load_config
+from alexnet_search.confirm import (
+    CONFIRM_SEED, FinalistTuner, adopt, finalist_units, pooled_best, read_adopted, write_finalists,
+)
+from alexnet_search.data import Source
+from alexnet_search.errors import UserError
+from alexnet_search.study import prepare_search, study_for
+from alexnet_search.training import Training
+
+from conftest import REPO
+
+
+def _trial(trial_id, score, **values):
+    hp = keras_tuner.HyperParameters()
+    hp.values.update(values)
+    return SimpleNamespace(trial_id=trial_id, score=score, status="COMPLETED", hyperparameters=hp)
+
+
+def test_finalists_are_the_best_distinct_configurations_each_with_every_seed():
+    ranked = [
+        _trial("0007", 0.60, lr=0.1, dropout=0.3, **{"tuner/epochs": 9, "tuner/trial_id": "0002"}),
+        _trial("0002", 0.55, lr=0.1, dropout=0.3, **{"tuner/epochs": 3}),  # its parent: the same configuration
+        _trial("0004", 0.50, lr=0.01, dropout=0.5, **{"tuner/epochs": 9}),
+        _trial("0001", 0.40, lr=0.2, dropout=0.0, **{"tuner/epochs": 9}),
+    ]
+    units = finalist_units(ranked, count=2, seeds=3, max_epochs=9)
+    assert [(u["finalist/trial"], u["finalist/seed"], u["finalist/rank"]) for u in units] == [
+        ("0007", 1001, 1), ("0007", 1002, 1), ("0007", 1003, 1), ("0004", 1001, 2), ("0004", 1002, 2), ("0004", 1003, 2)]
+    assert units[0]["lr"] == 0.1 and units[0]["finalist/search_score"] == 0.60 and units[0]["finalist/search_epochs"] == 9
+    assert not any(k.startswith("tuner/") for u in units for k in u)
+    assert len(finalist_units(ranked, count=5, seeds=1, max_epochs=9)) == 3  # fewer configurations than asked
+
+
+@pytest.fixture
+def confirming(tmp_path, cifar_dir):
+    config = load_config(REPO / "tuning" / "cpu.toml").with_overrides(
+        {"data": {"train_size": 256, "val_size": 96}, "confirm": {"finalists": 3, "seeds": 2}})
+    study = study_for(tmp_path / "results", "s")
+    prepare_search(study, config, overwrite=False)
+    training = Training.prepare(config, Source(cifar_dir))
+    search = [_trial("0003", 0.62, lr=0.2, dropout=0.0), _trial("0001", 0.58, lr=0.05, dropout=0.3),
+              _trial("0000", 0.50, lr=0.01, dropout=0.5)]
+    units = finalist_units(search, 3, 2, config["search"]["max_epochs"])
+
+    def tuner():
+        t = FinalistTuner(training, config, study)
+        t.oracle.verbose = 0
+        t.oracle.plan(units, config["retrain"]["epochs"])
+        t.save()  # as run_finalists does: reloadable from here on
+        return t
+
+    return SimpleNamespace(config=config, study=study, tuner=tuner, units=units)
+
+
+def _run(oracle, score=None):
+    """Take the next run from the oracle and end it: with `score`, completed; without, failed."""
+    trial = oracle.create_trial("tuner0")
+    if trial.status == "STOPPED":
+        return None
+    if score is not None:
+        oracle.update_trial(trial.trial_id, {"val_accuracy": score})
+        trial.status = "COMPLETED"
+    else:
+        trial.status, trial.message = "FAILED", "FailedTrialError: training loss diverged"
+    oracle.end_trial(trial)
+    v = trial.hyperparameters.values
+    return v["finalist/trial"], v["finalist/seed"]
+
+
+def test_the_best_confirmed_mean_is_adopted_not_the_best_search_score(confirming):
+    oracle = confirming.tuner().oracle
+    # Search's best (0003) confirms worst; its runner-up confirms best; 0000 has one diverged run.
+    scores = {("0003", 1001): 0.60, ("0003", 1002): 0.61, ("0001", 1001): 0.66, ("0001", 1002): 0.64,
+              ("0000", 1001): 0.70, ("0000", 1002): None}
+    order = []
+    while (ran := _run(oracle, scores.get(_peek(oracle)))) is not None:
+        order.append(ran)
+    assert order == list(scores)  # every planned run once, finalist by finalist
+    summary = write_finalists(confirming.study, oracle, 30, finished=True)
+    ranked = [(f["trial_id"], f["complete"]) for f in summary["finalists"]]
+    assert ranked == [("0001", True), ("0003", True), ("0000", False)]
+    assert summary["finalists"][0]["mean"] == pytest.approx(0.65)
+    assert [r["status"] for r in summary["finalists"][2]["runs"]] == ["COMPLETED", "FAILED"]
+    adopted = adopt(confirming.study, confirming.config, summary=summary)
+    assert adopted["trial_id"] == "0001" and adopted == read_adopted(confirming.study)
+    assert adopted["hyperparameters"] == {"lr": 0.05, "dropout": 0.3}
+    assert adopted["confirmed"]["scores"] == [0.66, 0.64] and adopted["confirmed"]["seeds"] == [1001, 1002]
+    assert json.loads(confirming.study.finalists_file.read_text()) == summary
+
+
+def _peek(oracle):
+    """The (finalist, seed) the oracle hands out next."""
+    started = {(t.hyperparameters.values["finalist/trial"], t.hyperparameters.values["finalist/seed"])
+               for t in oracle.trials.values()}
+    return next(((u["finalist/trial"], u["finalist/seed"]) for u in oracle.units
+                 if (u["finalist/trial"], u["finalist/seed"]) not in started), None)
+
+
+def test_nothing_is_adopted_when_no_finalist_completed_all_its_runs(confirming):
+    oracle = confirming.tuner().oracle
+    while (upcoming := _peek(oracle)) is not None:  # every finalist's second seed diverges
+        _run(oracle, None if upcoming[1] == 1002 else 0.5)
+    summary = write_finalists(confirming.study, oracle, 30, finished=True)
+    with pytest.raises(UserError, match="no finalist of study s completed all its runs"):
+        adopt(confirming.study, confirming.config, summary=summary)
+    assert not confirming.study.adopted_file.exists()
+    with pytest.raises(UserError, match="has not adopted a configuration yet.*Rerun the same `make search`"):
+        read_adopted(confirming.study)
+
+
+def test_a_resumed_confirmation_runs_what_is_left_and_the_interrupted_run_again(confirming):
+    first = confirming.tuner()
+    _run(first.oracle, 0.6)
+    interrupted = first.oracle.create_trial("tuner0")  # the process dies during this run
+    again = confirming.tuner()  # reloaded from finalists/: the same plan, nothing handed out twice
+    assert len(again.oracle.units) == 6
+    retried = again.oracle.create_trial("tuner0")
+    assert retried.trial_id == interrupted.trial_id  # the run in flight starts over
+    again.oracle.update_trial(retried.trial_id, {"val_accuracy": 0.5})
+    retried.status = "COMPLETED"
+    again.oracle.end_trial(retried)
+    seen = [_run(again.oracle, 0.5) for _ in range(5)]
+    assert seen[-1] is None and len(set(seen[:-1])) == 4  # the four runs left, then stop
+    assert len(again.oracle.trials) == 6
+
+
+def test_a_larger_plan_adds_runs_and_another_epoch_count_is_refused(confirming):
+    tuner = confirming.tuner()
+    _run(tuner.oracle, 0.6)
+    more = finalist_units([_trial("0003", 0.62, lr=0.2, dropout=0.0)], 1, 3, 27)  # a third seed for the first
+    tuner.oracle.plan(more, confirming.config["retrain"]["epochs"])
+    assert len(tuner.oracle.units) == 7 and tuner.oracle.units[-1]["finalist/seed"] == CONFIRM_SEED + 3
+    with pytest.raises(UserError, match="confirmed at 30 epochs and \\[retrain\\] epochs is now 40"):
+        tuner.oracle.plan(more, 40)
+
+
+def _confirmed(study, config, scores: dict[str, float], seeds=(1001, 1002), finished=True):
+    """A study of `config` whose finalists (trial id -> score on every seed) have been confirmed."""
+    prepare_search(study, config, overwrite=False)
+    finalists = [{"study": study.name, "trial_id": tid, "rank": i, "search_score": 0.5, "search_epochs": 27,
+                  "hyperparameters": {"lr": 0.01 * i}, "complete": True, "mean": score, "std": 0.0,
+                  "runs": [{"seed": s, "status": "COMPLETED", "score": score} for s in seeds]}
+                 for i, (tid, score) in enumerate(scores.items(), 1)]
+    study.finalists_file.write_text(json.dumps({"objective": "val_accuracy", "epochs": 30, "seeds": list(seeds),
+                                                "finished": finished, "finalists": finalists}))
+
+
+def test_a_pool_of_study_seeds_adopts_the_best_finalist_of_all(tmp_path):
+    config = load_config(REPO / "tuning" / "cpu.toml")
+    one, two = study_for(tmp_path, "cpu"), study_for(tmp_path, "cpu-s2")
+    _confirmed(one, config, {"0012": 0.66, "0003": 0.64})
+    _confirmed(two, config.with_overrides({"study": {"seed": 2}}), {"0008": 0.65, "0011": 0.68})
+    best, ranked = pooled_best(one, [two])
+    assert (best["study"], best["trial_id"]) == ("cpu-s2", "0011")
+    assert [(f["study"], f["trial_id"]) for f in ranked] == [
+        ("cpu-s2", "0011"), ("cpu", "0012"), ("cpu-s2", "0008"), ("cpu", "0003")]
+
+
+def test_a_pool_refuses_other_spaces_other_seeds_and_unfinished_confirmations(tmp_path):
+    config = load_config(REPO / "tuning" / "cpu.toml")
+    one = study_for(tmp_path, "cpu")
+    _confirmed(one, config, {"0012": 0.66})
+    narrower = config.with_overrides({"study": {"seed": 2}})
+    narrower.space["dropout"] = {**narrower.space["dropout"], "max": 0.5}
+    other_space = study_for(tmp_path, "narrow")
+    _confirmed(other_space, narrower, {"0001": 0.9})
+    with pytest.raises(UserError, match=r"--pool narrow: its search space, data or network differ .*space.dropout.max"):
+        pooled_best(one, [other_space])
+    other_size = study_for(tmp_path, "quick")
+    _confirmed(other_size, load_config(REPO / "tuning" / "paper.toml"), {"0001": 0.9})
+    with pytest.raises(UserError, match="--pool quick: .*differ from cpu's .*data.image_size"):
+        pooled_best(one, [other_size])
+    other_seeds = study_for(tmp_path, "seeds")
+    _confirmed(other_seeds, config.with_overrides({"study": {"seed": 3}}), {"0001": 0.9}, seeds=(1001, 1002, 1003))
+    with pytest.raises(UserError, match="--pool seeds: its finalists were confirmed .* do not compare"):
+        pooled_best(one, [other_seeds])
+    unfinished = study_for(tmp_path, "half")
+    _confirmed(unfinished, config.with_overrides({"study": {"seed": 4}}), {"0001": 0.9}, finished=False)
+    with pytest.raises(UserError, match="--pool half: its finalists' confirmation has not finished"):
+        pooled_best(one, [unfinished])
+    with pytest.raises(UserError, match="--pool nowhere: no study at"):
+        pooled_best(one, [study_for(tmp_path, "nowhere")])
