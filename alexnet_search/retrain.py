@@ -42,7 +42,7 @@ from .config import Config
 from .data import Source
 from .errors import UserError
 from .model import CIFAR_SHAPE, clear_session, for_export
-from .space import problems
+from .space import SEED, problems
 from .console import format_duration, printer
 from .progress import EpochReporter, Progress
 from .hypermodel import AlexNetHyperModel
@@ -324,13 +324,15 @@ def _say_exported(study: Study, metrics: dict[str, Any], out: TextIO) -> None:
 
 
 def hyperparameters_with(config: Config, values: dict[str, Any]):
-    """Keras Tuner hyperparameters holding `values`: the preset's space declared (at its defaults),
-    then every given value set, searched or not."""
+    """Keras Tuner hyperparameters holding `values` and, for every other hyperparameter, the seed's
+    value (space.SEED), searched or not: not the preset's `default`, which is only where a search
+    starts (a range may leave the seed's value out), so a baseline named by a few values differs
+    from the seed's model in those values alone."""
     import keras_tuner
 
     hp = keras_tuner.HyperParameters()
-    AlexNetHyperModel.from_config(config).values(hp)
-    hp.values.update(values)
+    AlexNetHyperModel.from_config(config).values(hp)  # the space declared, so the model reads it as searched
+    hp.values.update({**{name: SEED[name] for name in config.space}, **values})
     return hp
 
 

@@ -18,8 +18,13 @@ def _layer_widths(model):
         "dense": model.get_layer("fc1").units}
 
 
-def test_empty_hyperparameters_build_the_seed_model():
-    model = AlexNetHyperModel.from_config(PAPER).build(keras_tuner.HyperParameters())
+def test_the_seeds_values_build_the_seed_model_wherever_the_space_starts():
+    from alexnet_search.retrain import hyperparameters_with
+
+    # paper.toml's ranges leave some seed values out (no momentum, no decay): its searches start
+    # elsewhere, but the seed's baseline is still the seed's model.
+    assert PAPER.space["momentum"]["default"] == 0.9
+    model = AlexNetHyperModel.from_config(PAPER).build(hyperparameters_with(PAPER, {}))
     assert _layer_widths(model) == {"conv1": 96, "conv2": 256, "conv3": 384, "conv4": 384, "conv5": 256, "dense": 4096}
     assert model.get_layer("drop1").rate == 0.5
     opt = model.optimizer
@@ -29,6 +34,16 @@ def test_empty_hyperparameters_build_the_seed_model():
     from alexnet_search.model import build_alexnet
 
     assert [w.shape for w in model.weights] == [w.shape for w in build_alexnet().weights]
+
+
+def test_a_baseline_differs_from_the_seed_in_its_own_values_alone():
+    from alexnet_search.retrain import hyperparameters_with
+    from alexnet_search.space import SEED
+
+    recipe = PAPER["baselines"]["paper"]
+    hp = hyperparameters_with(PAPER, recipe)
+    assert AlexNetHyperModel.from_config(PAPER).hyperparameters(hp).as_dict() == {**SEED, **recipe}
+    assert hp.values["label_smoothing"] == 0.0  # the seed's, not the space's starting 0.1
 
 
 def test_the_presets_conv1_kernel_reaches_the_model(tmp_path):
@@ -69,7 +84,7 @@ def test_every_corner_of_the_space_builds_and_trains(end):
     hypermodel.build(hp)  # declare the space
     hp.values.update(values)
     model = hypermodel.build(hp)  # at the paper's 128x128
-    assert model.get_layer("conv1").filters == values["conv1_filters"]
+    assert model.get_layer("conv3").filters == values["conv3_filters"]
     assert model.get_layer("fc1").units == values["dense_units"]
     small = AlexNetHyperModel(PAPER.space, image_size=32, width_multiplier=0.125).build(hp)
     x = np.zeros((4, 32, 32, 3), np.uint8)
@@ -80,7 +95,7 @@ def test_width_multiplier_scales_every_width_but_not_the_hyperparameters():
     hp = keras_tuner.HyperParameters()
     model = AlexNetHyperModel(PAPER.space, image_size=32, width_multiplier=0.25).build(hp)
     assert _layer_widths(model) == {"conv1": 24, "conv2": 64, "conv3": 96, "conv4": 96, "conv5": 64, "dense": 1024}
-    assert hp.get("conv1_filters") == 96
+    assert hp.get("conv3_filters") == 384
 
 
 def test_fit_forwards_callbacks_and_hyperband_epochs():

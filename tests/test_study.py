@@ -71,7 +71,7 @@ def test_provenance_records_config_and_versions(tmp_path):
     config = load_config(REPO / "tuning" / "cpu.toml")
     write_provenance(tmp_path, config)
     resolved = json.loads((tmp_path / "config.json").read_text())
-    assert resolved["data"]["image_size"] == 32 and resolved["space"]["lr"]["default"] == 0.001
+    assert resolved["data"]["image_size"] == 32 and resolved["space"]["lr"]["default"] == 0.01
     versions = json.loads((tmp_path / "versions.json").read_text())
     for key in ("python", "tensorflow", "keras", "keras_tuner", "numpy", "git_commit", "device"):
         assert key in versions
