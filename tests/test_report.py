@@ -27,7 +27,7 @@ from conftest import REPO
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 WARNINGS = {"Best value at the edge of its range", "Best trial had a short budget", "Most trials failed",
-            "Too few trials in the last bracket", "Search not finished", "Retrained trial is not the best",
+            "Too few trials in the last bracket", "Search not finished", "Retrained configuration is not the adopted one",
             "Different budgets"}
 
 
@@ -41,8 +41,8 @@ def _config() -> dict:
 def _interior(space: dict, n: int) -> dict:
     """Values strictly inside every range, varying with n so that the plots have spread."""
     values = {name: entry["default"] for name, entry in space.items()}
-    values.update(dropout=[0.3, 0.4, 0.5, 0.6][n % 4], lr=[3e-4, 1e-3, 3e-3][n % 3], conv1_filters=[64, 80, 96, 112][n % 4],
-                  dense_units=2048, momentum=0.9, weight_decay=5e-4, translate=0.1)
+    values.update(dropout=[0.3, 0.4, 0.3, 0.4][n % 4], lr=[3e-4, 1e-3, 3e-3][n % 3], conv3_filters=[256, 320, 384, 448][n % 4],
+                  dense_units=2048, momentum=0.9, weight_decay=5e-3)
     return values
 
 
@@ -129,7 +129,20 @@ def make_study(root: Path, *, fault: str | None = None, tuned=(0.70, 0.71, 0.72)
         "wall_time_s": 123.4, "trials_scheduled": schedule.trials, "trials_started": n, "trials_completed": n,
         "trials_failed": 0, "epochs_scheduled": schedule.epochs, "epochs_spent": spent, "finished": fault != "unfinished"}))
     seed_folder = "baseline" if legacy else "baselines/seed"  # baseline/: a study from before baselines had names
-    for folder, accuracies, extra in (("best", tuned, {"trial_id": "0004", "search_score": 0.6, "exported_seed": 1}),
+    # The search's best (0004) adopted after its confirmation beat the runner-up's (0005).
+    (root / "best_hyperparameters.json").write_text(json.dumps({
+        "study": root.name, "trial_id": "0004", "val_accuracy": 0.6, "hyperparameters": _interior(space, 4),
+        "confirmed": {"seeds": [1001, 1002], "epochs": 30, "scores": [0.65, 0.67], "mean": 0.66, "std": 0.0141}}))
+    (root / "finalists.json").write_text(json.dumps({
+        "objective": "val_accuracy", "epochs": 30, "seeds": [1001, 1002], "finished": True, "wall_time_s": 60.0,
+        "finalists": [{"study": root.name, "trial_id": tid, "rank": rank, "search_score": score, "search_epochs": 3,
+                       "hyperparameters": _interior(space, int(tid)), "complete": True, "mean": mean, "std": 0.0141,
+                       "runs": [{"seed": 1001, "run": "0000", "status": "COMPLETED", "score": mean - 0.01,
+                                 "best_epoch": 30}, {"seed": 1002, "run": "0001", "status": "COMPLETED",
+                                                     "score": mean + 0.01, "best_epoch": 28}]}
+                      for tid, rank, score, mean in (("0004", 1, 0.6, 0.66), ("0005", 2, 0.5, 0.62))]}))
+    for folder, accuracies, extra in (("best", tuned, {"trial_id": "0004", "trial_study": root.name,
+                                                       "search_score": 0.6, "exported_seed": 1}),
                                       (seed_folder, baseline, {"baseline": "seed"}),
                                       ("baselines/paper", paper, {"baseline": "paper"})):
         if accuracies:
@@ -269,9 +282,60 @@ def test_each_fault_raises_its_warning_and_only_it(tmp_path, fault, warning, det
 def test_retrain_of_an_older_best_and_unequal_budgets_are_flagged(tmp_path):
     study = make_study(tmp_path / "s", events=False)
     tuned = json.loads((study.best_dir / "metrics.json").read_text())
-    tuned.update(trial_id="0000", epochs=tuned["epochs"] + 1)
+    tuned.update(trial_id="0005", hyperparameters_from="study s trial 0005", epochs=tuned["epochs"] + 1)
     (study.best_dir / "metrics.json").write_text(json.dumps(tuned))
-    assert _warnings(write_report(study).read_text()) == {"Retrained trial is not the best", "Different budgets"}
+    assert _warnings(write_report(study).read_text()) == {"Retrained configuration is not the adopted one",
+                                                          "Different budgets"}
+
+
+def test_the_report_shows_the_finalists_and_which_was_adopted(clean_report):
+    _, text = clean_report
+    finalists = _section(text, "Finalists")
+    assert "seeds 1001, 1002 for 30 epochs" in finalists
+    rows = [line for line in finalists.splitlines() if line.startswith("| `s`")]
+    assert rows[0].startswith("| `s` 0004 | 0.6000 (3 epochs) | 0.6500 | 0.6700 | 0.6600 ± 0.0141 | adopted, retrained |")
+    assert rows[1].startswith("| `s` 0005 |") and "adopted" not in rows[1]
+    assert "Adopted: trial 0004, confirmed at 0.6600 ± 0.0141 over 2 seeds." in text
+    assert "Too few completed trials (6) to rank" in _section(text, "Which hyperparameters matter")
+
+
+def _ranked_trials(n: int, score) -> list:
+    import numpy as np
+
+    from alexnet_search.report.load import Trial
+
+    rng = np.random.default_rng(0)
+    space = _config()["space"]
+    trials = []
+    for i in range(n):
+        values = {"dropout": float(rng.choice([0.2, 0.3, 0.4, 0.5])), "lr": float(10 ** rng.uniform(-4, np.log10(0.3))),
+                  "dense_units": int(rng.choice([1024, 2048, 4096])), "momentum": float(rng.choice([0.5, 0.9])),
+                  "lr_schedule": str(rng.choice(["constant", "plateau", "cosine"]))}
+        epochs = int(rng.choice([1, 3, 9]))
+        values = {**{k: e["default"] for k, e in space.items()}, **values}
+        trials.append(Trial(id=f"{i:04d}", status="COMPLETED", score=score(values, epochs), values=values,
+                            epochs=epochs, initial_epoch=0, bracket=None, parent=None, message=""))
+    return space, trials
+
+
+def test_importance_ranks_what_drives_the_scores_and_the_budget_apart():
+    import math
+
+    from alexnet_search.report.importance import BUDGET, MIN_TRIALS, importance
+
+    space, trials = _ranked_trials(40, lambda v, epochs: 0.1 * epochs - 0.3 * abs(math.log10(v["lr"]) + 2))
+    found = importance(space, trials, "val_accuracy")
+    shares = dict(found.shares)
+    assert found.trials == 40 and set(shares) == set(space) | {BUDGET}
+    assert [name for name, _ in found.shares[:2]] == [BUDGET, "lr"]  # the rest explain nothing
+    assert sum(shares.values()) == pytest.approx(1.0) and shares["dropout"] < 0.05
+    # Trials of one budget (a random search): no budget column; a value outside today's range still counts.
+    space, trials = _ranked_trials(20, lambda v, epochs: 1.0 if v["momentum"] == 0.9 else 0.0)
+    trials = [t.__class__(**{**t.__dict__, "epochs": 9}) for t in trials]
+    trials[0].values["dropout"] = 0.7
+    found = importance(space, trials, "val_accuracy")
+    assert found.shares[0][0] == "momentum" and BUDGET not in dict(found.shares)
+    assert importance(space, trials[:MIN_TRIALS - 1], "val_accuracy") is None
 
 
 def test_edge_means_the_end_of_a_range_the_preset_could_widen():
@@ -279,11 +343,12 @@ def test_edge_means_the_end_of_a_range_the_preset_could_widen():
     assert edge("lr", space["lr"], space["lr"]["max"]) == "highest"
     assert edge("lr", space["lr"], space["lr"]["max"] * 0.99) == "highest"  # continuous: the outer few percent
     assert edge("lr", space["lr"], space["lr"]["default"]) is None
-    assert edge("conv1_filters", space["conv1_filters"], space["conv1_filters"]["min"]) == "lowest"
+    assert edge("conv3_filters", space["conv3_filters"], space["conv3_filters"]["min"]) == "lowest"
     assert edge("dense_units", space["dense_units"], max(space["dense_units"]["values"])) == "highest"
+    assert edge("weight_decay", space["weight_decay"], min(space["weight_decay"]["values"])) == "lowest"
     # A range starting at its hard bound (no weight decay, no translation) cannot widen below it.
-    assert edge("weight_decay", space["weight_decay"], 0.0) is None
-    assert edge("translate", space["translate"], 0.0) is None
+    assert edge("weight_decay", {"type": "choice", "values": [0.0, 5e-4, 5e-3]}, 0.0) is None
+    assert edge("translate", {"type": "float", "min": 0.0, "max": 0.2, "step": 0.05}, 0.0) is None
 
 
 def test_read_scalars_returns_each_epoch_and_a_later_file_wins(tmp_path):

@@ -28,15 +28,23 @@ class Importance:
     trials: int
 
 
-def _distribution(entry: dict[str, Any]):
+def _distribution(entry: dict[str, Any], seen: list):
+    """The domain a [space.NAME] table declares, stretched to every value `seen` in the trials (a
+    study pooled with one searched before a range was narrowed, a value set by hand)."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     if entry["type"] == "choice":
-        return CategoricalDistribution(entry["values"])
+        return CategoricalDistribution(list(entry["values"]) + [v for v in dict.fromkeys(seen) if v not in entry["values"]])
+    lo, hi = min([entry["min"], *seen]), max([entry["max"], *seen])
     if entry["type"] == "int":
-        return IntDistribution(entry["min"], entry["max"], step=entry.get("step") or 1)
+        step = entry.get("step") or 1
+        fits = all((v - lo) % step == 0 for v in seen) and (hi - lo) % step == 0
+        return IntDistribution(lo, hi, step=step if fits else 1)
     log = entry.get("sampling") == "log"
-    return FloatDistribution(entry["min"], entry["max"], log=log, step=None if log else entry.get("step"))
+    step = None if log or not entry.get("step") else entry["step"]
+    if step and not all(abs(round((v - lo) / step) * step - (v - lo)) < 1e-9 for v in [*seen, hi]):
+        step = None
+    return FloatDistribution(lo, hi, log=log, step=step)
 
 
 def importance(space: dict[str, dict], trials: list[Trial], objective: str, seed: int = 0) -> Importance | None:
@@ -50,7 +58,8 @@ def importance(space: dict[str, dict], trials: list[Trial], objective: str, seed
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    distributions = {name: _distribution(entry) for name, entry in space.items()}
+    distributions = {name: _distribution(entry, [t.values[name] for t in done if name in t.values])
+                     for name, entry in space.items()}
     budgets = sorted({t.epochs for t in done})
     if len(budgets) > 1:
         distributions[BUDGET] = IntDistribution(budgets[0], budgets[-1])
