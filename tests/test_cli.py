@@ -272,7 +272,7 @@ def test_retrain_best_pools_the_finalists_of_studies_of_one_space(searched, tmp_
 
     # A study of another space (or confirmed otherwise) does not compete: one line, nothing written.
     def narrower(space):
-        space["dropout"]["max"] = 0.5
+        space["dropout"]["max"] = 0.4
 
     _copy_study(searched, results, "tiny-other", seed=3, space_edit=narrower)
     before = (results / "tiny/best/metrics.json").read_bytes()

@@ -173,7 +173,7 @@ def test_a_pool_refuses_other_spaces_other_seeds_and_unfinished_confirmations(tm
     one = study_for(tmp_path, "cpu")
     _confirmed(one, config, {"0012": 0.66})
     narrower = config.with_overrides({"study": {"seed": 2}})
-    narrower.space["dropout"] = {**narrower.space["dropout"], "max": 0.5}
+    narrower.space["dropout"] = {**narrower.space["dropout"], "max": 0.4}
     other_space = study_for(tmp_path, "narrow")
     _confirmed(other_space, narrower, {"0001": 0.9})
     with pytest.raises(UserError, match=r"--pool narrow: its search space, data or network differ .*space.dropout.max"):

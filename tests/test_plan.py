@@ -9,7 +9,7 @@ def test_estimates_count_every_epoch_and_the_final_evaluations():
     from alexnet_search.config import load_config
     from alexnet_search.plan import StepTiming, estimate_finalists_seconds, estimate_retrain_seconds, estimate_seconds
 
-    cpu = load_config(REPO / "tuning" / "cpu-quick.toml")  # 8,000 + 2,000 images, 75 search epochs, 30 retrain
+    cpu = load_config(REPO / "tuning" / "cpu.toml")  # 8,000 + 2,000 images, 75 search epochs, 30 retrain
     timing = StepTiming(train_s_per_image=0.001, eval_s_per_image=0.0001)
     assert estimate_seconds(cpu, timing) == pytest.approx(75 * (8.0 + 0.2))
     # 30 epochs of training and validation, then train + val + the 10,000 test images once

@@ -325,16 +325,17 @@ def test_importance_ranks_what_drives_the_scores_and_the_budget_apart():
 
     space, trials = _ranked_trials(40, lambda v, epochs: 0.1 * epochs - 0.3 * abs(math.log10(v["lr"]) + 2))
     found = importance(space, trials, "val_accuracy")
-    shares = dict(found.shares)
+    shares = {name: mean for name, mean, _, _ in found.shares}
     assert found.trials == 40 and set(shares) == set(space) | {BUDGET}
-    assert [name for name, _ in found.shares[:2]] == [BUDGET, "lr"]  # the rest explain nothing
+    assert [name for name, *_ in found.shares[:2]] == [BUDGET, "lr"]  # the rest explain nothing
     assert sum(shares.values()) == pytest.approx(1.0) and shares["dropout"] < 0.05
+    assert all(lo <= mean <= hi for _, mean, lo, hi in found.shares)
     # Trials of one budget (a random search): no budget column; a value outside today's range still counts.
     space, trials = _ranked_trials(20, lambda v, epochs: 1.0 if v["momentum"] == 0.9 else 0.0)
     trials = [t.__class__(**{**t.__dict__, "epochs": 9}) for t in trials]
     trials[0].values["dropout"] = 0.7
     found = importance(space, trials, "val_accuracy")
-    assert found.shares[0][0] == "momentum" and BUDGET not in dict(found.shares)
+    assert found.shares[0][0] == "momentum" and BUDGET not in {name for name, *_ in found.shares}
     assert importance(space, trials[:MIN_TRIALS - 1], "val_accuracy") is None
 
 

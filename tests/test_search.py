@@ -50,7 +50,7 @@ def test_tuner_state_is_keras_tuners_own_and_reloads(tmp_path):
     assert {"oracle.json", "tuner0.json", f"trial_{trial.trial_id}"} <= names
     again = make_tuner(config, study)
     assert list(again.oracle.trials) == [trial.trial_id]
-    assert again.oracle.hyperparameters.get("lr") == 1e-3  # the space, with the seed's defaults
+    assert again.oracle.hyperparameters.get("lr") == 0.01  # the space, with the preset's starting values
 
 
 def test_the_tuner_and_its_oracle_save_through_the_atomic_writer(tmp_path, monkeypatch):

@@ -27,7 +27,7 @@ from ..space import SEED_BN_MOMENTUM, SEED_CONV1_KERNEL
 from ..study import FAILED, Study, failure_reason, require_study, restore_dir, write_text_atomic
 from . import figures
 from .analysis import SPREAD_RULE, difference, edge, outside_fit, warnings  # noqa: F401  (edge: public)
-from .importance import MIN_TRIALS, importance
+from .importance import FORESTS, MIN_TRIALS, importance
 from .load import Trial, curve, fit_seconds, load_baselines, load_trials, ranked, read, read_scalars  # noqa: F401
 from .text import mean_std, num, range_text, table
 
@@ -131,10 +131,13 @@ def _importance(space: dict, trials: list[Trial], studies: list[str], objective:
                         f"hyperparameters (at least {MIN_TRIALS}).", ""]
     lines += [f"Optuna's fANOVA evaluator over the {found.trials} completed trials of "
               f"{', '.join(f'`{s}`' for s in studies)}: each hyperparameter's share of the variance in {objective} "
-              f"that a random forest of the trials explains. Hyperband trains trials for different budgets, so "
-              f"the budget is an input of its own. A share near 0 marks a dimension the same budget could stop "
-              f"searching (fix it, or narrow it) to explore what counts; with few trials the ranking is rough.", ""]
-    lines += table(["hyperparameter", "importance"], [[name, f"{share:.3f}"] for name, share in found.shares])
+              f"that a random forest of the trials explains, the mean of {FORESTS} forests (their range beside "
+              f"it). Hyperband trains trials for different budgets, so the budget is an input of its own. A "
+              f"share near 0 marks a dimension the same budget could stop searching (fix it, or narrow it) to "
+              f"explore what counts; a short trial cannot show what matters only late (a regulariser), and "
+              f"with few trials the ranking is rough: `AGAINST=` pools other studies of the space.", ""]
+    lines += table(["hyperparameter", "importance", "range over the forests"],
+                   [[name, f"{mean:.3f}", f"{lo:.3f} to {hi:.3f}"] for name, mean, lo, hi in found.shares])
     return lines + [""]
 
 

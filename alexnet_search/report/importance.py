@@ -12,6 +12,7 @@ being credited to whichever hyperparameters happened to get the long runs.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +23,14 @@ BUDGET = "epochs (budget)"
 MIN_TRIALS = 8  # fewer: a forest of a handful of points ranks noise
 
 
+FORESTS = 5  # fANOVA's forest is random: its shares are averaged over this many, and their range shown
+
+
 @dataclass(frozen=True)
 class Importance:
-    shares: list[tuple[str, float]]  # (name, share of the explained variance), largest first; BUDGET included
+    # (name, mean share of the explained variance, lowest, highest over the forests), largest first;
+    # BUDGET included
+    shares: list[tuple[str, float, float, float]]
     trials: int
 
 
@@ -47,9 +53,10 @@ def _distribution(entry: dict[str, Any], seen: list):
     return FloatDistribution(lo, hi, log=log, step=step)
 
 
-def importance(space: dict[str, dict], trials: list[Trial], objective: str, seed: int = 0) -> Importance | None:
+def importance(space: dict[str, dict], trials: list[Trial], objective: str, forests: int = FORESTS) -> Importance | None:
     """Each searched hyperparameter's share of what explains the completed trials' scores (and the
-    budget's, where trials trained for different epochs); None with fewer than MIN_TRIALS."""
+    budget's, where trials trained for different epochs), over `forests` seeded forests; None with
+    fewer than MIN_TRIALS."""
     done = [t for t in trials if t.status == "COMPLETED" and t.score is not None]
     if len(done) < MIN_TRIALS:
         return None
@@ -70,5 +77,8 @@ def importance(space: dict[str, dict], trials: list[Trial], objective: str, seed
             params[BUDGET] = t.epochs
         study.add_trial(optuna.trial.create_trial(
             params=params, distributions={n: distributions[n] for n in params}, value=float(t.score)))
-    shares = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed), normalize=True)
-    return Importance(sorted(shares.items(), key=lambda kv: -kv[1]), len(done))
+    runs = [get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed), normalize=True)
+            for seed in range(forests)]
+    shares = [(name, statistics.fmean(float(r[name]) for r in runs), min(float(r[name]) for r in runs),
+               max(float(r[name]) for r in runs)) for name in runs[0]]
+    return Importance(sorted(shares, key=lambda s: -s[1]), len(done))
