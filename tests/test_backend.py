@@ -1,0 +1,45 @@
+"""backend.py: how this process runs, whatever the backend."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+# One epoch of cpu.toml's network on the real input pipeline (batches built on worker threads),
+# counting the page faults it takes: the kernel work that cost a search a third of its CPU time.
+_FAULTS = """
+import os, resource, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+sys.path.insert(0, {repo!r})
+from alexnet_search import backend
+backend.start() if {keep} else backend.check()
+import numpy as np
+from alexnet_search.data import TrainingSet
+from alexnet_search.model import build_alexnet, compile_alexnet
+from alexnet_search.space import Hyperparameters
+
+rng = np.random.default_rng(0)
+x, y = rng.integers(0, 256, (1024, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 1024)
+model = compile_alexnet(build_alexnet(image_size=32, width_multiplier=0.25, conv1_kernel=3))
+train = TrainingSet(x, y, 128, seed=0)
+model.fit(train.batches(Hyperparameters()), epochs=1, verbose=0)  # traced, warmed up
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+model.fit(train.batches(Hyperparameters()), epochs=2, verbose=0)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_training_batches_reuse_freed_memory_instead_of_faulting_it_in_again():
+    def faults(keep: bool) -> int:
+        code = _FAULTS.format(repo=str(REPO), keep=keep)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return int(done.stdout.split()[-1])
+
+    plain, kept = faults(False), faults(True)
+    print(f"page faults over 16 batches: {plain} plain, {kept} with freed memory kept")
+    assert kept < plain / 3, (plain, kept)
