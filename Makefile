@@ -11,7 +11,8 @@
 
 PYTHON ?= python3
 BACKEND ?= tensorflow
-CONFIG ?= tuning/paper.toml
+# Empty: the CLI picks tuning/paper.toml where the backend sees a GPU, else tuning/cpu.toml, and says so.
+CONFIG ?=
 STUDY ?=
 DATA_DIR ?=
 SEEDS ?= 1
@@ -43,7 +44,8 @@ JAX_STAMP := $(JAX_VENV)/.installed-$(subst $(comma),-,$(JAX_EXTRAS))
 VENV := $(if $(filter jax,$(BACKEND)),$(JAX_VENV),$(TF_VENV))
 STAMP := $(if $(filter jax,$(BACKEND)),$(JAX_STAMP),$(TF_STAMP))
 RUN := KERAS_BACKEND=$(BACKEND) $(VENV)/bin/alexnet-search
-STUDY_ARGS := --config $(CONFIG) $(if $(STUDY),--study $(STUDY)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG))
+STUDY_ARGS := $(CONFIG_ARG) $(if $(STUDY),--study $(STUDY)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 SEED_ARG := $(if $(SEED),--seed $(SEED))
 BUDGET_ARGS := $(if $(ITERATIONS),--hyperband-iterations $(ITERATIONS)) $(if $(MAX_TRIALS),--max-trials $(MAX_TRIALS))
 
@@ -76,10 +78,10 @@ baseline: $(STAMP)
 	$(RUN) baseline $(STUDY_ARGS) $(SEED_ARG) --seeds $(SEEDS) $(if $(BASELINE),--name $(BASELINE))
 
 report: $(STAMP)
-	$(RUN) report --config $(CONFIG) $(if $(STUDY),--study $(STUDY)) $(foreach s,$(AGAINST),--against $(s))
+	$(RUN) report $(CONFIG_ARG) $(if $(STUDY),--study $(STUDY)) $(foreach s,$(AGAINST),--against $(s))
 
 plan: $(STAMP)
-	$(RUN) plan --config $(CONFIG) $(BUDGET_ARGS)
+	$(RUN) plan $(CONFIG_ARG) $(BUDGET_ARGS)
 
 # BENCH_ARGS, e.g. "--images 10000" for the memory comparison at the seed's scale.
 bench: $(STAMP)

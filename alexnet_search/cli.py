@@ -13,7 +13,9 @@ from pathlib import Path
 
 from .errors import UserError
 
-DEFAULT_CONFIG = "tuning/paper.toml"
+# Without --config: the seed's scale where a GPU trains, else the same space sized for a CPU
+# (paper.toml would run for about a day on 2 cores).
+GPU_CONFIG, CPU_CONFIG = "tuning/paper.toml", "tuning/cpu.toml"
 DEFAULT_RESULTS = "results"
 
 
@@ -46,8 +48,8 @@ def _port(text: str) -> int:
 
 def _study_args(p: argparse.ArgumentParser, with_data: bool = True, with_seeds: bool = False,
                 with_seed: bool = False) -> None:
-    p.add_argument("--config", default=DEFAULT_CONFIG,
-                   help=f"preset TOML file (default: {DEFAULT_CONFIG}; tuning/cpu.toml for a CPU)")
+    p.add_argument("--config", default=None,
+                   help=f"preset TOML file (default: {GPU_CONFIG} where the backend sees a GPU, else {CPU_CONFIG})")
     p.add_argument("--study", default=None,
                    help="study name: results go to RESULTS_DIR/STUDY/ (default: the preset's file name, e.g. cpu)")
     p.add_argument("--results-dir", default=DEFAULT_RESULTS,
@@ -74,11 +76,25 @@ def _budget_args(p: argparse.ArgumentParser) -> None:
                         "than a finished study ran extends it")
 
 
+def _config_path(args) -> str:
+    """--config, or the default for this machine, said in the command's first line."""
+    if args.config is not None:
+        return args.config
+    from . import backend
+
+    gpus = backend.gpu_count()
+    chosen = GPU_CONFIG if gpus else CPU_CONFIG
+    print(f"preset: {chosen}, as " + (f"the backend sees {gpus} GPU(s)" if gpus else
+          f"no GPU is visible ({GPU_CONFIG} is sized for one)") + "; --config (CONFIG=) chooses another", flush=True)
+    args.config = chosen
+    return chosen
+
+
 def _load(args):
     from .config import load_config
     from .study import study_for
 
-    config = load_config(args.config).with_overrides({
+    config = load_config(_config_path(args)).with_overrides({
         "study": {"seed": getattr(args, "seed", None)},
         "search": {"hyperband_iterations": getattr(args, "hyperband_iterations", None),
                    "max_trials": getattr(args, "max_trials", None)},
@@ -165,7 +181,7 @@ def cmd_plan(args) -> int:
     from .schedule import finalist_epochs, format_schedule
     from . import backend
 
-    config = load_config(args.config).with_overrides({"search": {
+    config = load_config(_config_path(args)).with_overrides({"search": {
         "hyperband_iterations": args.hyperband_iterations, "max_trials": args.max_trials}})
     schedule = schedule_for(config)
     d, s = config["data"], config["search"]
@@ -203,15 +219,15 @@ def cmd_plan(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from . import backend
     from .predict import predict
-    from .study import restore_dir
-
-    from .study import study_for
+    from .study import restore_dir, study_for
 
     if args.model:
         model_path = Path(args.model)
     else:
-        best = study_for(args.results_dir, args.study).best_dir
+        name = args.study or Path(GPU_CONFIG if backend.gpu_count() else CPU_CONFIG).stem
+        best = study_for(args.results_dir, name).best_dir
         restore_dir(best)
         model_path = best / "model.keras"
     for path, top in zip(args.images, predict(model_path, args.images, top=args.top)):
@@ -295,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="print the Hyperband schedule and an estimated duration",
                        description="Print the preset's Hyperband schedule (brackets, rounds, trials, epochs) "
                                    "and estimate its duration from a few timed training steps on this machine.")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"preset TOML file (default: {DEFAULT_CONFIG})")
+    p.add_argument("--config", default=None,
+                   help=f"preset TOML file (default: {GPU_CONFIG} where the backend sees a GPU, else {CPU_CONFIG})")
     _budget_args(p)
     p.add_argument("--no-estimate", action="store_true", help="skip the timed training steps")
     p.set_defaults(func=cmd_plan)
@@ -303,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify image files with a study's exported model",
                        description="Print the top CIFAR-10 classes of each image (PNG/JPEG, any size).")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--study", default="paper", help="study whose best/model.keras to use (default: paper)")
+    p.add_argument("--study", default=None, help="study whose best/model.keras to use (default: paper where the "
+                                                 "backend sees a GPU, else cpu: the default preset's study)")
     p.add_argument("--results-dir", default=DEFAULT_RESULTS, help=f"folder holding all studies (default: {DEFAULT_RESULTS})")
     p.add_argument("--model", default=None, help="path to a .keras file instead of the study's")
     p.add_argument("--top", type=_at_least_one, default=3, help="classes to show per image (default 3)")

@@ -189,8 +189,8 @@ def run_finalists(config: Config, study: Study, source: Source, search_oracle=No
         progress.total_epochs = len(tuner.oracle.units) * epochs
         done = [t for t in tuner.oracle.trials.values() if t.status in ENDED]
         progress.epochs_done = len(done) * epochs
-        runs = len(tuner.oracle.units)
-        say(f"\nconfirming {runs // c['seeds']} finalists: each trained again with seeds "
+        runs, finalists = len(tuner.oracle.units), len({u[TRIAL] for u in tuner.oracle.units})
+        say(f"\nconfirming {finalists} finalists: each trained again with seeds "
             f"{', '.join(map(str, confirm_seeds(c['seeds'])))} for {epochs} epochs and scored on validation"
             + (f"; {len(done)} of {runs} runs done" if done else "")
             + ("" if role == "single" else f" (finalists' oracle on port {os.environ[distribute.ORACLE_PORT]})"))
@@ -223,7 +223,7 @@ class _WallClock:
     this process's since `start`."""
 
     def __init__(self, path: Path):
-        self.earlier = float((read_json(path) if path.is_file() else {}).get("wall_time_s", 0.0))
+        self.earlier = float((read_json(path) if path.is_file() else {}).get("wall_time_s") or 0.0)
         self.started = time.monotonic()
 
     def start(self) -> None:

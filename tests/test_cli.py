@@ -557,6 +557,20 @@ def test_the_help_check_finds_a_flag_without_help():
 
 
 @slow
+def test_without_a_config_the_machine_chooses_the_preset_and_says_why(tmp_path):
+    # CI machines and this one have no GPU: the CPU preset, named in the first line.
+    result = run_cli("plan", "--no-estimate", cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    first, second = result.stdout.splitlines()[:2]
+    assert first == ("preset: tuning/cpu.toml, as no GPU is visible (tuning/paper.toml is sized for one); "
+                     "--config (CONFIG=) chooses another")
+    assert second.startswith("paper.toml's space at CPU size")
+    assert "tuning/cpu.toml: Hyperband, max_epochs 9" in result.stdout
+    given = run_cli("plan", "--no-estimate", "--config", "tuning/paper.toml", cwd=REPO)
+    assert given.returncode == 0 and not given.stdout.startswith("preset:")  # CONFIG= wins, silently
+
+
+@slow
 @backends
 def test_plan_prints_the_schedule_and_an_estimate(tmp_path, tiny_config):
     result = run_cli("plan", "--config", tiny_config, cwd=tmp_path)
