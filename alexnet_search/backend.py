@@ -54,12 +54,15 @@ def keep_freed_memory() -> bool:
     mapping that is unmapped when freed, so every batch faulted its memory in again: a cpu.toml
     search spent a third of its CPU time in the kernel, and on 2 cores an epoch of our pipeline
     trained at 162 images/s, 250 with this (2.4 million page faults per 32 batches, 0.45 million;
-    README, Measured). The process holds on to its peak memory instead. Returns False where there
-    is no glibc (macOS, musl): nothing changes there.
+    `make bench` measures it). The process holds on to its peak memory instead. Returns False where
+    there is no glibc (macOS, musl), or with ALEXNET_SEARCH_MALLOC=glibc (glibc's own behaviour,
+    for a machine short of memory, and for the bench's comparison): nothing changes then.
     """
     import ctypes
     import ctypes.util
 
+    if os.environ.get("ALEXNET_SEARCH_MALLOC") == "glibc":
+        return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt

@@ -146,11 +146,14 @@ def test_bench_runs_each_variant_in_its_own_process_and_writes_json(tmp_path, ci
                      "--backends", "tensorflow")
     assert bench.run(args) == 0
     out = capsys.readouterr().out
-    assert "[1/2] seed's way" in out and "[2/2] ours" in out and "ours/seed:" in out
+    assert "[1/3] seed's way" in out and "[2/3] ours" in out and "ours/seed:" in out
+    assert "[3/3] ours: uint8 + numpy batches, resize in model on tensorflow, glibc's default malloc" in out
+    assert "freed memory kept / glibc's default:" in out
     report = json.loads((tmp_path / "bench.json").read_text())
-    for name in ("seed", "ours"):
+    for name in ("seed", "ours", "ours_glibc_malloc"):
         assert report[name]["images_per_s"] > 0 and report[name]["peak_rss_mb"] > 0
         assert report[name]["steps"] == 2 and report[name]["backend"] == "tensorflow"
+        assert report[name]["page_faults_per_step"] > 0
     assert report["seed"]["forward_flops"] == report["ours"]["forward_flops"]
     assert min(report["ceiling_images_per_s"].values()) > 0 and "study" not in report
 
@@ -163,7 +166,7 @@ def test_bench_puts_the_backends_side_by_side(tmp_path, cifar_dir, capsys):
                      tmp_path / "bench.json", "--backends", "tensorflow,jax")
     assert bench.run(args) == 0
     out = capsys.readouterr().out
-    assert "[5/5] Hyperband study through run_search on jax" in out and "backends (1st steps" in out
+    assert "[6/6] Hyperband study through run_search on jax" in out and "backends (1st steps" in out
     report = json.loads((tmp_path / "bench.json").read_text())
     for name in ("tensorflow", "jax"):
         figures = report["backends"][name]

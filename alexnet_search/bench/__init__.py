@@ -3,7 +3,9 @@
 1. Throughput and memory (`pipeline`): the seed's way (upfront resize, float32 arrays, in-model
    augmentation) against ours (uint8 numpy batches, resize in the model), same model and steps,
    each in its own process, beside its arithmetic ceiling. On a shared machine the load moves
-   between the two runs: "of ceiling" corrects for it, raw images/s do not.
+   between the two runs: "of ceiling" corrects for it, raw images/s do not. Then ours again with
+   glibc's default malloc, which returns freed memory to the kernel (what every command avoids:
+   `backend.keep_freed_memory`), with the page faults per step of both.
 2. A search's overhead (`overhead`): a tiny Hyperband study through `search.run_search`, per
    trial inside and outside `fit`, and memory after each trial.
 Both run on every installed backend (--backends), side by side.
@@ -38,7 +40,7 @@ from .common import IMPORTED, columns, secs  # noqa: F401, I001  (first: IMPORTE
 from ..errors import UserError
 from ..console import format_duration, printer
 from .overhead import format_study, run_study
-from .pipeline import VARIANTS, ceiling_images_per_s, format_table, measure_variant
+from .pipeline import VARIANTS, ceiling_images_per_s, format_malloc, format_table, measure_variant
 
 _CHILD_FLAGS = ("images", "image_size", "batch_size", "steps", "width", "config", "data_dir",
                 "trials_memory", "study_images", "study_full")
@@ -92,9 +94,9 @@ def format_backends(report: dict) -> str:
                       "traced and compiled):", *columns(rows)])
 
 
-def run_child(kind: str, argv: list[str], say=print, backend: str | None = None) -> dict:
+def run_child(kind: str, argv: list[str], say=print, backend: str | None = None, extra_env: dict | None = None) -> dict:
     """`python -m alexnet_search.bench --child KIND ARGV`: its lines echoed, its last JSON line returned."""
-    env = dict(os.environ)
+    env = {**os.environ, **(extra_env or {})}
     if backend:
         env["KERAS_BACKEND"] = backend
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -150,7 +152,7 @@ def run(args) -> int:
         f"{args.steps} steps per variant, width {args.width}; backends {', '.join(backends)}; data: "
         f"{source.describe() if source.folder else 'random images (no --data-dir or $CIFAR10_DIR)'}")
     started, phase, tables = time.monotonic(), 0, []
-    phases = (0 if args.skip_variants else 1 + len(backends)) + (0 if args.skip_search else len(backends))
+    phases = (0 if args.skip_variants else 2 + len(backends)) + (0 if args.skip_search else len(backends))
     report: dict = {"settings": {k: getattr(args, k) for k in _CHILD_FLAGS},
                     "written": datetime.now().isoformat(timespec="seconds"), "backends": {b: {} for b in backends}}
     if not args.skip_variants:
@@ -164,6 +166,11 @@ def run(args) -> int:
         report["ours"] = report["backends"][backends[0]]["ours"]  # the seed's way's own backend
         report["ceiling_images_per_s"] = {v: ceiling_images_per_s(report[v]) for v in VARIANTS}
         tables.append(format_table(report["seed"], report["ours"]))
+        phase += 1
+        say(f"[{phase}/{phases}] {VARIANTS['ours']} on {backends[0]}, glibc's default malloc (own process) ...")
+        report["ours_glibc_malloc"] = run_child("ours", _child_argv(args), say, backends[0],
+                                                {"ALEXNET_SEARCH_MALLOC": "glibc"})
+        tables.append(format_malloc(report["ours"], report["ours_glibc_malloc"]))
     if not args.skip_search:
         for b in backends:
             phase += 1

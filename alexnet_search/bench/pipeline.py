@@ -157,8 +157,10 @@ def measure_variant(variant: str, images: int, image_size: int, batch_size: int,
 
     per_epoch = math.ceil(images / batch_size)
     say(f"    training {steps} steps of {batch_size} ({per_epoch} per epoch)")
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start = time.perf_counter()
     train(epochs=math.ceil(steps / per_epoch), verbose=0, callbacks=[StepTimer()])
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     sizes = [min(batch_size, images - (i % per_epoch) * batch_size) for i in range(len(ends))]
     first, steady = throughput(start, ends, sizes, per_epoch)
     return {
@@ -167,6 +169,7 @@ def measure_variant(variant: str, images: int, image_size: int, batch_size: int,
         "prep_s": prep, "fit_s": ends[-1] - start, "first_epoch_images_per_s": first, "images_per_s": steady,
         "start_rss_mb": start_rss, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "data_mb": x.nbytes / 1e6, "data_kind": f"{x.dtype} {x.shape[1]}x{x.shape[2]}",
+        "page_faults_per_step": faults / max(1, len(ends)),
     }
 
 
@@ -176,6 +179,21 @@ def ceiling_images_per_s(result: dict) -> float | None:
     if "matmul_gflops" not in result:
         return None
     return result["matmul_gflops"] * 1e9 / (3 * result["forward_flops"])
+
+
+def format_malloc(kept: dict, glibc: dict) -> str:
+    """Our pipeline with freed memory kept for reuse (what every command does, backend.keep_freed_memory)
+    against glibc's default malloc, each in its own process."""
+    if "error" in kept or "error" in glibc:
+        return "freed memory kept against glibc's default malloc: a run failed (see above)"
+    rows = [("ours, malloc", "steady img/s", "1st epoch img/s", "page faults per step", "peak RSS"),
+            *((name, f"{r['images_per_s']:.1f}", f"{r['first_epoch_images_per_s']:.1f}",
+               f"{r['page_faults_per_step']:,.0f}", f"{r['peak_rss_mb']:,.0f} MB")
+              for name, r in (("glibc's default (ALEXNET_SEARCH_MALLOC=glibc)", glibc), ("freed memory kept", kept)))]
+    return "\n".join(columns(rows) + [
+        f"freed memory kept / glibc's default: {kept['images_per_s'] / glibc['images_per_s']:.2f}x images/s steady, "
+        f"{kept['page_faults_per_step'] / max(1.0, glibc['page_faults_per_step']):.2f}x page faults, peak memory "
+        f"{kept['peak_rss_mb'] / glibc['peak_rss_mb']:.2f}x"])
 
 
 def format_table(seed: dict, ours: dict) -> str:
