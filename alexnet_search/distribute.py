@@ -329,6 +329,8 @@ def launch_local(child_args: list[str], workers: int, host: str, port: int, log_
                  log_dir / f"tuner{i}.log", out, lock)
         for i in range(1, workers + 1)
     ]
+    # SIGTERM (a scheduler's preemption, `kill`) stops the study as Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         while True:
             time.sleep(poll_s)
@@ -356,12 +358,16 @@ def launch_local(child_args: list[str], workers: int, host: str, port: int, log_
                     f"its unfinished trial, which runs again from scratch")
                 w.start()
     except KeyboardInterrupt:
-        say("interrupted: stopping the chief and workers; rerun the same command to resume")
-        for p in (chief, *pool):
-            p.signal(signal.SIGINT)
-        deadline = time.monotonic() + 15
-        for p in (chief, *pool):
-            while p.proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.2)
-            p.signal(signal.SIGKILL)
+        # Workers first, while the chief still answers them: a worker ending its trial reports it.
+        say("interrupted: stopping the workers, then the chief; rerun the same command to resume")
+        for group in (pool, [chief]):
+            for p in group:
+                p.signal(signal.SIGINT)
+            deadline = time.monotonic() + 15
+            for p in group:
+                while p.proc.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                p.signal(signal.SIGKILL)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -149,26 +149,28 @@ class _TrialGuard(keras.callbacks.Callback):
 
 
 class _CtrlC(keras.callbacks.Callback):
-    """Ctrl-C, raised where nothing swallows it.
+    """Ctrl-C, or SIGTERM (`kill`, `timeout`, a batch scheduler's preemption), raised where nothing
+    swallows it, so the running trial is recorded as interrupted, not as a process that died.
 
     Python raises KeyboardInterrupt wherever the main thread is; inside TensorFlow that can be a
-    finalizer, which ignores it, and the search then runs on. The first Ctrl-C only sets a flag
+    finalizer, which ignores it, and the search then runs on. The first signal only sets a flag
     that the next batch, epoch or trial start turns into KeyboardInterrupt; a second one raises
     at once. Deep-copied per trial by Keras Tuner, so the flag lives on the class.
     """
 
     requested = False
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     @classmethod
-    def install(cls):
-        """Route SIGINT here; returns the handler to put back."""
+    def install(cls) -> dict:
+        """Route SIGINT and SIGTERM here; returns the handlers to put back."""
         cls.requested = False
 
         def handler(signum, frame):
             cls.requested = True
-            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
+            signal.signal(signum, signal.default_int_handler)  # a second one: at once
 
-        return signal.signal(signal.SIGINT, handler)
+        return {sig: signal.signal(sig, handler) for sig in cls.SIGNALS}
 
     @classmethod
     def check(cls):
@@ -510,8 +512,8 @@ def search_to_the_end(tuner: StudyTuner, train, val, callbacks: list, epochs: in
             f"the study stopped. Check the preset's ranges and the machine's memory, then rerun to resume"
         ) from None
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in (previous or {}).items():
+            signal.signal(sig, handler)
 
 
 def _finish(tuner: AlexNetTuner, config: Config, study: Study, progress: Progress, say) -> None:

@@ -284,6 +284,21 @@ def test_retrain_best_pools_the_finalists_of_studies_of_one_space(searched, tmp_
 
 
 @slow
+def test_sigterm_is_a_preemption_not_a_crash(tmp_path, cifar_dir, tiny_config):
+    """`kill`, `timeout` and batch schedulers stop a job with SIGTERM: twice in one trial must not
+    fail it as a trial that keeps killing its process."""
+    args = ["search", "--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results"]
+    for _ in range(2):
+        _kill_when(args, tmp_path, "--- trial 2/5", sig=signal.SIGTERM, expected_rc=130)
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    trial = tmp_path / "results/tiny/tuner/trial_0001"
+    assert json.loads((trial / "trial.json").read_text())["status"] == "COMPLETED"
+    assert [r.get("ended") for r in json.loads((trial / "runs.json").read_text())] == [
+        "interrupted", "interrupted", "completed"]
+
+
+@slow
 @backends
 def test_retrain_best_exports_models_that_load_and_predict(searched, tmp_path):
     study = searched.study
