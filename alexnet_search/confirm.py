@@ -41,7 +41,8 @@ from .errors import UserError
 from .progress import EpochReporter, Progress
 from .search import StudyTuner, _Atomic, model_epochs, ranked_trials, search_to_the_end
 from .study import (
-    ENDED, Study, direction, failure_reason, read_json, same_training, searched_values, short, write_json_atomic,
+    ENDED, Study, direction, failure_reason, rank_finalists, read_json, same_training, searched_values, short,
+    write_json_atomic,
 )
 from .training import Training
 
@@ -263,13 +264,6 @@ def write_finalists(study: Study, oracle: FinalistsOracle, epochs: int, finished
                "finalists": rank_finalists(list(finalists.values()), oracle.objective.direction)}
     write_json_atomic(study.finalists_file, summary)
     return summary
-
-
-def rank_finalists(finalists: list[dict], way: str) -> list[dict]:
-    """Best first: complete finalists by mean (ties to the better search rank), then the rest."""
-    sign = -1.0 if way == "max" else 1.0
-    return sorted(finalists, key=lambda f: (not f["complete"], sign * f["mean"] if f["complete"] else 0.0,
-                                            f["study"], f["rank"]))
 
 
 def finalists_table(summary: dict) -> str:

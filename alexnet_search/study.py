@@ -96,6 +96,14 @@ def rank_key(score: float, trial_id: str, direction: str) -> tuple:
     return (-score if direction == "max" else score, trial_id)
 
 
+def rank_finalists(finalists: list[dict], way: str) -> list[dict]:
+    """finalists.json's finalists (`confirm`), best first: complete ones by mean score (`way`: "max"
+    or "min"; ties to the better search rank), then the rest."""
+    sign = -1.0 if way == "max" else 1.0
+    return sorted(finalists, key=lambda f: (not f["complete"], sign * f["mean"] if f["complete"] else 0.0,
+                                            f["study"], f["rank"]))
+
+
 def failure_reason(message: str | None) -> str:
     """The last line of a failed trial's traceback, without the exception's class name."""
     lines = (message or "").strip().splitlines()

@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..console import format_duration
 from ..schedule import search_schedule
 from ..space import SEED_BN_MOMENTUM, SEED_CONV1_KERNEL
-from ..study import FAILED, Study, failure_reason, require_study, restore_dir, write_text_atomic
+from ..study import FAILED, Study, direction, failure_reason, rank_finalists, require_study, restore_dir, write_text_atomic
 from . import figures
 from .analysis import SPREAD_RULE, difference, edge, outside_fit, warnings  # noqa: F401  (edge: public)
 from .importance import FORESTS, MIN_TRIALS, importance
@@ -93,10 +93,7 @@ def _finalists(study: Study, others: list[Study], adopted: dict | None, tuned: d
                         f"and confirms them once its search ends.", ""]
     seeds = mine["seeds"]
     pool = [{**f, "study": name} for name, summary in summaries.items() if summary for f in summary["finalists"]]
-    way = "max" if mine["objective"].endswith("accuracy") else "min"
-    from ..confirm import rank_finalists
-
-    ranked = rank_finalists(pool, way)
+    ranked = rank_finalists(pool, direction(mine["objective"]))
     lines += [f"After the search, its best configurations were trained again from scratch with seeds "
               f"{', '.join(map(str, seeds))} for {mine['epochs']} epochs each and scored on validation "
               f"({mine['objective']} at the best epoch; never on test). The best complete mean is adopted."
