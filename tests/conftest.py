@@ -104,21 +104,29 @@ factor = 2
 epochs = 2
 
 [confirm]
-# 2 finalists x 2 seeds x 2 epochs
-finalists = 2
+# 0: the search's best is adopted at once (tests of the search alone); 2: 2 finalists x 2 seeds x 2 epochs
+finalists = {finalists}
 """
 
 
-def make_tiny_config(parent: Path) -> Path:
-    """cpu.toml's search space on a tiny budget: 32x32, 256 images, 2-epoch Hyperband."""
+def make_tiny_config(parent: Path, finalists: int = 0) -> Path:
+    """cpu.toml's search space on a tiny budget: 32x32, 256 images, 2-epoch Hyperband; with
+    `finalists`, its finalists confirmed with 2 seeds each (4 more runs for 2)."""
     path = parent / "tiny.toml"
-    path.write_text(TINY_PRESET.format(base=REPO / "tuning" / "cpu.toml"))
+    path.write_text(TINY_PRESET.format(base=REPO / "tuning" / "cpu.toml", finalists=finalists))
     return path
 
 
 @pytest.fixture
 def tiny_config(tmp_path) -> Path:
+    """The tiny preset adopting its search's best unconfirmed: for tests of the search itself."""
     return make_tiny_config(tmp_path)
+
+
+@pytest.fixture
+def tiny_confirmed_config(tmp_path) -> Path:
+    """The tiny preset with 2 finalists confirmed by 2 seeds each."""
+    return make_tiny_config(tmp_path, finalists=2)
 
 
 def run_cli(*args, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

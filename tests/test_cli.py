@@ -47,7 +47,7 @@ def searched(tmp_path_factory):
     """One finished tiny study (5 Hyperband trials: 4 configurations, 1 promotion), shared by the
     tests that read it or add to it (retrain-best), so the module runs one search, not six."""
     root = tmp_path_factory.mktemp("searched")
-    cifar, config = make_cifar_dir(root), make_tiny_config(root)
+    cifar, config = make_cifar_dir(root), make_tiny_config(root, finalists=2)
     result = run_cli("search", "--config", config, "--data-dir", cifar, "--results-dir", root / "results", cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     return SimpleNamespace(root=root, study=root / "results" / "tiny", result=result, cifar=cifar, config=config)
@@ -172,11 +172,12 @@ def test_a_search_killed_at_any_point_resumes_with_its_trials_intact(tmp_path, c
     best = json.loads((tmp_path / "results/tiny/best_hyperparameters.json").read_text())
     assert after[f"trial_{best['trial_id']}"]["status"] == "COMPLETED"
     runs = sorted(p.name for p in (tmp_path / "results/tiny/tensorboard").iterdir() if p.is_dir())
-    assert runs == sorted(t["trial_id"] for t in after.values()) + ["finalists"]
+    assert runs == sorted(t["trial_id"] for t in after.values())
 
 
 @slow
-def test_a_confirmation_killed_mid_run_resumes_losing_only_that_run(tmp_path, cifar_dir, tiny_config):
+def test_a_confirmation_killed_mid_run_resumes_losing_only_that_run(tmp_path, cifar_dir, tiny_confirmed_config):
+    tiny_config = tiny_confirmed_config
     args = ["search", "--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results"]
     _kill_when(args, tmp_path, "[finalist 2 seed 1001] epoch 1/2")  # the third of four runs, mid-way
     study = tmp_path / "results/tiny"

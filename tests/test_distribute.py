@@ -86,8 +86,8 @@ def _runners(study, project="tuner"):
 
 @pytest.mark.slow
 @pytest.mark.backends
-def test_a_chief_and_two_workers_complete_the_study(tmp_path, cifar_dir, tiny_config):
-    result = run_cli("search", "--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results",
+def test_a_chief_and_two_workers_complete_the_study(tmp_path, cifar_dir, tiny_confirmed_config):
+    result = run_cli("search", "--config", tiny_confirmed_config, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results",
                      "--workers", 2, "--oracle-port", _free_port(), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-4000:]
     study = tmp_path / "results" / "tiny"
