@@ -178,7 +178,7 @@ def cmd_plan(args) -> int:
     from .plan import (
         estimate_finalists_seconds, estimate_retrain_seconds, estimate_seconds, schedule_for, time_training_steps,
     )
-    from .schedule import finalist_epochs, format_schedule
+    from .schedule import describe_search, finalist_epochs, format_schedule
     from . import backend
 
     config = load_config(_config_path(args)).with_overrides({"search": {
@@ -187,9 +187,7 @@ def cmd_plan(args) -> int:
     d, s = config["data"], config["search"]
     if config["study"]["description"]:
         print(config["study"]["description"])
-    tuner = (f"Hyperband, max_epochs {s['max_epochs']}, factor {s['factor']}, {s['hyperband_iterations']} "
-             f"iteration(s)" if s["tuner"] == "hyperband" else
-             f"{s['tuner']} tuner, {s['max_trials']} trials of {s['max_epochs']} epochs")
+    tuner = describe_search(s)
     m = config["model"]
     print(f"{config.path}: {tuner}; {d['train_size']} training + {d['val_size']} "
           f"validation images at {d['image_size']}x{d['image_size']}, batch {d['batch_size']}; "

@@ -108,8 +108,6 @@ class Config:
         ident["data"] = {k: v for k, v in ident["data"].items() if k not in ("parallel_map", "prefetch")}
         # How many failures in a row to tolerate is a policy, not part of what was searched.
         ident["search"] = {k: v for k, v in ident["search"].items() if k != "max_consecutive_failed_trials"}
-        if ident["search"].get("tuner") == "hyperband":
-            del ident["search"]["tuner"]  # the default, as in every study made before tuners could be chosen
         # Speed options (precision, XLA) may change between runs; the network's shape may not.
         model = self.data.get("model", {})
         ident["model"] = {"width_multiplier": model.get("width_multiplier", 1.0),

@@ -78,7 +78,7 @@ def hyperband_schedule(max_epochs: int, factor: int, iterations: int = 1) -> Sch
 def search_schedule(s: dict) -> Schedule:
     """A preset's [search] as rounds: Hyperband's schedule, or for RandomSearch and Bayesian
     optimisation one round of max_trials configurations trained max_epochs each."""
-    if s.get("tuner", "hyperband") == "hyperband":
+    if s["tuner"] == "hyperband":
         return hyperband_schedule(s["max_epochs"], s["factor"], s["hyperband_iterations"])
     n, epochs = s["max_trials"], s["max_epochs"]
     return Schedule((Round(bracket=0, round=0, trials=n, epochs=epochs, new_configs=n, epochs_spent=n * epochs),), 1)
@@ -88,6 +88,18 @@ def finalist_epochs(config) -> int:
     """Epochs the finalists' confirmation trains (`confirm`): finalists x seeds x retrain epochs.
     Fewer when the search completed fewer distinct configurations than [confirm] finalists."""
     return config["confirm"]["finalists"] * config["confirm"]["seeds"] * config["retrain"]["epochs"]
+
+
+TUNER_NAMES = {"hyperband": "Hyperband", "random": "Random search", "bayesian": "Bayesian optimisation"}
+
+
+def describe_search(s: dict) -> str:
+    """A preset's [search] in one line, its tuner and budget: what `plan` and the report say."""
+    if s["tuner"] == "hyperband":
+        return (f"Hyperband, max_epochs {s['max_epochs']}, factor {s['factor']}, hyperband_iterations "
+                f"{s['hyperband_iterations']}")
+    return (f"{TUNER_NAMES[s['tuner']]} (Keras Tuner's {s['tuner']} oracle), {s['max_trials']} trials of "
+            f"{s['max_epochs']} epochs")
 
 
 def format_schedule(schedule: Schedule) -> str:

@@ -447,7 +447,7 @@ def test_random_and_bayesian_studies_train_max_trials_full_length_trials(tmp_pat
     report = run_cli("report", "--config", preset, "--results-dir", tmp_path / "results", cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-3000:]
     text = (study / "report.md").read_text()
-    assert f"{'Random' if tuner == 'random' else 'Bayesian-optimisation'} search with" in text
+    assert f"{'Random search' if tuner == 'random' else 'Bayesian optimisation'} with" in text
     assert "Too few trials" not in text
 
 
@@ -581,7 +581,7 @@ def test_without_a_config_the_machine_chooses_the_preset_and_says_why(tmp_path):
     assert first == ("preset: tuning/cpu.toml, as no GPU is visible (tuning/paper.toml is sized for one); "
                      "--config (CONFIG=) chooses another")
     assert second.startswith("paper.toml's space at CPU size")
-    assert "tuning/cpu.toml: Hyperband, max_epochs 9" in result.stdout
+    assert "tuning/cpu.toml: Hyperband, max_epochs 9, factor 3, hyperband_iterations 1;" in result.stdout
     given = run_cli("plan", "--no-estimate", "--config", "tuning/paper.toml", cwd=REPO)
     assert given.returncode == 0 and not given.stdout.startswith("preset:")  # CONFIG= wins, silently
 

@@ -140,9 +140,9 @@ def test_baselines_are_named_sets_checked_against_the_bounds(tmp_path):
             load_config(_write(tmp_path, text))
 
 
-def test_a_hyperband_study_keeps_the_identity_it_had_before_tuners_could_be_chosen():
+def test_the_tuner_is_part_of_a_studys_identity():
     cpu = load_config(REPO / "tuning" / "cpu.toml")
-    assert "tuner" not in cpu.search_identity()["search"]  # studies made before [search] tuner still resume
+    assert cpu.search_identity()["search"]["tuner"] == "hyperband"
     assert load_config(REPO / "tuning" / "cpu-random.toml").search_identity()["search"]["tuner"] == "random"
 
 

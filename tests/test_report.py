@@ -16,7 +16,7 @@ import keras_tuner
 import pytest
 from keras_tuner.engine.trial import Trial
 
-from alexnet_search.config import load_config
+from alexnet_search.config import Config, load_config
 from alexnet_search.errors import UserError
 from alexnet_search.hypermodel import declare
 from alexnet_search.schedule import hyperband_schedule
@@ -86,7 +86,7 @@ def _metrics(config: dict, accuracies: list[float], **extra) -> dict:
 
 
 def make_study(root: Path, *, fault: str | None = None, tuned=(0.70, 0.71, 0.72), baseline=(0.60, 0.61, 0.62),
-               paper=None, events: bool = True, legacy: bool = False) -> Study:
+               paper=None, events: bool = True) -> Study:
     """A finished study that follows its Hyperband schedule; `fault` breaks one thing a warning is for.
 
     The best trial is bracket 0's first (a full budget from scratch), with values inside every range.
@@ -94,7 +94,8 @@ def make_study(root: Path, *, fault: str | None = None, tuned=(0.70, 0.71, 0.72)
     study, config = Study(root), _config()
     space, s = config["space"], config["search"]
     root.mkdir(parents=True)
-    (root / "study.json").write_text(json.dumps({"preset": "tuning/cpu.toml", "identity": {}}))
+    (root / "study.json").write_text(json.dumps({"preset": "tuning/cpu.toml",
+                                                 "identity": Config(config, "tuning/cpu.toml").search_identity()}))
     (root / "config.json").write_text(json.dumps(config))
     (root / "versions.json").write_text(json.dumps({
         "python": "3.x", "tensorflow": "tf-x", "keras": "k-x", "keras_tuner": "kt-x", "tensorboard": "tb-x",
@@ -128,7 +129,6 @@ def make_study(root: Path, *, fault: str | None = None, tuned=(0.70, 0.71, 0.72)
     (root / "search_summary.json").write_text(json.dumps({
         "wall_time_s": 123.4, "trials_scheduled": schedule.trials, "trials_started": n, "trials_completed": n,
         "trials_failed": 0, "epochs_scheduled": schedule.epochs, "epochs_spent": spent, "finished": fault != "unfinished"}))
-    seed_folder = "baseline" if legacy else "baselines/seed"  # baseline/: a study from before baselines had names
     # The search's best (0004) adopted after its confirmation beat the runner-up's (0005).
     (root / "best_hyperparameters.json").write_text(json.dumps({
         "study": root.name, "trial_id": "0004", "val_accuracy": 0.6, "hyperparameters": _interior(space, 4),
@@ -143,7 +143,7 @@ def make_study(root: Path, *, fault: str | None = None, tuned=(0.70, 0.71, 0.72)
                       for tid, rank, score, mean in (("0004", 1, 0.6, 0.66), ("0005", 2, 0.5, 0.62))]}))
     for folder, accuracies, extra in (("best", tuned, {"trial_id": "0004", "trial_study": root.name,
                                                        "search_score": 0.6, "exported_seed": 1}),
-                                      (seed_folder, baseline, {"baseline": "seed"}),
+                                      ("baselines/seed", baseline, {"baseline": "seed"}),
                                       ("baselines/paper", paper, {"baseline": "paper"})):
         if accuracies:
             (root / folder).mkdir(parents=True)
@@ -227,9 +227,9 @@ def test_tuned_and_baseline_side_by_side_with_the_spread_rule(clean_report):
     assert "Baseline paper has not run: `make baseline CONFIG=tuning/cpu.toml STUDY=s" in text
 
 
-def test_three_runs_compare_pair_by_pair_and_a_legacy_baseline_is_the_seeds(tmp_path):
+def test_three_runs_compare_pair_by_pair(tmp_path):
     study = make_study(tmp_path / "s", tuned=(0.70, 0.71, 0.72), baseline=(0.30, 0.31, 0.32),
-                       paper=(0.69, 0.71, 0.73), legacy=True)
+                       paper=(0.69, 0.71, 0.73))
     text = _section(write_report(study).read_text(), "Tuned vs the baselines")
     rows = [line for line in text.splitlines() if line.startswith("| tuned") or line.startswith("| baseline")]
     assert [r.split(" |")[0] for r in rows] == ["| tuned (trial 0004)", "| baseline seed", "| baseline paper"]
@@ -434,21 +434,18 @@ def test_other_studies_of_the_space_are_set_beside_with_their_best_values(tmp_pa
     rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert rows[0].startswith("| `a` | Hyperband | 1 |") and "0.6000 (trial 0004)" in rows[0]
     assert "0.7100 ± 0.0100" in rows[0]  # a's retrain of that trial
-    assert rows[1].startswith("| `b` | Random | 2 |") and rows[1].endswith("| not retrained |")
+    assert rows[1].startswith("| `b` | Random search | 2 |") and rows[1].endswith("| not retrained |")
     names = list(config["space"])
     assert f"They agree on {len(names) - 1} of {len(names)} hyperparameters" in text
     assert re.search(r"^\| dropout \| 0.3 \| 0.6 \|$", text, re.M)
 
-    c = make_study(tmp_path / "c", events=False)
-    other = json.loads((c.root / "config.json").read_text())
-    other["data"]["image_size"] = 64
-    (c.root / "config.json").write_text(json.dumps(other))
-    with pytest.raises(UserError, match="--against c: its search space, data or network differ"):
-        write_report(a, [c])
-    d = make_study(tmp_path / "d", events=False)
-    old = json.loads((d.root / "config.json").read_text())
-    del old["model"]["conv1_kernel"]  # a study from before the key: the seed's 11x11, not cpu.toml's 3x3
-    (d.root / "config.json").write_text(json.dumps(old))
-    with pytest.raises(UserError, match="--against d: its search space, data or network differ"):
-        write_report(a, [d])
-    assert "- model: width multiplier 0.25, conv1 11x11;" in write_report(d).read_text()
+    # Another size, or another network: study.json's identity says so, as it does for pooling.
+    for name, section, key, value in (("c", "data", "image_size", 64), ("d", "model", "bn_momentum", 0.99)):
+        other = make_study(tmp_path / name, events=False)
+        saved = json.loads(other.identity_file.read_text())
+        saved["identity"][section][key] = value
+        other.identity_file.write_text(json.dumps(saved))
+        with pytest.raises(UserError, match=f"--against {name}: its search space, data or network differ from a's "
+                                            f"\\(in {section}.{key}\\)"):
+            write_report(a, [other])
+    assert "- model: width multiplier 0.25, conv1 3x3, batch-norm momentum 0.9;" in write_report(a).read_text()

@@ -55,5 +55,5 @@ def test_random_and_bayesian_studies_are_one_round_of_full_length_trials():
     s = search_schedule({"tuner": "random", "max_trials": 8, "max_epochs": 9, "factor": 3, "hyperband_iterations": 1})
     assert (s.trials, s.new_configs, s.epochs, s.brackets) == (8, 8, 72, 1)
     assert format_schedule(s) == "8 trials of 9 epochs each, from scratch: 72 epochs"
-    h = search_schedule({"max_epochs": 9, "factor": 3, "hyperband_iterations": 1})  # studies from before `tuner`
+    h = search_schedule({"tuner": "hyperband", "max_epochs": 9, "factor": 3, "hyperband_iterations": 1})
     assert (h.trials, h.epochs) == (23, 75)

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..console import format_duration
-from ..schedule import search_schedule
-from ..space import SEED_BN_MOMENTUM, SEED_CONV1_KERNEL
-from ..study import FAILED, Study, direction, failure_reason, rank_finalists, require_study, restore_dir, write_text_atomic
+from ..schedule import TUNER_NAMES, describe_search, search_schedule
+from ..study import (
+    FAILED, Study, direction, failure_reason, rank_finalists, require_study, restore_dir, same_training, write_text_atomic,
+)
 from . import figures
 from .analysis import SPREAD_RULE, difference, edge, outside_fit, warnings  # noqa: F401  (edge: public)
 from .importance import FORESTS, MIN_TRIALS, importance
@@ -32,7 +33,6 @@ from .load import Trial, curve, fit_seconds, load_baselines, load_trials, ranked
 from .text import mean_std, num, range_text, table
 
 TOP_TRIALS = 10  # rows of the best-trials table
-TUNER_NAMES = {"hyperband": "Hyperband", "random": "Random", "bayesian": "Bayesian-optimisation"}
 TOP_CURVES = 5  # learning curves drawn; more make the plot unreadable
 
 
@@ -170,7 +170,7 @@ def _plots(study: Study, trials: list[Trial], order: list[Trial], space: dict, o
                   "![learning curves](report/learning_curves.png)", ""]
     else:
         lines += [f"No learning curves: no {tag} event files under {tb.name}/.", ""]
-    runs = [("tuned", tb / "retrain-best"), ("baseline seed", tb / "baseline")]  # baseline/: before names
+    runs = [("tuned", tb / "retrain-best")]
     runs += [(f"baseline {p.name}", p) for p in sorted((tb / "baselines").glob("*")) if p.is_dir()]
     colours = dict(zip(dict(runs), ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown")))
     retrains = [(label, read_scalars(run / "validation", tag), colours.get(label))
@@ -194,9 +194,11 @@ def _study_section(config, preset, trials, schedule, summary, versions, commands
              f"- data: {d['train_size']} training + {d['val_size']} validation images at {d['image_size']}x"
              f"{d['image_size']}, batch {d['batch_size']}; source: {config.get('data_source', 'not recorded')}"
              + (f"; {config['split']}" if config.get("split") else ""),
-             f"- model: width multiplier {config['model']['width_multiplier']}, conv1 {_kernel(config)}x"
-             f"{_kernel(config)}; retrain {config['retrain']['epochs']} epochs",
-             f"- {_tuner_line(s)}, max_consecutive_failed_trials {s['max_consecutive_failed_trials']}, "
+             f"- model: width multiplier {config['model']['width_multiplier']}, conv1 "
+             f"{config['model']['conv1_kernel']}x{config['model']['conv1_kernel']}, batch-norm momentum "
+             f"{config['model']['bn_momentum']}; retrain {config['retrain']['epochs']} epochs",
+             f"- {describe_search(s)}, objective {s['objective']}, max_consecutive_failed_trials "
+             f"{s['max_consecutive_failed_trials']}, "
              f"max_retries_per_trial {s.get('max_retries_per_trial', 0)}; planned {schedule.trials} trials, "
              f"{schedule.epochs} epochs",
              f"- trials: {len(trials)} run, {len(done)} completed, {len(failed)} failed",
@@ -215,24 +217,6 @@ def _study_section(config, preset, trials, schedule, summary, versions, commands
     return lines
 
 
-def _tuner_line(s: dict) -> str:
-    if s.get("tuner", "hyperband") == "hyperband":
-        return (f"Hyperband: objective {s['objective']}, max_epochs {s['max_epochs']}, factor {s['factor']}, "
-                f"hyperband_iterations {s['hyperband_iterations']}")
-    return (f"{TUNER_NAMES[s['tuner']]} (Keras Tuner's {s['tuner']} oracle): objective {s['objective']}, "
-            f"max_trials {s['max_trials']} of max_epochs {s['max_epochs']} each")
-
-
-def _kernel(c: dict) -> int:
-    return c["model"].get("conv1_kernel", SEED_CONV1_KERNEL)  # config.json from before it could be set
-
-
-def _same_search_data(c: dict) -> dict:
-    return {"space": c["space"], "width": c["model"]["width_multiplier"], "conv1_kernel": _kernel(c),
-            "bn_momentum": c["model"].get("bn_momentum", SEED_BN_MOMENTUM),
-            **{k: c["data"][k] for k in ("train_size", "val_size", "image_size", "batch_size")}}
-
-
 def _adopted_text(adopted: dict | None) -> str:
     if not adopted:
         return "nothing yet"
@@ -249,16 +233,18 @@ def _other_studies(study: Study, config: dict, tuned: dict | None, others: list[
     for other in [study, *others]:
         require_study(other)
         c = config if other is study else read(other.root / "config.json", required=True)
-        if _same_search_data(c) != _same_search_data(config):
+        diff = same_training(study.saved_identity()[1] or {}, other.saved_identity()[1] or {},
+                             ("space", "data", "model"))
+        if diff:
             raise UserError(f"--against {other.name}: its search space, data or network differ from "
-                            f"{study.name}'s; compare studies of the same preset")
+                            f"{study.name}'s (in {', '.join(diff[:4])}); compare studies of the same preset")
         s = c["search"]
         trials = load_trials(other.tuner_dir, s["max_epochs"])
         order = ranked(trials, objective)
         summary = read(other.root / "search_summary.json") or {}
         retrained = tuned if other is study else read(other.best_dir / "metrics.json")
         top = order[0] if order else None
-        rows.append([f"`{other.name}`", TUNER_NAMES[s.get("tuner", "hyperband")], c["study"]["seed"],
+        rows.append([f"`{other.name}`", TUNER_NAMES[s["tuner"]], c["study"]["seed"],
                      f"{sum(t.status == 'COMPLETED' for t in trials)} / {summary.get('epochs_spent', '?')}",
                      format_duration(summary["wall_time_s"]) if summary.get("wall_time_s") else "-",
                      f"{top.score:.4f} (trial {top.id})" if top else "none completed",
@@ -319,7 +305,7 @@ def write_report(study: Study, others: list[Study] = ()) -> Path:
     confirmed = (adopted or {}).get("confirmed")
     pooled = trials + [t for o in others for t in load_trials(o.tuner_dir, s["max_epochs"])]
     lines = [f"# Study `{study.name}`", "",
-             f"{TUNER_NAMES[s.get('tuner', 'hyperband')]} search with `{preset}`: best {objective} **{best.score:.4f}** (trial {best.id}, "
+             f"{TUNER_NAMES[s['tuner']]} with `{preset}`: best {objective} **{best.score:.4f}** (trial {best.id}, "
              f"{best.epochs} epochs); {len(order)} of {len(trials)} trials completed. "
              + (f"Adopted: trial {adopted['trial_id']}" + (f", confirmed at {confirmed['mean']:.4f} ± "
                 f"{confirmed['std']:.4f} over {len(confirmed['seeds'])} seeds" if confirmed else "") + "."

@@ -89,15 +89,9 @@ def curve(trial: Trial, by_id: dict[str, Trial], tensorboard: Path, tag: str) ->
 
 
 def load_baselines(root: Path) -> dict[str, dict]:
-    """Each named baseline's metrics.json (baselines/NAME/), by name; a study's baseline/ from
-    before baselines had names is the seed's."""
+    """Each named baseline's metrics.json (baselines/NAME/), by name."""
     folder = root / "baselines"
     if folder.is_dir():
         for aside in folder.glob(".*.old"):  # a swap killed half-way: put the old results back first
             restore_dir(aside.with_name(aside.name[1:-len(".old")]))
-    restore_dir(root / "baseline")
-    found = {p.parent.name: read(p) for p in sorted(folder.glob("*/metrics.json"))}
-    legacy = read(root / "baseline" / "metrics.json")
-    if legacy and "seed" not in found:
-        found["seed"] = legacy
-    return found
+    return {p.parent.name: read(p) for p in sorted(folder.glob("*/metrics.json"))}
