@@ -176,14 +176,14 @@ def cmd_plan(args) -> int:
     from .config import load_config
     from .console import format_duration
     from .plan import (
-        estimate_finalists_seconds, estimate_retrain_seconds, estimate_seconds, schedule_for, time_training_steps,
+        estimate_finalists_seconds, estimate_retrain_seconds, estimate_seconds, time_training_steps,
     )
-    from .schedule import describe_search, finalist_epochs, format_schedule
+    from .schedule import describe_search, finalist_epochs, format_schedule, search_schedule
     from . import backend
 
     config = load_config(_config_path(args)).with_overrides({"search": {
         "hyperband_iterations": args.hyperband_iterations, "max_trials": args.max_trials}})
-    schedule = schedule_for(config)
+    schedule = search_schedule(config["search"])
     d, s = config["data"], config["search"]
     if config["study"]["description"]:
         print(config["study"]["description"])

@@ -282,16 +282,8 @@ _ORDER, _DRAWS = 0x0D, 0xA6
 _WORKERS = 4
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False,
-                 seed: int | None = None, translate: float | None = None, cutout: float = 0.0,
-                 parallel_map: bool = True, prefetch: bool = True) -> Batches:
-    """Batches of `x`, `y` (see `Batches`); without `shuffle` or `translate`, the images as they are."""
-    return Batches(x, y, batch_size, shuffle=shuffle, seed=seed, translate=translate, cutout=cutout,
-                   parallel_map=parallel_map, prefetch=prefetch)
-
-
 def pipeline_options(config) -> dict[str, bool]:
-    """The preset's input-pipeline switches, as keyword arguments for `make_dataset`/`TrainingSet`."""
+    """The preset's input-pipeline switches, as keyword arguments for `Batches`/`TrainingSet`."""
     return {key: config["data"][key] for key in ("parallel_map", "prefetch")}
 
 
@@ -308,5 +300,5 @@ class TrainingSet:
 
     def batches(self, hp: Hyperparameters) -> Batches:
         """Shuffled batches, augmented as `hp` says."""
-        return make_dataset(self.x, self.y, self.batch_size, shuffle=True, seed=self.seed, translate=hp.translate,
+        return Batches(self.x, self.y, self.batch_size, shuffle=True, seed=self.seed, translate=hp.translate,
                             cutout=hp.cutout, parallel_map=self.parallel_map, prefetch=self.prefetch)

@@ -217,7 +217,7 @@ def replicas(strategy_) -> int:
     return int(dist.device_mesh.devices.size) if dist is not None else 1
 
 
-def speed_options(precision: str, jit_compile: bool, has_gpu: bool,
+def precision_and_xla_options(precision: str, jit_compile: bool, has_gpu: bool,
                   backend: str = "tensorflow") -> tuple[str, bool, str | None]:
     """The precision and XLA settings to use here, and a note when the preset's were changed.
 
@@ -237,12 +237,12 @@ def speed_options(precision: str, jit_compile: bool, has_gpu: bool,
     return precision, jit_compile, "; ".join(notes) or None
 
 
-def speed_for(config) -> tuple[str, bool, str | None]:
-    """`speed_options` for a preset on this machine and backend."""
+def precision_and_xla(config) -> tuple[str, bool, str | None]:
+    """`precision_and_xla_options` for a preset on this machine and backend: what its runs train with."""
     from . import backend
 
     m = config["model"]
-    return speed_options(m["precision"], m["jit_compile"], gpu_count() > 0, backend.name())
+    return precision_and_xla_options(m["precision"], m["jit_compile"], gpu_count() > 0, backend.name())
 
 
 def _visible_gpus() -> list[str]:

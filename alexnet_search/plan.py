@@ -14,10 +14,6 @@ from .config import Config
 from .schedule import Schedule, finalist_epochs, search_schedule
 
 
-def schedule_for(config: Config) -> Schedule:
-    return search_schedule(config["search"])
-
-
 @dataclass(frozen=True)
 class StepTiming:
     train_s_per_image: float
@@ -32,12 +28,12 @@ def time_training_steps(config: Config, steps: int = 3) -> StepTiming:
     """
     import keras_tuner
 
-    from .data import TrainingSet, make_dataset
-    from .distribute import speed_for
+    from .data import Batches, TrainingSet
+    from .distribute import precision_and_xla
     from .hypermodel import AlexNetHyperModel
 
     batch = config["data"]["batch_size"]
-    precision, jit, _ = speed_for(config)
+    precision, jit, _ = precision_and_xla(config)
     hypermodel = AlexNetHyperModel.from_config(config, precision=precision, jit_compile=jit)
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
@@ -50,16 +46,16 @@ def time_training_steps(config: Config, steps: int = 3) -> StepTiming:
     hypermodel.fit(hp, model, TrainingSet(x, y, batch), epochs=1, verbose=0)
     train = (time.perf_counter() - start) / len(x)
 
-    model.evaluate(make_dataset(x[:batch], y[:batch], batch), verbose=0)
+    model.evaluate(Batches(x[:batch], y[:batch], batch), verbose=0)
     start = time.perf_counter()
-    model.evaluate(make_dataset(x, y, batch), verbose=0)
+    model.evaluate(Batches(x, y, batch), verbose=0)
     evaluate = (time.perf_counter() - start) / len(x)
     return StepTiming(train, evaluate)
 
 
 def estimate_seconds(config: Config, timing: StepTiming, schedule: Schedule | None = None) -> float:
     """Search duration: epochs x (training images + validation images), at the measured rates."""
-    schedule = schedule or schedule_for(config)
+    schedule = schedule or search_schedule(config["search"])
     d = config["data"]
     per_epoch = d["train_size"] * timing.train_s_per_image + d["val_size"] * timing.eval_s_per_image
     return schedule.epochs * per_epoch

@@ -31,15 +31,15 @@ from .errors import UserError
 from .hypermodel import AlexNetHyperModel
 from .model import clear_session
 from .console import format_duration, printer
-from .plan import estimate_seconds, schedule_for, time_training_steps
-from .schedule import finalist_epochs
+from .plan import estimate_seconds, time_training_steps
+from .schedule import finalist_epochs, search_schedule
 from .progress import EpochReporter, Progress, TrialReporter
 from .runlog import RunLog
 from .tboard import TensorBoardLogger, write_experiment
 from .training import Training
 from .study import (
     ENDED, FAILED, Study, direction, extension, failure_reason, prepare_search, rank_key, read_json,
-    model_epochs, require_same_network, require_study, searched_values, short, trial_epochs, write_json_atomic, write_provenance,
+    model_epochs, searched_values, short, trial_epochs, write_json_atomic, write_provenance,
 )
 
 
@@ -307,7 +307,7 @@ class AlexNetTuner(StudyTuner):
         self.max_epochs = s["max_epochs"]
         self.reporter = TrialReporter(progress, self.max_epochs) if progress else None
         self.summary_file = study.root / "search_summary.json"
-        self.schedule = schedule_for(config)
+        self.schedule = search_schedule(config["search"])
         self._started = time.monotonic()
         self._earlier_wall = 0.0
         self._epochs_at_start = 0
@@ -435,7 +435,7 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
         resuming = prepare_search(study, config, overwrite)
         if extended:
             say(f"extending study {study.name}: {', '.join(extended)}; its finished trials are kept")
-    schedule = schedule_for(config)
+    schedule = search_schedule(config["search"])
 
     say(f"device: {backend.describe_device()}; Keras backend: {backend.version()}" + ("" if role == "single" else f"; role: {role} ({os.environ[distribute.TUNER_ID]})"))
     if config["study"]["expects_gpu"] and backend.gpu_count() == 0 and role != "chief":

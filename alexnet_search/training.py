@@ -13,7 +13,7 @@ import numpy as np
 
 from . import distribute
 from .config import Config
-from .data import Batches, Source, Splits, TrainingSet, make_dataset, make_splits, pipeline_options
+from .data import Batches, Source, Splits, TrainingSet, make_splits, pipeline_options
 from .hypermodel import AlexNetHyperModel
 
 
@@ -38,7 +38,7 @@ class Training:
         x, y = source.train()
         d = config["data"]
         splits = make_splits(x, y, d["train_size"], d["val_size"])
-        precision, jit, note = distribute.speed_for(config)
+        precision, jit, note = distribute.precision_and_xla(config)
         strategy = distribute.strategy() if several_gpus else None
         return cls(config, source, splits, precision, jit, note, strategy,
                    d["batch_size"] * distribute.replicas(strategy))
@@ -72,7 +72,7 @@ class Training:
 
     def batches(self, x: np.ndarray, y: np.ndarray) -> Batches:
         """Plain batches (no shuffling, no augmentation): validation and evaluation."""
-        return make_dataset(x, y, self.batch_size, **pipeline_options(self.config))
+        return Batches(x, y, self.batch_size, **pipeline_options(self.config))
 
     def val_set(self) -> Batches:
         return self.batches(self.splits.x_val, self.splits.y_val)

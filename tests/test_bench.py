@@ -15,7 +15,7 @@ from alexnet_search.config import load_config
 from alexnet_search.data import Source
 from alexnet_search.errors import UserError
 from alexnet_search.model import build_alexnet
-from alexnet_search.plan import schedule_for
+from alexnet_search.schedule import search_schedule
 from alexnet_search.space import Hyperparameters
 
 from conftest import REPO, TINY_NET, options_without_help
@@ -120,7 +120,7 @@ def test_study_table_lists_every_trial_and_the_memory_growth():
 
 def test_study_config_asks_for_enough_trials(tmp_path):
     config = load_config(overhead.study_config(CPU, tmp_path, min_trials=20))
-    assert schedule_for(config).trials >= 20
+    assert search_schedule(config["search"]).trials >= 20
     assert (config["data"]["train_size"], config["model"]["width_multiplier"]) == (256, 0.125)
     assert config.space == load_config(CPU).space  # the preset's search, only smaller
     more = load_config(overhead.study_config(CPU, tmp_path, min_trials=30))

@@ -141,7 +141,7 @@ def _epoch(ds) -> list:
 
 def test_dataset_yields_uint8_batches_reshuffled_each_epoch():
     x = np.arange(64, dtype=np.uint8).reshape(64, 1, 1, 1) * np.ones((1, 32, 32, 3), np.uint8)
-    ds = data.make_dataset(x, np.arange(64), batch_size=16, shuffle=True, seed=3)
+    ds = data.Batches(x, np.arange(64), batch_size=16, shuffle=True, seed=3)
     first = [int(v) for xb, yb in _epoch(ds) for v in yb]
     second = [int(v) for xb, yb in _epoch(ds) for v in yb]
     assert sorted(first) == list(range(64)) and sorted(second) == list(range(64)) and first != second
@@ -152,20 +152,20 @@ def test_dataset_yields_uint8_batches_reshuffled_each_epoch():
 
 def test_evaluation_batches_keep_every_image_in_order_and_training_drops_the_partial_batch():
     x = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1) * np.ones((1, 32, 32, 3), np.uint8)
-    plain = data.make_dataset(x, np.arange(40), batch_size=16)
+    plain = data.Batches(x, np.arange(40), batch_size=16)
     assert [len(yb) for _, yb in _epoch(plain)] == [16, 16, 8]
     assert [int(v) for _, yb in _epoch(plain) for v in yb] == list(range(40))
     # A differently shaped last batch would compile the train step twice per model under XLA.
-    train = data.make_dataset(x, np.arange(40), batch_size=16, shuffle=True, seed=1)
+    train = data.Batches(x, np.arange(40), batch_size=16, shuffle=True, seed=1)
     assert [len(yb) for _, yb in _epoch(train)] == [16, 16]
-    tiny = data.make_dataset(x[:10], np.arange(10), batch_size=16, shuffle=True, seed=1)
+    tiny = data.Batches(x[:10], np.arange(10), batch_size=16, shuffle=True, seed=1)
     assert [len(yb) for _, yb in _epoch(tiny)] == [10]  # fewer images than a batch: still trains
 
 
 def test_pipeline_switches_change_threads_and_queue_not_the_data():
     x = np.random.default_rng(0).integers(0, 256, (48, 32, 32, 3), dtype=np.uint8)
-    fast = data.make_dataset(x, np.arange(48), batch_size=8, shuffle=True, seed=2, translate=0.1)
-    plain = data.make_dataset(x, np.arange(48), batch_size=8, shuffle=True, seed=2, translate=0.1,
+    fast = data.Batches(x, np.arange(48), batch_size=8, shuffle=True, seed=2, translate=0.1)
+    plain = data.Batches(x, np.arange(48), batch_size=8, shuffle=True, seed=2, translate=0.1,
                               parallel_map=False, prefetch=False)
     assert fast.workers > 1 and plain.workers == 1 and fast.max_queue_size > plain.max_queue_size
     for a, b in zip(_epoch(fast), _epoch(plain)):
@@ -182,7 +182,7 @@ def test_keras_threads_hand_back_the_same_batches_in_order():
     model = keras.Sequential([keras.Input((32, 32, 3), dtype="uint8"), keras.layers.Rescaling(1.0)])
 
     def seen(parallel_map):
-        ds = data.make_dataset(x, np.arange(96) % 10, 16, shuffle=True, seed=4, translate=0.25,
+        ds = data.Batches(x, np.arange(96) % 10, 16, shuffle=True, seed=4, translate=0.25,
                                parallel_map=parallel_map)
         first = model.predict(ds, verbose=0)
         ds.on_epoch_end()

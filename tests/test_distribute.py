@@ -53,20 +53,20 @@ def test_role_flags_are_checked(clean_env):
     assert distribute.role() == "single" and distribute.ORACLE_IP not in os.environ
 
 
-def test_gpu_speed_options_are_off_without_a_gpu():
-    assert distribute.speed_options("mixed_float16", True, has_gpu=True) == ("mixed_float16", True, None)
-    precision, jit, note = distribute.speed_options("mixed_bfloat16", True, has_gpu=False)
+def test_gpu_precision_and_xla_options_are_off_without_a_gpu():
+    assert distribute.precision_and_xla_options("mixed_float16", True, has_gpu=True) == ("mixed_float16", True, None)
+    precision, jit, note = distribute.precision_and_xla_options("mixed_bfloat16", True, has_gpu=False)
     assert (precision, jit) == ("float32", False) and "no GPU" in note
-    assert distribute.speed_options("float32", False, has_gpu=False) == ("float32", False, None)
+    assert distribute.precision_and_xla_options("float32", False, has_gpu=False) == ("float32", False, None)
 
 
 def test_jax_always_compiles_with_xla_and_says_so():
     # Uncompiled JAX runs every layer op by op: the preset's jit_compile = false is TensorFlow's.
-    precision, jit, note = distribute.speed_options("float32", False, has_gpu=True, backend="jax")
+    precision, jit, note = distribute.precision_and_xla_options("float32", False, has_gpu=True, backend="jax")
     assert (precision, jit) == ("float32", True) and "JAX compiles every model" in note
-    precision, jit, note = distribute.speed_options("mixed_float16", False, has_gpu=False, backend="jax")
+    precision, jit, note = distribute.precision_and_xla_options("mixed_float16", False, has_gpu=False, backend="jax")
     assert (precision, jit) == ("float32", True) and "no GPU" in note
-    assert distribute.speed_options("float32", True, has_gpu=False, backend="jax") == ("float32", True, None)
+    assert distribute.precision_and_xla_options("float32", True, has_gpu=False, backend="jax") == ("float32", True, None)
 
 
 def _free_port() -> int:

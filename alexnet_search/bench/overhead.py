@@ -52,7 +52,7 @@ def study_figures(config_path: str | Path, source, folder: Path, say=print) -> d
     import keras
 
     from ..config import load_config
-    from ..plan import schedule_for
+    from ..schedule import search_schedule
     from ..search import run_search
     from ..study import study_for
 
@@ -117,7 +117,7 @@ def study_figures(config_path: str | Path, source, folder: Path, say=print) -> d
         "config": str(config_path), "train_size": d["train_size"], "val_size": d["val_size"],
         "image_size": d["image_size"], "width": config["model"]["width_multiplier"],
         "max_epochs": s["max_epochs"], "factor": s["factor"], "iterations": s["hyperband_iterations"],
-        "scheduled_trials": schedule_for(config).trials, "search_s": total, "first_step_s": first,
+        "scheduled_trials": search_schedule(config["search"]).trials, "search_s": total, "first_step_s": first,
         "first_step_from_process_start_s": log[0]["first_step"] - IMPORTED if log else None,
         "outside_fit": 1 - sum(t["fit_s"] for t in trials) / total,
         "outside_steps": 1 - sum(t["steps_s"] for t in trials) / total, "trials": trials, "rss_end_mb": rss_mb(),
