@@ -397,11 +397,12 @@ def best_trials_table(tuner: AlexNetTuner, n: int = 5) -> str:
     best = ranked_trials(tuner.oracle)[:n]
     if not best:
         return "no completed trials"
-    names = list(searched_values(best[0].hyperparameters.values))
+    # The preset's order: a reloaded trial's values come back from JSON sorted, a new one's as declared.
+    names = list(tuner.hypermodel.space)
     header = ["trial", tuner.oracle.objective.name, "epochs"] + names
     rows = [
         [t.trial_id, f"{t.score:.4f}", str(model_epochs(t.hyperparameters.values, tuner.max_epochs))]
-        + [short(v) for v in searched_values(t.hyperparameters.values).values()]
+        + [short(searched_values(t.hyperparameters.values).get(name, "-")) for name in names]
         for t in best
     ]
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]

@@ -226,3 +226,19 @@ def test_a_trial_id_that_would_leave_the_study_folder_is_refused(tmp_path):
         tuner.on_trial_begin(bad)
     assert (outside / "execution0").is_dir()  # not deleted as a stale TensorBoard run
     assert not list(study.tuner_dir.glob("trial_*"))
+
+
+def test_the_best_trials_table_keeps_each_value_under_its_name_in_a_resumed_study():
+    from alexnet_search.search import best_trials_table
+
+    # A trial reloaded from trial.json has its values sorted by name; one made since, as declared.
+    trials = [_trial("0001", 0.6, dropout=0.3, lr=0.05, momentum=0.9),
+              _trial("0002", 0.5, momentum=0.5, lr=0.002, dropout=0.2)]
+    oracle = SimpleNamespace(trials={t.trial_id: t for t in trials},
+                             objective=keras_tuner.Objective("val_accuracy", "max"))
+    space = {"lr": {}, "dropout": {}, "momentum": {}}
+    tuner = SimpleNamespace(oracle=oracle, hypermodel=SimpleNamespace(space=space), max_epochs=9)
+    header, first, second = [line.split() for line in best_trials_table(tuner).splitlines()]
+    assert header == ["trial", "val_accuracy", "epochs", "lr", "dropout", "momentum"]
+    assert first == ["0001", "0.6000", "9", "0.05", "0.3", "0.9"]
+    assert second == ["0002", "0.5000", "9", "0.002", "0.2", "0.5"]
