@@ -234,3 +234,37 @@ def test_a_killed_launcher_takes_its_chief_and_workers_with_it_and_the_study_res
     trials = _trials(results / "tiny")
     assert len(trials) == 5 and all(t["status"] == "COMPLETED" for t in trials.values()), \
         {k: (t["status"], t.get("message")) for k, t in trials.items()}
+
+
+def test_a_starting_worker_joins_whichever_oracle_its_chief_serves():
+    """A worker started (or restarted) after the search ended must not wait on the search's
+    closed port: the chief then serves the finalists' oracle on the next one."""
+    port = _free_port()
+    while port + 1 > 65535 or not _port_free(port + 1):
+        port = _free_port()
+    with pytest.raises(UserError, match=f"no chief serves 127.0.0.1:{port} \\(waited 0 s\\)"):
+        distribute.worker_phase("127.0.0.1", port, wait_s=0.2, poll_s=0.05)
+    for served, phase in ((port, "search"), (distribute.finalists_port(port), "finalists")):
+        with socket.socket() as chief:
+            chief.bind(("127.0.0.1", served))
+            chief.listen()
+            assert distribute.worker_phase("127.0.0.1", port, wait_s=1) == phase
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def test_a_chief_needs_both_its_ports(clean_env):
+    port = _free_port()
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.bind(("127.0.0.1", distribute.finalists_port(port)))
+        other.listen()
+        with pytest.raises(UserError, match=f"port {port + 1} on 127.0.0.1 is already in use .*finalists' oracle"):
+            distribute.check_ports("127.0.0.1", port)
