@@ -115,9 +115,13 @@ def make_oracle(config: Config):
                                       hyperband_iterations=s["hyperband_iterations"], **common)
     if s["tuner"] == "random":
         return _AtomicRandomSearchOracle(max_trials=s["max_trials"], **common)
-    # Keras Tuner's default is 3 random configurations per searched hyperparameter before the
-    # Gaussian process proposes any: more than a small budget's whole max_trials.
-    return _AtomicBayesianOracle(max_trials=s["max_trials"], num_initial_points=s.get("initial_points"), **common)
+    try:
+        # Keras Tuner's default is 3 random configurations per searched hyperparameter before the
+        # Gaussian process proposes any: more than a small budget's whole max_trials.
+        return _AtomicBayesianOracle(max_trials=s["max_trials"], num_initial_points=s.get("initial_points"), **common)
+    except ImportError:  # an install made without the package's dependencies (a GPU machine's wheels)
+        raise UserError(f"{config.path} asks for the bayesian tuner, which needs scikit-learn: "
+                        f"pip install scikit-learn (make env installs it)") from None
 
 
 class _TrialGuard(keras.callbacks.Callback):

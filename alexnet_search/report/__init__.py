@@ -121,8 +121,12 @@ def _finalists(study: Study, others: list[Study], adopted: dict | None, tuned: d
 
 
 def _importance(space: dict, trials: list[Trial], studies: list[str], objective: str) -> list[str]:
-    found = importance(space, trials, objective)
     lines = ["## Which hyperparameters matter", ""]
+    try:
+        found = importance(space, trials, objective)
+    except ImportError as exc:  # an install made without the package's dependencies
+        return lines + [f"Not computed: {exc.name or 'optuna'} is not installed (pip install optuna scikit-learn; "
+                        f"make env installs both).", ""]
     if found is None:
         return lines + [f"Too few completed trials ({sum(t.status == 'COMPLETED' for t in trials)}) to rank the "
                         f"hyperparameters (at least {MIN_TRIALS}).", ""]
