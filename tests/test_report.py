@@ -449,3 +449,12 @@ def test_other_studies_of_the_space_are_set_beside_with_their_best_values(tmp_pa
                                             f"\\(in {section}.{key}\\)"):
             write_report(a, [other])
     assert "- model: width multiplier 0.25, conv1 3x3, batch-norm momentum 0.9;" in write_report(a).read_text()
+
+
+def test_without_optuna_the_importance_section_says_so(tmp_path, monkeypatch):
+    def missing(*args, **kwargs):
+        raise ImportError("No module named 'optuna'", name="optuna")
+
+    monkeypatch.setattr("alexnet_search.report.importance", missing)
+    text = write_report(make_study(tmp_path / "s", events=False)).read_text()
+    assert "Not computed: optuna is not installed" in _section(text, "Which hyperparameters matter")
