@@ -582,8 +582,8 @@ def test_without_a_config_the_machine_chooses_the_preset_and_says_why(tmp_path):
 
 @slow
 @backends
-def test_plan_prints_the_schedule_and_an_estimate(tmp_path, tiny_config):
-    result = run_cli("plan", "--config", tiny_config, cwd=tmp_path)
+def test_plan_prints_the_schedule_and_an_estimate(tmp_path, tiny_confirmed_config):
+    result = run_cli("plan", "--config", tiny_confirmed_config, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "5 trials (4 new configurations" in result.stdout and "7 epochs" in result.stdout
     assert "then the finalists: the best 2 configurations trained again with 2 seeds each for 2 epochs: 8 epochs" \
@@ -632,9 +632,13 @@ def test_tensorboard_serves_every_trial_in_the_hparams_dashboard(searched, tmp_p
             "experimentName": "", "startIndex": 0, "sliceSize": 100,
             "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})
         names = {group["name"] for group in groups["sessionGroups"]}
-        assert {f"000{i}" for i in range(5)} <= names  # every trial of the tiny study
+        trials = {f"000{i}" for i in range(5)}
+        assert trials <= names  # every trial of the tiny study
+        confirmed = json.loads((searched.study / "finalists.json").read_text())["finalists"]
+        finalist_runs = {f"finalists/{f['trial_id']}/seed{r['seed']}" for f in confirmed for r in f["runs"]}
+        assert len(finalist_runs) == 4 and finalist_runs <= names  # every finalist seed, as its own session
         # ... and the retrain and baseline runs beside them (the module's earlier tests made them)
-        assert names - {f"000{i}" for i in range(5)} <= {"retrain-best/seed1", "baselines/paper/seed1"}
+        assert names - trials - finalist_runs <= {"retrain-best/seed1", "baselines/paper/seed1"}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
