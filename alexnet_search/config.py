@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .geometry import check_image_size
 from .space import BOUNDS, SEED, SEED_BN_MOMENTUM, SEED_CONV1_KERNEL, problems
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -331,9 +332,6 @@ def load_config(path: str | Path) -> Config:
     path = Path(path)
     data = _read_toml(path)
     validate(data, str(path))
-    # Imported here: model imports keras, and a bad preset should fail before that cost.
-    from .model import check_image_size
-
     try:
         check_image_size(data["data"]["image_size"], data.get("model", {}).get("conv1_kernel", SEED_CONV1_KERNEL))
     except UserError as exc:

@@ -5,10 +5,8 @@ import numpy as np
 import pytest
 
 from alexnet_search.errors import UserError
-from alexnet_search.model import (
-    FeatureSizes, build_alexnet, check_image_size, clear_session, compile_alexnet, conv1_stride, feature_sizes,
-    lr_schedule_callbacks, smallest_image_size,
-)
+from alexnet_search.geometry import FeatureSizes, check_image_size, conv1_stride, feature_sizes, smallest_image_size
+from alexnet_search.model import build_alexnet, clear_session, compile_alexnet, lr_schedule_callbacks
 from alexnet_search.space import Hyperparameters
 
 from conftest import TINY_NET
