@@ -7,6 +7,7 @@ and leaves the study resumable.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -76,12 +77,25 @@ def _budget_args(p: argparse.ArgumentParser) -> None:
                         "than a finished study ran extends it")
 
 
+@functools.cache
+def _start_keras() -> None:
+    """Import Keras on its backend (seconds: TensorFlow alone takes 5 to 10 on 2 cores), once.
+
+    Commands that read a preset call this after the preset and the study are checked, so that a
+    mistyped key or a study of another search is refused at once, not after the import.
+    """
+    from . import backend
+
+    backend.start()
+
+
 def _config_path(args) -> str:
     """--config, or the default for this machine, said in the command's first line."""
     if args.config is not None:
         return args.config
     from . import backend
 
+    _start_keras()  # the backend says which devices it sees
     gpus = backend.gpu_count()
     chosen = GPU_CONFIG if gpus else CPU_CONFIG
     print(f"preset: {chosen}, as " + (f"the backend sees {gpus} GPU(s)" if gpus else
@@ -90,7 +104,7 @@ def _config_path(args) -> str:
     return chosen
 
 
-def _load(args):
+def _load(args, keras: bool = True):
     from .config import load_config
     from .study import study_for
 
@@ -99,13 +113,16 @@ def _load(args):
         "search": {"hyperband_iterations": getattr(args, "hyperband_iterations", None),
                    "max_trials": getattr(args, "max_trials", None)},
     })
-    return config, study_for(args.results_dir, config.name if args.study is None else args.study)
+    study = study_for(args.results_dir, config.name if args.study is None else args.study)
+    if keras:
+        _start_keras()
+    return config, study
 
 
 def cmd_search(args) -> int:
     from . import distribute
 
-    config, study = _load(args)
+    config, study = _load(args, keras=not args.workers)  # a launcher only starts processes
     host, port = distribute.oracle_address(args.oracle_host, args.oracle_port, config)
     serves = args.workers or args.chief or "chief" in os.environ.get(distribute.TUNER_ID, "")
     if serves and not distribute.is_loopback(host):
@@ -139,11 +156,11 @@ def cmd_search(args) -> int:
 
 
 def cmd_retrain_best(args) -> int:
+    config, study = _load(args)  # first: Keras is imported once the preset has been checked
     from .data import source_from
     from .retrain import retrain_best
     from .study import study_for
 
-    config, study = _load(args)
     if args.origin and args.pool:
         raise UserError("--from and --pool both choose what to retrain; give one")
     retrain_best(config, study, source_from(args.data_dir), seeds=args.seeds, origin=args.origin,
@@ -152,20 +169,19 @@ def cmd_retrain_best(args) -> int:
 
 
 def cmd_baseline(args) -> int:
+    config, study = _load(args)
     from .data import source_from
     from .retrain import train_baseline
 
-    config, study = _load(args)
     train_baseline(config, study, source_from(args.data_dir), seeds=args.seeds, names=args.name)
     return 0
 
 
 def cmd_report(args) -> int:
+    _, study = _load(args)
     from .report import write_report
-
     from .study import study_for
 
-    _, study = _load(args)
     others = [study_for(args.results_dir, name) for name in args.against or []]
     path = write_report(study, others)
     print(f"wrote {path} (plots in {path.parent / 'report'}/)")
@@ -202,6 +218,7 @@ def cmd_plan(args) -> int:
     print(f"then retrain-best: {epochs} epochs per seed")
     if args.no_estimate:
         return 0
+    _start_keras()
     timing = time_training_steps(config)
     search_s = estimate_seconds(config, timing, schedule)
     finalists_s = estimate_finalists_seconds(config, timing)
@@ -343,12 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        # Every command but tensorboard imports Keras, if only to check a preset: load it here, with
-        # its backend's start-up chatter held back, so that an error stays one line.
-        if args.func is not cmd_tensorboard:
-            from . import backend
-
-            backend.start()
+        # Keras is imported with its backend's start-up chatter held back, so that an error stays
+        # one line; commands that read a preset import it once the preset has been checked.
+        if args.func not in (cmd_search, cmd_retrain_best, cmd_baseline, cmd_report, cmd_plan, cmd_tensorboard):
+            _start_keras()
         return args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
