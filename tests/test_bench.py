@@ -159,10 +159,11 @@ def test_bench_runs_each_variant_in_its_own_process_and_writes_json(tmp_path, ci
 
 
 @pytest.mark.slow
-def test_bench_puts_the_backends_side_by_side(tmp_path, cifar_dir, capsys):
+def test_bench_puts_the_backends_side_by_side(tmp_path, cifar_dir, tiny_config, capsys):
     pytest.importorskip("jax")
+    # The tiny preset's 5-trial study: cpu-quick.toml's 23 trials on each backend took minutes here.
     _, args = _parse("--images", 32, "--image-size", 32, "--batch-size", 16, "--steps", 2, "--trials-memory", 2,
-                     "--study-images", 32, "--config", CPU, "--data-dir", cifar_dir, "--output",
+                     "--study-images", 32, "--config", tiny_config, "--data-dir", cifar_dir, "--output",
                      tmp_path / "bench.json", "--backends", "tensorflow,jax")
     assert bench.run(args) == 0
     out = capsys.readouterr().out
