@@ -92,12 +92,15 @@ tensorboard: $(STAMP)
 
 # Every test on TensorFlow; then the end-to-end study, retrain, exports and HParams on JAX, in an
 # environment where TensorFlow is not installed at all, so a stray import fails the suite.
+# Both cores (pytest-xdist); tests sharing a finished study stay on one worker (tests/conftest.py).
+PYTEST := python -m pytest -n 2 --dist loadgroup
+
 test: $(TF_STAMP) $(JAX_STAMP)
-	KERAS_BACKEND=tensorflow $(TF_VENV)/bin/python -m pytest
-	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -m backends
+	KERAS_BACKEND=tensorflow $(TF_VENV)/bin/$(PYTEST)
+	KERAS_BACKEND=jax $(JAX_VENV)/bin/$(PYTEST) -m backends
 
 test-fast: $(TF_STAMP)
-	KERAS_BACKEND=tensorflow $(TF_VENV)/bin/python -m pytest -m "not slow"
+	KERAS_BACKEND=tensorflow $(TF_VENV)/bin/$(PYTEST) -m "not slow"
 
 clean-env:
 	rm -rf $(TF_VENV) $(JAX_VENV)

@@ -139,3 +139,16 @@ def run_cli(*args, cwd: Path, env: dict | None = None, timeout: int = 600) -> su
         [sys.executable, "-m", "alexnet_search", *map(str, args)],
         cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
     )
+
+
+# Fixtures that several tests of a module share because they are expensive (a finished study): under
+# pytest-xdist (make test runs `-n 2 --dist loadgroup`) the tests using one are kept on one worker, in
+# their file's order, so the study is made once and tests that add to it see what earlier ones added.
+SHARED_FIXTURES = ("searched", "clean_report")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for name in SHARED_FIXTURES:
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}::{name}"))

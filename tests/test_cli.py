@@ -42,7 +42,9 @@ def _plugins_and_tags(folder):
     return plugins, tags
 
 
-@pytest.fixture(scope="module")
+# Session-scoped: under pytest-xdist a worker runs other modules' tests between the ones sharing
+# it, and a module-scoped fixture would be made again after each of those.
+@pytest.fixture(scope="session")
 def searched(tmp_path_factory):
     """One finished tiny study (5 Hyperband trials: 4 configurations, 1 promotion), shared by the
     tests that read it or add to it (retrain-best), so the module runs one search, not six."""

@@ -164,7 +164,9 @@ def _warnings(text: str) -> set[str]:
     return set(re.findall(r"^- \*\*([^*]+):\*\*", _section(text, "Warnings"), re.M))
 
 
-@pytest.fixture(scope="module")
+# Session-scoped: under pytest-xdist a worker runs other modules' tests between the ones sharing
+# it, and a module-scoped fixture would be made again after each of those.
+@pytest.fixture(scope="session")
 def clean_report(tmp_path_factory) -> tuple[Study, str]:
     """One clean study's report, shared: drawing its plots is the slow part."""
     study = make_study(tmp_path_factory.mktemp("clean") / "s")
