@@ -73,6 +73,17 @@ def keep_freed_memory() -> bool:
         (m_mmap_threshold, 64 << 20), (m_trim_threshold, 1 << 30), (m_top_pad, 64 << 20)))
 
 
+def keep_compiled_programs() -> None:
+    """On JAX, keep XLA's compiled programs on disk (`cache_dir()`); effective before JAX is imported.
+
+    Every new model is compiled by XLA (seconds on a CPU, more on a GPU). The persistent cache lets
+    a promoted Hyperband trial, a resumed study and each retrain seed reuse the programs an earlier
+    process compiled for the same layer widths.
+    """
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_dir() / "jax"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
+
+
 def start() -> str:
     """Import Keras on the chosen backend with its start-up chatter held back; returns the backend.
 
@@ -88,11 +99,7 @@ def start() -> str:
     name = check()
     keep_freed_memory()
     if name == "jax":
-        # Every new model is compiled by XLA (seconds on a CPU, more on a GPU). A persistent cache
-        # lets a promoted Hyperband trial, a resumed study and each retrain seed reuse the
-        # programs an earlier process compiled for the same layer widths.
-        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_dir() / "jax"))
-        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
+        keep_compiled_programs()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     # Hyperband's promoted trials load weights only, by design; Keras warns about the optimizer.

@@ -122,7 +122,7 @@ def _load(args, keras: bool = True):
 def cmd_search(args) -> int:
     from . import distribute
 
-    config, study = _load(args, keras=not args.workers)  # a launcher only starts processes
+    config, study = _load(args, keras=False)  # Keras below, where this process trains or serves
     host, port = distribute.oracle_address(args.oracle_host, args.oracle_port, config)
     serves = args.workers or args.chief or "chief" in os.environ.get(distribute.TUNER_ID, "")
     if serves and not distribute.is_loopback(host):
@@ -140,11 +140,14 @@ def cmd_search(args) -> int:
                 child += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
         return distribute.launch_local(child, args.workers, host, port, study.root / "logs")
 
+    distribute.set_role(args.chief, args.worker, host, port)
+    if distribute.role() == "chief":
+        distribute.check_ports(host, port)  # a busy port is refused before the seconds of importing Keras
+    _start_keras()
     from .confirm import run_finalists
     from .data import source_from
     from .search import run_search
 
-    distribute.set_role(args.chief, args.worker, host, port)
     source = source_from(args.data_dir)
     # A worker restarted after the search ended joins the finalists' confirmation directly.
     if distribute.role() != "worker" or distribute.worker_phase(host, port) == "search":

@@ -19,6 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_NET = Hyperparameters(conv1_filters=8, conv2_filters=8, conv3_filters=8, conv4_filters=8, conv5_filters=8,
                            dense_units=16)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ.get("KERAS_BACKEND") == "jax":
+    # As the CLI does: tests that train in this process (a seeded search twice) reuse the programs
+    # XLA compiled for the same widths instead of compiling each again (minutes on 2 cores).
+    from alexnet_search.backend import keep_compiled_programs
+
+    keep_compiled_programs()
 
 
 def options_without_help(help_text: str) -> list[str]:

@@ -140,14 +140,22 @@ def test_every_flag_has_help_and_the_defaults_are_the_issues():
 
 
 @pytest.mark.slow
-def test_bench_runs_each_variant_in_its_own_process_and_writes_json(tmp_path, cifar_dir, capsys):
-    _, args = _parse("--images", 32, "--image-size", 32, "--batch-size", 16, "--steps", 2, "--skip-search",
-                     "--config", CPU, "--data-dir", cifar_dir, "--output", tmp_path / "bench.json",
-                     "--backends", "tensorflow")
+def test_bench_runs_each_variant_in_its_own_process_and_the_backends_side_by_side(tmp_path, cifar_dir, tiny_config,
+                                                                                    capsys):
+    """One bench run for both checks: the variants (seed's way, ours, ours with glibc's malloc) and,
+    where JAX is installed beside TensorFlow (make test's .venv), each backend's pipeline and study."""
+    import importlib.util
+
+    backends = ["tensorflow"] + (["jax"] if importlib.util.find_spec("jax") else [])
+    # The tiny preset's 5-trial study: cpu-quick.toml's 23 trials on each backend took minutes here.
+    _, args = _parse("--images", 32, "--image-size", 32, "--batch-size", 16, "--steps", 2, "--trials-memory", 2,
+                     "--study-images", 32, "--config", tiny_config, "--data-dir", cifar_dir, "--output",
+                     tmp_path / "bench.json", "--backends", ",".join(backends))
     assert bench.run(args) == 0
     out = capsys.readouterr().out
-    assert "[1/3] seed's way" in out and "[2/3] ours" in out and "ours/seed:" in out
-    assert "[3/3] ours: uint8 + numpy batches, resize in model on tensorflow, glibc's default malloc" in out
+    phases = 2 * len(backends) + 2
+    assert f"[1/{phases}] seed's way" in out and f"[2/{phases}] ours" in out and "ours/seed:" in out
+    assert "ours: uint8 + numpy batches, resize in model on tensorflow, glibc's default malloc" in out
     assert "freed memory kept / glibc's default:" in out
     report = json.loads((tmp_path / "bench.json").read_text())
     for name in ("seed", "ours", "ours_glibc_malloc"):
@@ -155,24 +163,13 @@ def test_bench_runs_each_variant_in_its_own_process_and_writes_json(tmp_path, ci
         assert report[name]["steps"] == 2 and report[name]["backend"] == "tensorflow"
         assert report[name]["page_faults_per_step"] > 0
     assert report["seed"]["forward_flops"] == report["ours"]["forward_flops"]
-    assert min(report["ceiling_images_per_s"].values()) > 0 and "study" not in report
-
-
-@pytest.mark.slow
-def test_bench_puts_the_backends_side_by_side(tmp_path, cifar_dir, tiny_config, capsys):
-    pytest.importorskip("jax")
-    # The tiny preset's 5-trial study: cpu-quick.toml's 23 trials on each backend took minutes here.
-    _, args = _parse("--images", 32, "--image-size", 32, "--batch-size", 16, "--steps", 2, "--trials-memory", 2,
-                     "--study-images", 32, "--config", tiny_config, "--data-dir", cifar_dir, "--output",
-                     tmp_path / "bench.json", "--backends", "tensorflow,jax")
-    assert bench.run(args) == 0
-    out = capsys.readouterr().out
-    assert "[6/6] Hyperband study through run_search on jax" in out and "backends (1st steps" in out
-    report = json.loads((tmp_path / "bench.json").read_text())
-    for name in ("tensorflow", "jax"):
+    assert min(report["ceiling_images_per_s"].values()) > 0
+    for name in backends:
         figures = report["backends"][name]
         assert figures["ours"]["backend"] == name and figures["ours"]["images_per_s"] > 0
         assert len(figures["study"]["trials"]) >= 2 and figures["study"]["trials"][0]["rss_mb"] > 0
+    if len(backends) > 1:
+        assert f"[{phases}/{phases}] Hyperband study through run_search on jax" in out and "backends (1st steps" in out
     with pytest.raises(UserError, match="--backends torch: torch not installed"):
         bench.run(_parse("--backends", "torch")[1])
 
