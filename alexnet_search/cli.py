@@ -141,6 +141,7 @@ def cmd_search(args) -> int:
         return distribute.launch_local(child, args.workers, host, port, study.root / "logs")
 
     distribute.set_role(args.chief, args.worker, host, port)
+    distribute.leave_with_launcher()
     if distribute.role() == "chief":
         distribute.check_ports(host, port)  # a busy port is refused before the seconds of importing Keras
     _start_keras()

@@ -266,6 +266,33 @@ def _die_with_parent() -> None:
         pass
 
 
+LAUNCHER_PID = "ALEXNET_SEARCH_LAUNCHER_PID"
+# How long a chief or worker may take to stop cleanly once its launcher is gone.
+ORPHAN_GRACE_S = 10.0
+
+
+def leave_with_launcher() -> None:
+    """In a chief or worker that `launch_local` started: exit at most ORPHAN_GRACE_S after the
+    launcher dies.
+
+    The kernel's SIGTERM (`_die_with_parent`) stops the run as Ctrl-C does, but Python runs a signal
+    handler only between bytecodes: a worker blocked in a gRPC call to the chief that died with the
+    launcher (reporting its finished trial, say) waited there for good. A thread watching the parent
+    bounds that; the run it cuts short is recorded as a crash, as after kill -9.
+    """
+    launcher = int(os.environ.get(LAUNCHER_PID) or 0)
+    if not launcher:
+        return
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(1)
+        time.sleep(ORPHAN_GRACE_S)
+        os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="leave-with-launcher").start()
+
+
 class _Process:
     def __init__(self, name: str, tuner_id: str, argv: list[str], env: dict, log: Path, out: TextIO, lock):
         self.name, self.tuner_id, self.argv, self.env, self.log, self.out, self.lock = (
@@ -312,7 +339,7 @@ def launch_local(child_args: list[str], workers: int, host: str, port: int, log_
     argv = [sys.executable, "-m", "alexnet_search", "search", *child_args]
 
     def env_for(tuner_id: str, gpu: str | None) -> dict:
-        env = {**base, TUNER_ID: tuner_id}
+        env = {**base, TUNER_ID: tuner_id, LAUNCHER_PID: str(os.getpid())}
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
         return env

@@ -222,7 +222,9 @@ def test_a_killed_launcher_takes_its_chief_and_workers_with_it_and_the_study_res
             break
     proc.kill()
     proc.wait(timeout=30)
-    for _ in range(100):
+    # Each stops cleanly on the kernel's SIGTERM, or ORPHAN_GRACE_S later if it was blocked (a worker
+    # reporting its trial to the chief that died too stayed blocked for good before the watchdog).
+    for _ in range(int(distribute.ORPHAN_GRACE_S + 30) * 5):
         if not _processes_mentioning(str(results)):
             break
         time.sleep(0.2)
@@ -267,3 +269,19 @@ def test_a_chief_needs_both_its_ports(clean_env):
         other.listen()
         with pytest.raises(UserError, match=f"port {port + 1} on 127.0.0.1 is already in use .*finalists' oracle"):
             distribute.check_ports("127.0.0.1", port)
+
+
+def test_a_child_whose_launcher_is_gone_exits_even_while_blocked_in_a_call():
+    """The main thread blocked in C (a gRPC call to a dead chief) never runs Python's SIGTERM
+    handler: the watchdog thread ends the process after the grace period anyway."""
+    script = ("import select; from alexnet_search import distribute; distribute.ORPHAN_GRACE_S = 0.2; "
+              "distribute.leave_with_launcher(); select.select([], [], [], 60)")
+    env = {"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"], distribute.LAUNCHER_PID: "999999999"}  # not its parent
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", script], env=env, timeout=50)
+    assert result.returncode == 128 + signal.SIGTERM and time.monotonic() - started < 30
+    # Without the launcher's variable (a chief or worker started by hand) nothing watches.
+    script = "from alexnet_search import distribute; distribute.leave_with_launcher(); print('stays')"
+    out = subprocess.run([sys.executable, "-c", script], env={**env, distribute.LAUNCHER_PID: ""},
+                         capture_output=True, text=True, timeout=50)
+    assert out.returncode == 0 and out.stdout.strip() == "stays"
