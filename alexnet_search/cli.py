@@ -104,7 +104,8 @@ def _config_path(args) -> str:
     return chosen
 
 
-def _load(args, keras: bool = True):
+def _load(args):
+    """The preset (checked) and the study it names; Keras is not imported yet (`_start_keras`)."""
     from .config import load_config
     from .study import study_for
 
@@ -113,16 +114,13 @@ def _load(args, keras: bool = True):
         "search": {"hyperband_iterations": getattr(args, "hyperband_iterations", None),
                    "max_trials": getattr(args, "max_trials", None)},
     })
-    study = study_for(args.results_dir, config.name if args.study is None else args.study)
-    if keras:
-        _start_keras()
-    return config, study
+    return config, study_for(args.results_dir, config.name if args.study is None else args.study)
 
 
 def cmd_search(args) -> int:
     from . import distribute
 
-    config, study = _load(args, keras=False)  # Keras below, where this process trains or serves
+    config, study = _load(args)
     host, port = distribute.oracle_address(args.oracle_host, args.oracle_port, config)
     serves = args.workers or args.chief or "chief" in os.environ.get(distribute.TUNER_ID, "")
     if serves and not distribute.is_loopback(host):
@@ -143,7 +141,7 @@ def cmd_search(args) -> int:
     distribute.set_role(args.chief, args.worker, host, port)
     distribute.leave_with_launcher()
     if distribute.role() == "chief":
-        distribute.check_ports(host, port)  # a busy port is refused before the seconds of importing Keras
+        distribute.check_ports(host, port)  # both oracles' ports, before the seconds of importing Keras
     _start_keras()
     from .confirm import run_finalists
     from .data import source_from
@@ -160,7 +158,8 @@ def cmd_search(args) -> int:
 
 
 def cmd_retrain_best(args) -> int:
-    config, study = _load(args)  # first: Keras is imported once the preset has been checked
+    config, study = _load(args)
+    _start_keras()
     from .data import source_from
     from .retrain import retrain_best
     from .study import study_for
@@ -174,6 +173,7 @@ def cmd_retrain_best(args) -> int:
 
 def cmd_baseline(args) -> int:
     config, study = _load(args)
+    _start_keras()
     from .data import source_from
     from .retrain import train_baseline
 
@@ -183,6 +183,7 @@ def cmd_baseline(args) -> int:
 
 def cmd_report(args) -> int:
     _, study = _load(args)
+    _start_keras()
     from .report import write_report
     from .study import study_for
 

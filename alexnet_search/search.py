@@ -430,8 +430,6 @@ def run_search(config: Config, study: Study, source: Source, overwrite: bool = F
     # Everything that can fail on bad input is read before anything is written. The chief trains
     # nothing, so it takes no GPUs.
     training = Training.prepare(config, source, several_gpus=role != "chief")
-    if role == "chief":
-        distribute.check_ports(os.environ[distribute.ORACLE_IP], int(os.environ[distribute.ORACLE_PORT]))
     if role == "worker":
         study.tuner_dir.mkdir(parents=True, exist_ok=True)
         resuming = False
