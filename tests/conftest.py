@@ -153,8 +153,21 @@ def run_cli(*args, cwd: Path, env: dict | None = None, timeout: int = 600) -> su
 SHARED_FIXTURES = ("searched", "clean_report")
 
 
+# tryfirst: pytest-xdist reads the marks in its own collection hook, which otherwise runs before this.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         for name in SHARED_FIXTURES:
             if name in getattr(item, "fixturenames", ()):
                 item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}::{name}"))
+
+
+def pytest_collection_finish(session):
+    # pytest-xdist groups by a suffix it appends to each node id; where a pytest release ignores
+    # that (9.2 and pytest-xdist 3.8), every worker would make the shared studies again, silently.
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [i.nodeid for i in session.items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+    if lost:
+        pytest.exit(f"--dist loadgroup is not grouping ({lost[0]} has no group suffix): this pytest and "
+                    f"pytest-xdist do not work together; install the versions pyproject.toml's dev extra pins", 3)
