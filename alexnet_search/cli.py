@@ -216,8 +216,9 @@ def cmd_plan(args) -> int:
     print(format_schedule(schedule))
     c, epochs = config["confirm"], config["retrain"]["epochs"]
     if c["finalists"]:
-        print(f"then the finalists: the best {c['finalists']} configurations trained again with {c['seeds']} seeds "
-              f"each for {epochs} epochs: {finalist_epochs(config)} epochs")
+        against = f" and baseline {', '.join(c['baselines'])}" if c["baselines"] else ""
+        print(f"then the finalists: the best {c['finalists']} configurations{against} trained again with "
+              f"{c['seeds']} seeds each for {epochs} epochs: {finalist_epochs(config)} epochs")
     else:
         print("then no confirmation ([confirm] finalists = 0): the search's best trial is adopted")
     print(f"then retrain-best: {epochs} epochs per seed")

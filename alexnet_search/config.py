@@ -69,6 +69,8 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
     "confirm": {
         "finalists": _NONNEG_INT,
         "seeds": _POSITIVE_INT,
+        "baselines": ((list,), lambda v: all(isinstance(n, str) for n in v) and len(set(v)) == len(v),
+                      'a list of [baselines.NAME] names, each once, e.g. ["paper"]'),
     },
     "retrain": {
         "epochs": _POSITIVE_INT,
@@ -290,6 +292,18 @@ def validate(data: dict[str, Any], where: str) -> None:
     for name, entry in space.items():
         _check_space_entry(f"{where}: space.{name}", name, entry)
     _check_baselines(where, data.get("baselines", {}))
+    _check_contenders(where, data.get("confirm", {}).get("baselines", []), data.get("baselines") or {"seed": {}})
+
+
+def _check_contenders(where: str, names: list[str], baselines: dict) -> None:
+    """[confirm] baselines: named baselines the finalists' confirmation trains beside them."""
+    for name in names:
+        if name not in baselines:
+            raise UserError(f"{where}: confirm.baselines names '{name}', which is not a baseline of this preset; it "
+                            f"has {', '.join(baselines)} (add a [baselines.{name}] table, or drop the name)")
+        if name.isdigit():  # a contender is listed under its name where finalists are listed under trial ids
+            raise UserError(f"{where}: confirm.baselines: '{name}' reads as a search trial's id; give that baseline "
+                            f"a name with a letter in it")
 
 
 def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
@@ -318,6 +332,7 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
     confirm = data.setdefault("confirm", {})
     confirm.setdefault("finalists", 3)
     confirm.setdefault("seeds", 2)
+    confirm.setdefault("baselines", [])
     data["data"].setdefault("parallel_map", True)
     data["data"].setdefault("prefetch", True)
     # Without named baselines a preset still has the seed's: every hyperparameter at its default.

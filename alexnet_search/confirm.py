@@ -4,9 +4,13 @@ A search ranks configurations by one short run each, with one seed, and its winn
 lucky draw (two study seeds of cpu.toml agreed on 1 of 13 values, and one's pick tested below the
 paper's recipe). So when the search ends, its best `[confirm] finalists` configurations are trained
 again from scratch with `[confirm] seeds` seeds each, for the retrain's epochs, and scored on
-validation at their best epoch, as the search and retrain-best score; never on test. The finalist
-with the best mean is adopted into best_hyperparameters.json, which retrain-best trains. A finalist
-with a failed run (its loss diverged) is not adopted.
+validation at their best epoch, as the search and retrain-best score; never on test. The preset's
+`[confirm] baselines` (paper.toml: its `[baselines.paper]`, the AlexNet paper's recipe) are trained
+beside them with the same seeds and epochs and may be adopted too: the search must beat the hand
+recipe on equal terms before its answer replaces it, and a search that found nothing better adopts
+the recipe rather than a lucky draw. The contender with the best mean is adopted into
+best_hyperparameters.json, which retrain-best trains. A contender with a failed run (its loss
+diverged) is not adopted.
 
 Each (finalist, seed) is a trial of a second Keras Tuner oracle, `FinalistsOracle`, kept in
 results/<study>/finalists/: crash-safe and resumable like the search's (a kill loses the run in
@@ -40,16 +44,18 @@ from .data import Source
 from .errors import UserError
 from .progress import EpochReporter, Progress
 from .search import StudyTuner, _Atomic, model_epochs, ranked_trials, search_to_the_end
+from .space import SEED as SEED_VALUES
 from .study import (
-    ENDED, Study, direction, failure_reason, rank_finalists, read_json, same_training, searched_values, short,
+    ENDED, Study, contender_name, direction, failure_reason, rank_finalists, read_json, same_training, searched_values, short,
     write_json_atomic,
 )
 from .training import Training
 
 CONFIRM_SEED = 1000
-# A finalist's bookkeeping in its trials' values (see study.is_bookkeeping).
-TRIAL, SEED, RANK, SCORE, EPOCHS = ("finalist/trial", "finalist/seed", "finalist/rank", "finalist/search_score",
-                                    "finalist/search_epochs")
+# A finalist's bookkeeping in its trials' values (see study.is_bookkeeping). A baseline contender's
+# TRIAL is its name, and BASELINE says it is one.
+TRIAL, SEED, RANK, SCORE, EPOCHS, BASELINE = ("finalist/trial", "finalist/seed", "finalist/rank",
+                                              "finalist/search_score", "finalist/search_epochs", "finalist/baseline")
 
 
 def confirm_seeds(n: int) -> list[int]:
@@ -73,6 +79,23 @@ def finalist_units(ranked: list, count: int, seeds: int, max_epochs: int) -> lis
             units.append({**values, TRIAL: trial.trial_id, SEED: seed, RANK: rank, SCORE: float(trial.score),
                           EPOCHS: model_epochs(trial.hyperparameters.values, max_epochs)})
     return units
+
+
+def baseline_units(config: Config, seeds: int) -> list[dict[str, Any]]:
+    """The runs that train the preset's `[confirm] baselines` beside the finalists: each baseline's
+    values over the seed's (as `make baseline` trains it), once per confirmation seed. Rank 0: on
+    an equal mean the known recipe is kept."""
+    units = []
+    for name in config["confirm"]["baselines"]:
+        values = {**{k: SEED_VALUES[k] for k in config.space}, **config["baselines"][name]}
+        for seed in confirm_seeds(seeds):
+            units.append({**values, TRIAL: name, SEED: seed, RANK: 0, SCORE: None, EPOCHS: None, BASELINE: name})
+    return units
+
+
+def contender(values: dict) -> str:
+    """How progress lines name a confirmation run's configuration."""
+    return f"baseline {values[BASELINE]}" if values.get(BASELINE) else f"finalist {values[RANK]}"
 
 
 def _key(values: dict) -> tuple:
@@ -100,7 +123,12 @@ class FinalistsOracle(_Atomic, keras_tuner.Oracle):
             raise UserError(f"this study's finalists were confirmed at {self.epochs} epochs and [retrain] epochs is "
                             f"now {epochs}: their scores would not compare. Set it back to {self.epochs}, or delete "
                             f"{self._project_dir} to confirm again at {epochs}")
-        known = {_key(u) for u in self.units}
+        known = {_key(u): u for u in self.units}
+        for unit in units:
+            if _key(unit) in known and searched_values(known[_key(unit)]) != searched_values(unit):
+                raise UserError(f"{contender(unit)}'s values changed since this study's confirmation planned its runs "
+                                f"(the preset's [baselines.{unit[TRIAL]}]?): its scores would mix two configurations. "
+                                f"Set them back, or delete {self._project_dir} to confirm again")
         self.units += [u for u in units if _key(u) not in known]
         self.epochs = epochs
         self.save()
@@ -147,9 +175,10 @@ class FinalistTuner(StudyTuner):
         if self.progress:
             v = trial.hyperparameters.values
             shown = " ".join(f"{k}={short(v[k])}" for k in self.names if k in v)
-            self.progress.begin(f"finalist {v[RANK]} seed {v[SEED]}", 0, self.epochs,
-                                f"(run {int(trial.trial_id) + 1}/{self.progress.total_units}; search trial {v[TRIAL]}, "
-                                f"{self.oracle.objective.name} {v[SCORE]:.4f} after {v[EPOCHS]} epochs)\n    {shown}")
+            origin = (f"the preset's [baselines.{v[BASELINE]}]" if v.get(BASELINE) else
+                      f"search trial {v[TRIAL]}, {self.oracle.objective.name} {v[SCORE]:.4f} after {v[EPOCHS]} epochs")
+            self.progress.begin(f"{contender(v)} seed {v[SEED]}", 0, self.epochs,
+                                f"(run {int(trial.trial_id) + 1}/{self.progress.total_units}; {origin})\n    {shown}")
 
     def report_end(self, trial) -> None:
         if self.progress:
@@ -157,7 +186,7 @@ class FinalistTuner(StudyTuner):
             if ended.status == "COMPLETED":
                 result = f"best {self.oracle.objective.name} {ended.score:.4f}"
             else:
-                result = f"{ended.status.lower()}: {failure_reason(ended.message)}; this finalist is not adopted"
+                result = f"{ended.status.lower()}: {failure_reason(ended.message)}; it is not adopted"
             self.progress.end(self.epochs, result)
 
 
@@ -182,6 +211,7 @@ def run_finalists(config: Config, study: Study, source: Source, search_oracle=No
         os.environ[distribute.ORACLE_PORT] = str(distribute.finalists_port(int(os.environ[distribute.ORACLE_PORT])))
     epochs = config["retrain"]["epochs"]
     units = finalist_units(ranked, c["finalists"], c["seeds"], config["search"]["max_epochs"])
+    units += baseline_units(config, c["seeds"])
     progress = Progress(len(units), None if role == "worker" else len(units) * epochs, out=out)
     tuner = FinalistTuner(training, config, study, progress=progress if role != "chief" else None)
     if role != "worker":
@@ -190,8 +220,11 @@ def run_finalists(config: Config, study: Study, source: Source, search_oracle=No
         progress.total_epochs = len(tuner.oracle.units) * epochs
         done = [t for t in tuner.oracle.trials.values() if t.status in ENDED]
         progress.epochs_done = len(done) * epochs
-        runs, finalists = len(tuner.oracle.units), len({u[TRIAL] for u in tuner.oracle.units})
-        say(f"\nconfirming {finalists} finalists: each trained again with seeds "
+        runs = len(tuner.oracle.units)
+        finalists = len({u[TRIAL] for u in tuner.oracle.units if not u.get(BASELINE)})
+        baselines = list(dict.fromkeys(u[TRIAL] for u in tuner.oracle.units if u.get(BASELINE)))
+        say(f"\nconfirming {finalists} finalists" + (f" against baseline {', '.join(baselines)}" if baselines else "")
+            + ": each trained again with seeds "
             f"{', '.join(map(str, confirm_seeds(c['seeds'])))} for {epochs} epochs and scored on validation"
             + (f"; {len(done)} of {runs} runs done" if done else "")
             + ("" if role == "single" else f" (finalists' oracle on port {os.environ[distribute.ORACLE_PORT]})"))
@@ -203,7 +236,7 @@ def run_finalists(config: Config, study: Study, source: Source, search_oracle=No
                 runner = tuner.runlog.runner(trial.trial_id)
                 v, score = trial.hyperparameters.values, f"{trial.score:.4f}" if trial.status == "COMPLETED" else \
                     failure_reason(trial.message)
-                say(f"finalist {v[RANK]} seed {v[SEED]} {trial.status.lower()} ({runner}): {score}")
+                say(f"{contender(v)} seed {v[SEED]} {trial.status.lower()} ({runner}): {score}")
 
         tuner.oracle.on_trial_ended = ended
         clock.start()
@@ -246,6 +279,7 @@ def write_finalists(study: Study, oracle: FinalistsOracle, epochs: int, finished
         finalists.setdefault(unit[TRIAL], {
             "study": study.name, "trial_id": unit[TRIAL], "rank": unit[RANK], "search_score": unit[SCORE],
             "search_epochs": unit[EPOCHS], "hyperparameters": searched_values(unit),
+            **({"baseline": unit[BASELINE]} if unit.get(BASELINE) else {}),
         })
         runs.setdefault(unit[TRIAL], []).append({
             "seed": unit[SEED], "run": trial.trial_id if trial else None,
@@ -274,7 +308,8 @@ def finalists_table(summary: dict) -> str:
         by_seed = {r["seed"]: r for r in f["runs"]}
         cells = [f"{r['score']:.4f}" if r.get("score") is not None else r["status"].lower() if r else "-"
                  for r in (by_seed.get(s) for s in seeds)]
-        rows.append([f"{f['study']}/{f['trial_id']}", f"{f['search_score']:.4f} ({f['search_epochs']} ep)", *cells,
+        origin = "baseline" if f.get("baseline") else f"{f['search_score']:.4f} ({f['search_epochs']} ep)"
+        rows.append([f"{f['study']}/{f['trial_id']}", origin, *cells,
                      f"{f['mean']:.4f}" if f["complete"] else "-", f"{f['std']:.4f}" if f["complete"] else "-"])
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [header] + rows)
@@ -301,14 +336,19 @@ def adopt(study: Study, config: Config, summary: dict | None = None, search_best
             raise UserError(f"no finalist of study {study.name} completed all its runs (see {study.finalists_file}); "
                             f"nothing was adopted. Check the failures, widen [confirm] finalists, and rerun the search")
         best = complete[0]
+        searched = sum(not f.get("baseline") for f in summary["finalists"])
+        against = [f["trial_id"] for f in summary["finalists"] if f.get("baseline")]
         adopted = {"study": best["study"], "trial_id": best["trial_id"], objective: best["search_score"],
                    "epochs_trained": best["search_epochs"], "hyperparameters": best["hyperparameters"],
-                   "adopted_by": f"best mean {objective} of {len(summary['finalists'])} finalists",
+                   "adopted_by": f"best mean {objective} of {searched} finalists"
+                                 + (f" and baseline {', '.join(against)}" if against else "")
+                                 + (": no finalist beat this baseline" if best.get("baseline") else ""),
+                   **({"baseline": best["baseline"]} if best.get("baseline") else {}),
                    "confirmed": {"seeds": summary["seeds"], "epochs": summary["epochs"],
                                  "scores": [r["score"] for r in best["runs"]], "mean": best["mean"], "std": best["std"]}}
     write_json_atomic(study.adopted_file, adopted)
     values = " ".join(f"{k}={short(v)}" for k, v in adopted["hyperparameters"].items())
-    say(f"adopted trial {adopted['trial_id']} ({adopted['adopted_by']}) into {study.adopted_file}:\n    {values}\n"
+    say(f"adopted {contender_name(adopted)} ({adopted['adopted_by']}) into {study.adopted_file}:\n    {values}\n"
         f"next: make retrain-best CONFIG={config.path}" + ("" if study.name == config.name else f" STUDY={study.name}"))
     return adopted
 

@@ -50,7 +50,7 @@ from .confirm import pooled_best, read_adopted
 from .tboard import TensorBoardLogger
 from .training import Training
 from .study import (
-    Study, direction, replace_dir_atomic, require_same_network, require_study, restore_dir, study_for,
+    Study, contender_name, direction, replace_dir_atomic, require_same_network, require_study, restore_dir, study_for,
     write_json_atomic, write_provenance,
 )
 
@@ -294,12 +294,13 @@ def retrain_best(config: Config, study: Study, source: Source, seeds: int = 1, o
             best, _ = pooled_best(study, list(pool))
             adopted = {"study": best["study"], "trial_id": best["trial_id"], "hyperparameters": best["hyperparameters"],
                        config["search"]["objective"]: best["search_score"],
-                       "confirmed": {"mean": best["mean"], "std": best["std"]}}
-            where = f"the best finalist of {', '.join(s.name for s in [study, *pool])}: study {best['study']} trial " \
-                    f"{best['trial_id']}"
+                       "confirmed": {"mean": best["mean"], "std": best["std"]},
+                       **({"baseline": best["baseline"]} if best.get("baseline") else {})}
+            where = f"the best finalist of {', '.join(s.name for s in [study, *pool])}: study {best['study']} " \
+                    f"{contender_name(best)}"
         else:
             adopted = read_adopted(study)
-            where = f"study {adopted.get('study', study.name)} trial {adopted.get('trial_id')}"
+            where = f"study {adopted.get('study', study.name)} {contender_name(adopted)}"
         values = adopted.get("hyperparameters")
         found = problems(values) if isinstance(values, dict) else ["it holds no hyperparameter values"]
         if found:
@@ -308,7 +309,8 @@ def retrain_best(config: Config, study: Study, source: Source, seeds: int = 1, o
         extra = {"trial_id": adopted.get("trial_id"), "trial_study": adopted.get("study", study.name),
                  "search_score": adopted.get(config["search"]["objective"]), "hyperparameters_from": where,
                  **({"confirmed_mean": confirmed["mean"], "confirmed_std": confirmed["std"]} if confirmed else {}),
-                 **({"pool": [s.name for s in [study, *pool]]} if pool else {})}
+                 **({"pool": [s.name for s in [study, *pool]]} if pool else {}),
+                 **({"baseline": adopted["baseline"]} if adopted.get("baseline") else {})}
         where += (f", confirmed {confirmed['mean']:.4f} +- {confirmed['std']:.4f} on validation" if confirmed else "")
     print(f"hyperparameters from {where}, trained at {config.path}'s sizes:\n    {values}", file=out, flush=True)
     metrics = _retrain(config, study, source, hyperparameters_with(config, values), seeds, "retrain-best",

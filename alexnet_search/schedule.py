@@ -85,9 +85,12 @@ def search_schedule(s: dict) -> Schedule:
 
 
 def finalist_epochs(config) -> int:
-    """Epochs the finalists' confirmation trains (`confirm`): finalists x seeds x retrain epochs.
-    Fewer when the search completed fewer distinct configurations than [confirm] finalists."""
-    return config["confirm"]["finalists"] * config["confirm"]["seeds"] * config["retrain"]["epochs"]
+    """Epochs the finalists' confirmation trains (`confirm`): (finalists + baselines) x seeds x
+    retrain epochs. Fewer when the search completed fewer distinct configurations than [confirm]
+    finalists; none without finalists."""
+    c = config["confirm"]
+    contenders = c["finalists"] + len(c["baselines"]) if c["finalists"] else 0
+    return contenders * c["seeds"] * config["retrain"]["epochs"]
 
 
 TUNER_NAMES = {"hyperband": "Hyperband", "random": "Random search", "bayesian": "Bayesian optimisation"}

@@ -104,6 +104,12 @@ def rank_finalists(finalists: list[dict], way: str) -> list[dict]:
                                             f["study"], f["rank"]))
 
 
+def contender_name(entry: dict) -> str:
+    """A finalist, an adopted configuration or a retrain's metrics, as lines and tables name it:
+    "trial 0018", or "baseline paper" for a preset baseline that competed in the confirmation."""
+    return f"baseline {entry['baseline']}" if entry.get("baseline") else f"trial {entry.get('trial_id')}"
+
+
 def failure_reason(message: str | None) -> str:
     """The last line of a failed trial's traceback, without the exception's class name."""
     lines = (message or "").strip().splitlines()

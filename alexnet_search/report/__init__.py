@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..console import format_duration
 from ..schedule import TUNER_NAMES, describe_search, search_schedule
 from ..study import (
-    FAILED, Study, direction, failure_reason, rank_finalists, require_study, restore_dir, same_training, write_text_atomic,
+    FAILED, Study, contender_name, direction, failure_reason, rank_finalists, require_study, restore_dir, same_training, write_text_atomic,
 )
 from . import figures
 from .analysis import SPREAD_RULE, difference, edge, outside_fit, warnings  # noqa: F401  (edge: public)
@@ -38,7 +38,7 @@ TOP_CURVES = 5  # learning curves drawn; more make the plot unreadable
 
 def _comparison(tuned: dict | None, baselines: dict[str, dict], planned: list[str], commands) -> list[str]:
     lines = ["## Tuned vs the baselines", ""]
-    runs = ([(f"tuned (trial {tuned.get('trial_id')})" if tuned.get("trial_id") else "tuned", tuned)] if tuned else []) + \
+    runs = ([(f"tuned ({contender_name(tuned)})" if tuned.get("trial_id") else "tuned", tuned)] if tuned else []) + \
         [(f"baseline {name}", m) for name, m in baselines.items()]
     if runs:
         lines += table(["run", "seeds", "epochs", "test accuracy", "test, mirror TTA", "val accuracy",
@@ -96,7 +96,10 @@ def _finalists(study: Study, others: list[Study], adopted: dict | None, tuned: d
     ranked = rank_finalists(pool, direction(mine["objective"]))
     lines += [f"After the search, its best configurations were trained again from scratch with seeds "
               f"{', '.join(map(str, seeds))} for {mine['epochs']} epochs each and scored on validation "
-              f"({mine['objective']} at the best epoch; never on test). The best complete mean is adopted."
+              f"({mine['objective']} at the best epoch; never on test)"
+              + (", beside the preset's baselines named in `[confirm] baselines`, trained the same way"
+                 if any(f.get("baseline") for f in mine["finalists"]) else "")
+              + ". The best complete mean is adopted."
               + ("" if mine.get("finished") else " **Not finished:** some runs are still to do."), ""]
     rows = []
     for f in ranked:
@@ -108,7 +111,9 @@ def _finalists(study: Study, others: list[Study], adopted: dict | None, tuned: d
             marks.append("wins the pool")
         if tuned and (f["study"], f["trial_id"]) == (tuned.get("trial_study"), tuned.get("trial_id")):
             marks.append("retrained")
-        rows.append([f"`{f['study']}` {f['trial_id']}", f"{f['search_score']:.4f} ({f['search_epochs']} epochs)",
+        origin = f"baseline `{f['baseline']}`" if f.get("baseline") else \
+            f"{f['search_score']:.4f} ({f['search_epochs']} epochs)"
+        rows.append([f"`{f['study']}` {f['trial_id']}", origin,
                      *(f"{by_seed[s]['score']:.4f}" if s in by_seed and by_seed[s]["score"] is not None
                        else (by_seed[s]["status"].lower() if s in by_seed else "-") for s in seeds),
                      f"{f['mean']:.4f} ± {f['std']:.4f}" if f["complete"] else "incomplete", ", ".join(marks)])
@@ -225,7 +230,7 @@ def _adopted_text(adopted: dict | None) -> str:
     if not adopted:
         return "nothing yet"
     confirmed = adopted.get("confirmed")
-    return f"trial {adopted.get('trial_id')}" + (f", {confirmed['mean']:.4f} ± {confirmed['std']:.4f}" if confirmed else "")
+    return contender_name(adopted) + (f", {confirmed['mean']:.4f} ± {confirmed['std']:.4f}" if confirmed else "")
 
 
 def _other_studies(study: Study, config: dict, tuned: dict | None, others: list[Study]) -> list[str]:
@@ -253,7 +258,7 @@ def _other_studies(study: Study, config: dict, tuned: dict | None, others: list[
                      format_duration(summary["wall_time_s"]) if summary.get("wall_time_s") else "-",
                      f"{top.score:.4f} (trial {top.id})" if top else "none completed",
                      _adopted_text(read(other.adopted_file)),
-                     f"{mean_std(retrained, 'test_accuracy')} (trial {retrained.get('trial_id')})"
+                     f"{mean_std(retrained, 'test_accuracy')} ({contender_name(retrained)})"
                      if retrained and retrained.get("trial_id") else "not retrained"])
         values[other.name] = top.values if top else {}
     lines = ["## Other studies of this space", "",
@@ -311,7 +316,7 @@ def write_report(study: Study, others: list[Study] = ()) -> Path:
     lines = [f"# Study `{study.name}`", "",
              f"{TUNER_NAMES[s['tuner']]} with `{preset}`: best {objective} **{best.score:.4f}** (trial {best.id}, "
              f"{best.epochs} epochs); {len(order)} of {len(trials)} trials completed. "
-             + (f"Adopted: trial {adopted['trial_id']}" + (f", confirmed at {confirmed['mean']:.4f} ± "
+             + (f"Adopted: {contender_name(adopted)}" + (f", confirmed at {confirmed['mean']:.4f} ± "
                 f"{confirmed['std']:.4f} over {len(confirmed['seeds'])} seeds" if confirmed else "") + "."
                 if adopted else "Nothing adopted yet."), "",
              "## Warnings", "", *([f"- {w}" for w in found] or ["No warnings."]), "",
