@@ -270,7 +270,12 @@ class Study:
         there is none or it cannot be read."""
         try:
             saved = read_json(self.identity_file)
-            return saved.get("preset"), dict(saved["identity"])
+            identity = dict(saved["identity"])
+            search = identity.get("search")
+            if isinstance(search, dict) and "tuner" not in search:
+                # Hyperband studies made before 2026-11-28 08:40 (a691975) left the default tuner out.
+                identity["search"] = {**search, "tuner": "hyperband"}
+            return saved.get("preset"), identity
         except (OSError, UserError, KeyError, TypeError, AttributeError, ValueError):
             return None, None
 

@@ -69,17 +69,25 @@ def test_search_runs_hyperband_with_progress_and_tensorboard(searched):
     assert "best trials:" in out and "next: make retrain-best" in out
     assert "Traceback" not in result.stderr and "absl::InitializeLog" not in result.stderr
     # Then its 2 best configurations (a promoted trial repeats its parent's: counted once) again,
-    # with 2 seeds each, for the retrain's 2 epochs; the best mean is adopted.
-    assert "confirming 2 finalists: each trained again with seeds 1001, 1002 for 2 epochs" in out
+    # and the paper's recipe ([confirm] baselines), with 2 seeds each, for the retrain's 2 epochs;
+    # the best mean is adopted.
+    assert "confirming 2 finalists against baseline paper: each trained again with seeds 1001, 1002 for 2 epochs" \
+        in out
     for k in (1, 2):
         assert f"--- finalist {k} seed 1001 (run" in out and f"--- finalist {k} seed 1002 (run" in out
-    assert "[finalist 2 seed 1002] epoch 2/2" in out and "finalists confirmed in" in out
+    assert "--- baseline paper seed 1001 (run 5/6; the preset's [baselines.paper])" in out
+    assert "[baseline paper seed 1002] epoch 2/2" in out and "finalists confirmed in" in out
     confirmed = json.loads((study / "finalists.json").read_text())
     assert confirmed["finished"] and confirmed["seeds"] == [1001, 1002] and confirmed["epochs"] == 2
     finalists = confirmed["finalists"]
-    assert len(finalists) == 2 and len({json.dumps(f["hyperparameters"], sort_keys=True) for f in finalists}) == 2
+    assert sorted(f["rank"] for f in finalists) == [0, 1, 2]
+    assert len({json.dumps(f["hyperparameters"], sort_keys=True) for f in finalists}) == 3
     assert all(f["complete"] and len(f["runs"]) == 2 for f in finalists)
-    assert finalists[0]["mean"] >= finalists[1]["mean"]
+    assert [f["mean"] for f in finalists] == sorted((f["mean"] for f in finalists), reverse=True)
+    paper = next(f for f in finalists if f.get("baseline") == "paper")
+    assert paper["trial_id"] == "paper" and paper["search_score"] is None
+    assert paper["hyperparameters"] == {**{k: SEED[k] for k in paper["hyperparameters"]}, "lr": 0.01,
+                                        "lr_schedule": "plateau", "momentum": 0.9, "weight_decay": 5e-4, "dropout": 0.5}
 
     trials = [json.loads(p.read_text()) for p in sorted((study / "tuner").glob("trial_*/trial.json"))]
     assert [t["status"] for t in trials] == ["COMPLETED"] * 5
@@ -90,6 +98,7 @@ def test_search_runs_hyperband_with_progress_and_tensorboard(searched):
     assert not any("/" in k for k in best["hyperparameters"])  # no tuner/ or finalist/ bookkeeping
     assert (best["trial_id"], best["hyperparameters"]) == (finalists[0]["trial_id"], finalists[0]["hyperparameters"])
     assert best["confirmed"]["mean"] == finalists[0]["mean"]
+    assert best.get("baseline") == finalists[0].get("baseline")
 
     tb = study / "tensorboard"
     for t in trials:
@@ -102,7 +111,7 @@ def test_search_runs_hyperband_with_progress_and_tensorboard(searched):
     for event in tf_events_in(tb):
         root_plugins |= {v.metadata.plugin_data.plugin_name for v in event.summary.value}
     assert "hparams" in root_plugins  # the experiment config, so the dashboard lists every trial
-    for f in finalists:  # a run and an HParams session per finalist seed
+    for f in finalists:  # a run and an HParams session per finalist seed, the baseline's too
         for seed in (1001, 1002):
             run = tb / "finalists" / f["trial_id"] / f"seed{seed}"
             assert "hparams" in _plugins_and_tags(run)[0]
@@ -186,7 +195,7 @@ def test_a_confirmation_killed_mid_run_resumes_losing_only_that_run(searched, tm
     shutil.copytree(searched.study, study, ignore=shutil.ignore_patterns(
         "finalists*", "best*", "baselines", "report*", "tensorboard"))
     args = ["search", "--config", searched.config, "--data-dir", searched.cifar, "--results-dir", tmp_path / "results"]
-    _kill_when(args, tmp_path, "[finalist 2 seed 1001] epoch 1/2")  # the third of four runs, mid-way
+    _kill_when(args, tmp_path, "[finalist 2 seed 1001] epoch 1/2")  # the third of six runs, mid-way
     search_before = {p.name: p.read_bytes() for p in (study / "tuner").glob("trial_*/trial.json")}
     confirmed = json.loads((study / "finalists.json").read_text())
     assert not confirmed["finished"]
@@ -200,9 +209,10 @@ def test_a_confirmation_killed_mid_run_resumes_losing_only_that_run(searched, tm
     again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     out = again.stdout
-    assert "2 of 4 runs done" in out and "--- trial" not in out
+    assert "2 of 6 runs done" in out and "--- trial" not in out
     assert "--- finalist 1 seed" not in out  # finished runs are not trained again
     assert "--- finalist 2 seed 1001" in out and "--- finalist 2 seed 1002" in out
+    assert "--- baseline paper seed 1002" in out
     assert {p.name: p.read_bytes() for p in (study / "tuner").glob("trial_*/trial.json")} == search_before
     confirmed = json.loads((study / "finalists.json").read_text())
     assert confirmed["finished"] and all(f["complete"] for f in confirmed["finalists"])
@@ -210,7 +220,7 @@ def test_a_confirmation_killed_mid_run_resumes_losing_only_that_run(searched, tm
             if (f["trial_id"], r["seed"]) in done} == done
     runs = [json.loads(p.read_text()) for p in sorted((study / "finalists").glob("trial_*/runs.json"))]
     assert [[r.get("ended") for r in unit] for unit in runs] == [["completed"]] * 2 + [[None, "completed"]] + [
-        ["completed"]]  # the killed run started twice, the rest once
+        ["completed"]] * 3  # the killed run started twice, the rest once
     # Retrains are deterministic per seed: the same runs as the uninterrupted study's.
     original = json.loads((searched.study / "finalists.json").read_text())
     assert confirmed["finalists"] == original["finalists"]
@@ -220,7 +230,7 @@ def test_a_confirmation_killed_mid_run_resumes_losing_only_that_run(searched, tm
 
 def _copy_study(searched, results, name, seed=None, scores=None, space_edit=None):
     """A copy of the searched study as another study of `results`: another study seed, other
-    confirmed scores (by finalist rank), or another search space."""
+    confirmed scores (by finalist rank; the paper's recipe is rank 0), or another search space."""
     import shutil
 
     target = results / name
@@ -245,9 +255,9 @@ def _copy_study(searched, results, name, seed=None, scores=None, space_edit=None
 def test_retrain_best_pools_the_finalists_of_studies_of_one_space(searched, tmp_path):
     results = tmp_path / "results"
     results.mkdir()
-    _copy_study(searched, results, "tiny", scores={1: 0.30, 2: 0.20})
+    _copy_study(searched, results, "tiny", scores={0: 0.10, 1: 0.30, 2: 0.20})
     # Another study seed whose second finalist was confirmed best of all: it wins the pool.
-    other = _copy_study(searched, results, "tiny-s2", seed=2, scores={1: 0.25, 2: 0.40})
+    other = _copy_study(searched, results, "tiny-s2", seed=2, scores={0: 0.10, 1: 0.25, 2: 0.40})
     winner = next(f for f in json.loads((other / "finalists.json").read_text())["finalists"] if f["rank"] == 2)
     base = ["--config", searched.config, "--data-dir", searched.cifar, "--results-dir", results]
     result = run_cli("retrain-best", *base, "--pool", "tiny-s2", cwd=tmp_path)
@@ -588,8 +598,8 @@ def test_plan_prints_the_schedule_and_an_estimate(tmp_path, tiny_confirmed_confi
     result = run_cli("plan", "--config", tiny_confirmed_config, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "5 trials (4 new configurations" in result.stdout and "7 epochs" in result.stdout
-    assert "then the finalists: the best 2 configurations trained again with 2 seeds each for 2 epochs: 8 epochs" \
-        in result.stdout
+    assert "then the finalists: the best 2 configurations and baseline paper trained again with 2 seeds each for 2 " \
+           "epochs: 12 epochs" in result.stdout
     assert "training images/s" in result.stdout and "estimated: make search" in result.stdout
     assert re.search(r"\(the search \d+s, its finalists \d+s\)", result.stdout)
     assert result.stdout.startswith("paper.toml's space at CPU size")  # the preset's description
@@ -638,7 +648,7 @@ def test_tensorboard_serves_every_trial_in_the_hparams_dashboard(searched, tmp_p
         assert trials <= names  # every trial of the tiny study
         confirmed = json.loads((searched.study / "finalists.json").read_text())["finalists"]
         finalist_runs = {f"finalists/{f['trial_id']}/seed{r['seed']}" for f in confirmed for r in f["runs"]}
-        assert len(finalist_runs) == 4 and finalist_runs <= names  # every finalist seed, as its own session
+        assert len(finalist_runs) == 6 and finalist_runs <= names  # every finalist seed, as its own session
         # ... and the retrain and baseline runs beside them (the module's earlier tests made them)
         assert names - trials - finalist_runs <= {"retrain-best/seed1", "baselines/paper/seed1"}
     finally:

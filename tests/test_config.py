@@ -140,6 +140,21 @@ def test_baselines_are_named_sets_checked_against_the_bounds(tmp_path):
             load_config(_write(tmp_path, text))
 
 
+def test_confirm_baselines_name_baselines_of_the_preset(tmp_path):
+    assert load_config(REPO / "tuning" / "paper.toml")["confirm"]["baselines"] == ["paper"]
+    assert load_config(_write(tmp_path, "[confirm]\nbaselines = []"))["confirm"]["baselines"] == []
+    mine = load_config(_write(tmp_path, '[baselines.mine]\nlr = 0.3\n[confirm]\nbaselines = ["mine", "seed"]'))
+    assert mine["confirm"]["baselines"] == ["mine", "seed"]
+    for text, message in (('[confirm]\nbaselines = ["papr"]', "confirm.baselines names 'papr', which is not a "
+                                                               "baseline of this preset; it has seed, paper"),
+                          ('[confirm]\nbaselines = "paper"', "confirm.baselines = 'paper' is invalid: it must be a list"),
+                          ('[confirm]\nbaselines = ["paper", "paper"]', "each once"),
+                          ('[baselines.7]\nlr = 0.1\n[confirm]\nbaselines = ["7"]', "'7' reads as a search trial's id")):
+        with pytest.raises(UserError, match=message) as info:
+            load_config(_write(tmp_path, text))
+        assert "\n" not in str(info.value)
+
+
 def test_the_tuner_is_part_of_a_studys_identity():
     cpu = load_config(REPO / "tuning" / "cpu.toml")
     assert cpu.search_identity()["search"]["tuner"] == "hyperband"

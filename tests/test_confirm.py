@@ -5,6 +5,7 @@ chooses; test_cli.py trains them for real (a kill in the middle, and a pool of t
 """
 
 import json
+import re
 from types import SimpleNamespace
 
 import keras_tuner
@@ -12,11 +13,13 @@ import pytest
 
 from alexnet_search.config import load_config
 from alexnet_search.confirm import (
-    CONFIRM_SEED, FinalistTuner, adopt, finalist_units, pooled_best, read_adopted, write_finalists,
+    CONFIRM_SEED, FinalistTuner, adopt, baseline_units, finalist_units, finalists_table, pooled_best, read_adopted,
+    write_finalists,
 )
 from alexnet_search.data import Source
 from alexnet_search.errors import UserError
-from alexnet_search.study import prepare_search, study_for
+from alexnet_search.space import SEED
+from alexnet_search.study import prepare_search, rank_finalists, searched_values, study_for
 from alexnet_search.training import Training
 
 from conftest import REPO
@@ -98,6 +101,44 @@ def test_the_best_confirmed_mean_is_adopted_not_the_best_search_score(confirming
     assert adopted["hyperparameters"] == {"lr": 0.05, "dropout": 0.3}
     assert adopted["confirmed"]["scores"] == [0.66, 0.64] and adopted["confirmed"]["seeds"] == [1001, 1002]
     assert json.loads(confirming.study.finalists_file.read_text()) == summary
+
+
+def test_a_baseline_competes_on_every_seed_and_is_adopted_when_no_finalist_beats_it(confirming):
+    config = confirming.config
+    assert config["confirm"]["baselines"] == ["paper"]  # paper.toml's, inherited by cpu.toml
+    units = baseline_units(config, 2)
+    assert [(u["finalist/trial"], u["finalist/seed"], u["finalist/rank"], u["finalist/baseline"]) for u in units] == [
+        ("paper", 1001, 0, "paper"), ("paper", 1002, 0, "paper")]
+    # The paper's values over the seed's, as `make baseline paper` trains them.
+    assert searched_values(units[0]) == {**{k: SEED[k] for k in config.space}, **config["baselines"]["paper"]}
+    oracle = confirming.tuner().oracle
+    oracle.plan(units, 30)
+    scores = {("0003", 1001): 0.60, ("0003", 1002): 0.61, ("0001", 1001): 0.66, ("0001", 1002): 0.64,
+              ("0000", 1001): 0.50, ("0000", 1002): 0.52, ("paper", 1001): 0.67, ("paper", 1002): 0.65}
+    while (upcoming := _peek(oracle)) is not None:
+        _run(oracle, scores[upcoming])
+    summary = write_finalists(confirming.study, oracle, 30, finished=True)
+    assert [f["trial_id"] for f in summary["finalists"]] == ["paper", "0001", "0003", "0000"]
+    assert summary["finalists"][0]["baseline"] == "paper" and summary["finalists"][0]["search_score"] is None
+    assert re.search(r"^ *s/paper +baseline +0.6700 +0.6500 +0.6600 +0.0141$", finalists_table(summary), re.M)
+    adopted = adopt(confirming.study, config, summary=summary)
+    assert adopted["baseline"] == "paper" and adopted["trial_id"] == "paper"
+    assert adopted["hyperparameters"] == searched_values(units[0])
+    assert adopted["adopted_by"] == "best mean val_accuracy of 3 finalists and baseline paper: no finalist beat " \
+                                    "this baseline"
+    # On an equal mean the known recipe is kept (rank 0).
+    tie = {**summary, "finalists": [{**f, "mean": 0.66} if f["trial_id"] == "0001" else f for f in summary["finalists"]]}
+    tie["finalists"] = rank_finalists(tie["finalists"], "max")
+    assert tie["finalists"][0]["trial_id"] == "paper"
+
+
+def test_a_baseline_whose_values_changed_since_it_was_planned_is_refused(confirming):
+    tuner = confirming.tuner()
+    tuner.oracle.plan(baseline_units(confirming.config, 2), 30)
+    changed = confirming.config.with_overrides({"baselines": {"paper": {"lr": 0.02}}})
+    with pytest.raises(UserError, match=r"baseline paper's values changed since .*\[baselines.paper\]"):
+        tuner.oracle.plan(baseline_units(changed, 2), 30)
+    assert len(tuner.oracle.units) == 8
 
 
 def _peek(oracle):

@@ -103,11 +103,12 @@ def test_a_chief_and_two_workers_complete_the_study(tmp_path, cifar_dir, tiny_co
     assert summary["finished"] and summary["trials_completed"] == 5
     # Then the finalists: the chief serves their oracle beside the search's, the same workers train them.
     finalists = _trials(study, "finalists")
-    assert len(finalists) == 4 and all(t["status"] == "COMPLETED" for t in finalists.values())
+    assert len(finalists) == 6 and all(t["status"] == "COMPLETED" for t in finalists.values())  # and the paper's
     assert {r for runs in _runners(study, "finalists").values() for r in runs} <= {"tuner1", "tuner2"}
     assert "[chief] finalist 1 seed 1001 completed (tuner" in out and "[worker 2] --- finalist" in out
+    assert "[chief] baseline paper seed 1002 completed (tuner" in out
     confirmed = json.loads((study / "finalists.json").read_text())
-    assert confirmed["finished"] and [len(f["runs"]) for f in confirmed["finalists"]] == [2, 2]
+    assert confirmed["finished"] and [len(f["runs"]) for f in confirmed["finalists"]] == [2, 2, 2]
     adopted = json.loads((study / "best_hyperparameters.json").read_text())
     assert adopted["trial_id"] == confirmed["finalists"][0]["trial_id"]
 

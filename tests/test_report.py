@@ -301,6 +301,26 @@ def test_the_report_shows_the_finalists_and_which_was_adopted(clean_report):
     assert "Too few completed trials (6) to rank" in _section(text, "Which hyperparameters matter")
 
 
+def test_a_baseline_adopted_over_the_finalists_is_named_as_one(tmp_path):
+    study = make_study(tmp_path / "s")
+    confirmed = json.loads(study.finalists_file.read_text())
+    paper = {**confirmed["finalists"][0], "trial_id": "paper", "rank": 0, "search_score": None, "search_epochs": None,
+             "baseline": "paper", "hyperparameters": {"lr": 0.01, "momentum": 0.9}, "mean": 0.70,
+             "runs": [{**r, "score": score} for r, score in zip(confirmed["finalists"][0]["runs"], (0.69, 0.71))]}
+    confirmed["finalists"].insert(0, paper)
+    study.finalists_file.write_text(json.dumps(confirmed))
+    study.adopted_file.write_text(json.dumps({"study": "s", "trial_id": "paper", "baseline": "paper",
+                                              "hyperparameters": paper["hyperparameters"],
+                                              "confirmed": {"seeds": [1001, 1002], "mean": 0.70, "std": 0.0141}}))
+    text = write_report(study).read_text()
+    assert "Adopted: baseline paper, confirmed at 0.7000 ± 0.0141 over 2 seeds." in text
+    finalists = _section(text, "Finalists")
+    assert "beside the preset's baselines named in `[confirm] baselines`" in finalists
+    rows = [line for line in finalists.splitlines() if line.startswith("| `s`")]
+    assert rows[0].startswith("| `s` paper | baseline `paper` | 0.6900 | 0.7100 | 0.7000 ± 0.0141 | adopted")
+    assert rows[1].startswith("| `s` 0004 | 0.6000 (3 epochs) |") and "adopted" not in rows[1]
+
+
 def _ranked_trials(n: int, score) -> list:
     import numpy as np
 

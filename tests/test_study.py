@@ -110,6 +110,20 @@ def test_changing_policy_or_speed_switches_still_resumes(tmp_path):
         prepare_search(study, cpu, overwrite=False)
 
 
+def test_a_hyperband_study_saved_without_its_tuner_resumes(tmp_path):
+    """study.json of Hyperband studies made before the tuner joined the identity has no tuner."""
+    cpu = load_config(REPO / "tuning" / "cpu.toml")
+    study = study_for(tmp_path, "old")
+    prepare_search(study, cpu, overwrite=False)
+    study.tuner_dir.mkdir()
+    saved = json.loads(study.identity_file.read_text())
+    del saved["identity"]["search"]["tuner"]
+    study.identity_file.write_text(json.dumps(saved))
+    assert prepare_search(study, cpu, overwrite=False) is True
+    with pytest.raises(UserError, match="search.tuner"):
+        prepare_search(study, load_config(REPO / "tuning" / "cpu-random.toml"), overwrite=False)
+
+
 def test_unwritable_results_folder_is_a_clear_error(tmp_path):
     blocker = tmp_path / "results"
     blocker.write_text("a file where the results folder should be")
