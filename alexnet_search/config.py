@@ -33,11 +33,13 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
         "expects_gpu": ((bool,), lambda v: True, "true or false"),
         "description": ((str,), lambda v: True, "a string"),
     },
+    # Upper bounds, checked before anything is allocated: CIFAR-10 has 50,000 training images; 512
+    # is 4x the paper's input (one batch of 8192 such images is 25 GB of float32 already).
     "data": {
-        "train_size": _POSITIVE_INT,
-        "val_size": _POSITIVE_INT,
-        "image_size": _POSITIVE_INT,
-        "batch_size": _POSITIVE_INT,
+        "train_size": ((int,), lambda v: 1 <= v <= 50_000, "an integer from 1 to 50000 (CIFAR-10's training images)"),
+        "val_size": ((int,), lambda v: 1 <= v <= 50_000, "an integer from 1 to 50000 (CIFAR-10's training images)"),
+        "image_size": ((int,), lambda v: 1 <= v <= 512, "an integer from 1 to 512"),
+        "batch_size": ((int,), lambda v: 1 <= v <= 8192, "an integer from 1 to 8192"),
         "parallel_map": ((bool,), lambda v: True, "true or false"),
         "prefetch": ((bool,), lambda v: True, "true or false"),
     },

@@ -89,7 +89,8 @@ def baseline_units(config: Config, seeds: int) -> list[dict[str, Any]]:
     for name in config["confirm"]["baselines"]:
         values = {**{k: SEED_VALUES[k] for k in config.space}, **config["baselines"][name]}
         for seed in confirm_seeds(seeds):
-            units.append({**values, TRIAL: name, SEED: seed, RANK: 0, SCORE: None, EPOCHS: None, BASELINE: name})
+            # No SCORE or EPOCHS (it was not searched): Keras Tuner's gRPC messages carry no None values.
+            units.append({**values, TRIAL: name, SEED: seed, RANK: 0, BASELINE: name})
     return units
 
 
@@ -277,8 +278,8 @@ def write_finalists(study: Study, oracle: FinalistsOracle, epochs: int, finished
     for unit in oracle.units:
         trial = trials.get(_key(unit))
         finalists.setdefault(unit[TRIAL], {
-            "study": study.name, "trial_id": unit[TRIAL], "rank": unit[RANK], "search_score": unit[SCORE],
-            "search_epochs": unit[EPOCHS], "hyperparameters": searched_values(unit),
+            "study": study.name, "trial_id": unit[TRIAL], "rank": unit[RANK], "search_score": unit.get(SCORE),
+            "search_epochs": unit.get(EPOCHS), "hyperparameters": searched_values(unit),
             **({"baseline": unit[BASELINE]} if unit.get(BASELINE) else {}),
         })
         runs.setdefault(unit[TRIAL], []).append({

@@ -16,7 +16,7 @@ import keras_tuner
 from .config import Config
 from .data import TrainingSet
 from .model import build_alexnet, compile_alexnet, lr_schedule_callbacks
-from .space import SEED_BN_MOMENTUM, SEED_CONV1_KERNEL, Hyperparameters
+from .space import NAMES, SEED_BN_MOMENTUM, SEED_CONV1_KERNEL, Hyperparameters, problems
 from .study import clean_value
 
 
@@ -79,8 +79,13 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
 
     def hyperparameters(self, hp: keras_tuner.HyperParameters) -> Hyperparameters:
         """This `hp`'s values. A name the space does not search takes a value set on `hp` directly
-        (a baseline's, or one from `--from`), else the seed's."""
-        return Hyperparameters.of({**hp.values, **self.values(hp)})
+        (a baseline's, or one from `--from`), else the seed's. ValueError (the trial fails with it)
+        for a value outside space.BOUNDS: values may come over the wire from a chief."""
+        values = {**hp.values, **self.values(hp)}
+        found = problems({k: v for k, v in values.items() if k in NAMES})
+        if found:
+            raise ValueError(f"hyperparameter {found[0]}")
+        return Hyperparameters.of(values)
 
     def build(self, hp: keras_tuner.HyperParameters):
         params = self.hyperparameters(hp)

@@ -56,7 +56,9 @@ def _knob(default: Any, **bounds: Any) -> Any:
     return field(default=default, metadata={"bounds": Bounds(**bounds)})
 
 
-_WIDTH = {"low": 1, "whole": True}
+# 16384: 4x the widest layer of the paper (dense 4096), so that a width from a hand-edited JSON
+# file or a hostile oracle message cannot ask for terabytes of weights.
+_WIDTH = {"low": 1, "high": 16384, "whole": True}
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class Hyperparameters:
     label_smoothing: float = _knob(0.0, low=0.0, high=1.0, high_open=True)
     # Its learning-rate schedule: model.lr_schedule_callbacks (the seed kept lr constant, no warmup).
     lr_schedule: str = _knob("constant", names=("constant", "plateau", "cosine"))
-    warmup_epochs: int = _knob(0, low=0, whole=True)
+    warmup_epochs: int = _knob(0, low=0, high=1000, whole=True)
 
     # The data: data.TrainingSet.batches (random shifts of up to 10% of the image, and flips; no cutout).
     translate: float = _knob(0.1, low=0.0, high=0.5)

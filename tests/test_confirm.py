@@ -109,6 +109,7 @@ def test_a_baseline_competes_on_every_seed_and_is_adopted_when_no_finalist_beats
     units = baseline_units(config, 2)
     assert [(u["finalist/trial"], u["finalist/seed"], u["finalist/rank"], u["finalist/baseline"]) for u in units] == [
         ("paper", 1001, 0, "paper"), ("paper", 1002, 0, "paper")]
+    assert all(v is not None for u in units for v in u.values())  # a chief sends them over gRPC, which has no None
     # The paper's values over the seed's, as `make baseline paper` trains them.
     assert searched_values(units[0]) == {**{k: SEED[k] for k in config.space}, **config["baselines"]["paper"]}
     oracle = confirming.tuner().oracle

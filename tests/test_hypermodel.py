@@ -46,6 +46,20 @@ def test_a_baseline_differs_from_the_seed_in_its_own_values_alone():
     assert hp.values["label_smoothing"] == 0.0  # the seed's, not the space's starting 0.1
 
 
+def test_values_outside_the_bounds_fail_before_any_weight_is_made():
+    """A trial's values may come from a chief over the wire: a width of a billion is refused, not allocated."""
+    from alexnet_search.retrain import hyperparameters_with
+
+    hypermodel = AlexNetHyperModel.from_config(PAPER)
+    for name, value, message in (("conv3_filters", 10**9, "conv3_filters = 1000000000 is out of range"),
+                                 ("dropout", 1.5, "dropout = 1.5 is out of range"),
+                                 ("lr_schedule", "exponential", "lr_schedule = 'exponential' is not one of")):
+        hp = hyperparameters_with(PAPER, {})
+        hp.values[name] = value  # as a trial's values arrive: set, not declared
+        with pytest.raises(ValueError, match=message):
+            hypermodel.build(hp)
+
+
 def test_the_presets_conv1_kernel_reaches_the_model(tmp_path):
     preset = tmp_path / "k.toml"
     preset.write_text(f'extends = "{REPO / "tuning" / "cpu.toml"}"\n[model]\nconv1_kernel = 5\n')
