@@ -12,7 +12,6 @@ import os
 import sys
 from pathlib import Path
 
-from . import locks
 from .errors import UserError
 
 # Without --config: the seed's scale where a GPU trains, else the same space sized for a CPU
@@ -141,8 +140,6 @@ def cmd_search(args) -> int:
 
     distribute.set_role(args.chief, args.worker, host, port)
     distribute.leave_with_launcher()
-    if distribute.role() != "worker":  # a worker is part of its chief's search
-        locks.hold(study.root, "search")
     if distribute.role() == "chief":
         distribute.check_ports(host, port)  # both oracles' ports, before the seconds of importing Keras
     _start_keras()
@@ -162,7 +159,6 @@ def cmd_search(args) -> int:
 
 def cmd_retrain_best(args) -> int:
     config, study = _load(args)
-    locks.hold(study.root, "retrain-best")
     _start_keras()
     from .data import source_from
     from .retrain import retrain_best
@@ -177,9 +173,6 @@ def cmd_retrain_best(args) -> int:
 
 def cmd_baseline(args) -> int:
     config, study = _load(args)
-    for name in args.name or config["baselines"]:
-        if name in config["baselines"]:  # an unknown name is refused with the preset's list, below
-            locks.hold(study.root, f"baseline-{name}")
     _start_keras()
     from .data import source_from
     from .retrain import train_baseline

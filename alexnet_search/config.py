@@ -105,22 +105,6 @@ class Config:
     def space(self) -> dict[str, dict[str, Any]]:
         return self.data["space"]
 
-    def search_identity(self) -> dict[str, Any]:
-        """What must not change under a study's existing trials: space, sizes, Hyperband settings."""
-        keep = {"space", "search", "data"}
-        ident = {k: v for k, v in self.data.items() if k in keep}
-        # Input-pipeline switches change speed, not what a trial sees.
-        ident["data"] = {k: v for k, v in ident["data"].items() if k not in ("parallel_map", "prefetch")}
-        # How many failures in a row to tolerate is a policy, not part of what was searched.
-        ident["search"] = {k: v for k, v in ident["search"].items() if k != "max_consecutive_failed_trials"}
-        # Speed options (precision, XLA) may change between runs; the network's shape may not.
-        model = self.data.get("model", {})
-        ident["model"] = {"width_multiplier": model.get("width_multiplier", 1.0),
-                          "conv1_kernel": model.get("conv1_kernel", SEED_CONV1_KERNEL),
-                          "bn_momentum": model.get("bn_momentum", SEED_BN_MOMENTUM)}
-        ident["study"] = {"seed": self.data["study"]["seed"]}
-        return json.loads(json.dumps(ident, sort_keys=True))
-
     def with_overrides(self, overrides: dict[str, dict[str, Any]]) -> "Config":
         """This preset with command-line values over some keys ({section: {key: value}}), checked
         like the preset's own (None values are skipped)."""

@@ -39,17 +39,16 @@ from keras_tuner.engine.trial import TrialStatus
 
 from . import distribute
 from .config import Config
-from .console import format_duration, printer
+from .console import format_duration, printer, short
 from .data import Source
 from .errors import UserError
+from .files import read_json, write_json_atomic
 from .progress import EpochReporter, Progress
 from .search import StudyTuner, _Atomic, model_epochs, ranked_trials, search_to_the_end
 from .space import SEED as SEED_VALUES
-from .study import (
-    ENDED, Study, contender_name, direction, failure_reason, rank_finalists, read_json, same_training, searched_values, short,
-    write_json_atomic,
-)
+from .study import Study, same_training
 from .training import Training
+from .trials import ENDED, contender_name, direction, failure_reason, rank_finalists, searched_values
 
 CONFIRM_SEED = 1000
 # A finalist's bookkeeping in its trials' values (see study.is_bookkeeping). A baseline contender's

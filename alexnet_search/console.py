@@ -1,11 +1,11 @@
-"""How lines reach the user's terminal: printed at once, durations written short. No Keras here,
+"""How lines reach the user's terminal: printed at once, durations and values written short. No Keras here,
 so the launcher and the report use it without loading a backend.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 
 
 def printer(out: TextIO | None = None, prefix: str = "") -> Callable[[str], None]:
@@ -29,3 +29,8 @@ def format_duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m {seconds:02d}s"
     return f"{seconds}s"
+
+
+def short(value: Any) -> str:
+    """A value as the progress lines and tables show it: floats to 3 significant digits."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -17,7 +17,7 @@ from .config import Config
 from .data import TrainingSet
 from .model import build_alexnet, compile_alexnet, lr_schedule_callbacks
 from .space import NAMES, SEED_BN_MOMENTUM, SEED_CONV1_KERNEL, Hyperparameters, problems
-from .study import clean_value
+from .trials import clean_value
 
 
 def declare(hp: keras_tuner.HyperParameters, name: str, entry: dict[str, Any]):

@@ -13,8 +13,8 @@ from typing import Any, Callable, TextIO
 
 import keras
 
-from .console import format_duration
-from .study import best_epoch, failure_reason, model_epochs, searched_values, short, trial_epochs
+from .console import format_duration, short
+from .trials import best_epoch, failure_reason, model_epochs, searched_values, trial_epochs
 
 _METRICS = (("loss", "loss"), ("accuracy", "acc"), ("val_loss", "val_loss"), ("val_accuracy", "val_acc"))
 

@@ -37,22 +37,21 @@ from typing import Any, TextIO
 import keras
 import numpy as np
 
-from . import backend
+from . import backend, locks
 from .config import Config
+from .confirm import pooled_best, read_adopted
+from .console import format_duration, printer
 from .data import Source
 from .errors import UserError
-from .model import CIFAR_SHAPE, clear_session, for_export
-from .space import SEED, problems
-from .console import format_duration, printer
-from .progress import EpochReporter, Progress
+from .files import replace_dir_atomic, restore_dir, write_json_atomic
 from .hypermodel import AlexNetHyperModel
-from .confirm import pooled_best, read_adopted
+from .model import CIFAR_SHAPE, clear_session, for_export
+from .progress import EpochReporter, Progress
+from .space import SEED, problems
+from .study import Study, require_same_network, require_study, study_for, write_provenance
 from .tboard import TensorBoardLogger
 from .training import Training
-from .study import (
-    Study, contender_name, direction, replace_dir_atomic, require_same_network, require_study, restore_dir, study_for,
-    write_json_atomic, write_provenance,
-)
+from .trials import contender_name, direction
 
 _VERIFY_IMAGES = 512
 
@@ -192,6 +191,8 @@ def _retrain(config: Config, study: Study, source: Source, hp, seeds: int, name:
     say = printer(out)
     training = Training.prepare(config, source)
     test = source.test()
+    # One writer of `target`: a second run would delete this one's staging folder.
+    locks.hold(study.root, name.replace("baselines/", "baseline-"))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         restore_dir(target)

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import backend
-from .study import read_json, write_json_atomic
+from .files import read_json, write_json_atomic
 
 # A single kill -9 still resumes the trial; the second death in it fails it.
 CRASHED_RUNS_LIMIT = 2

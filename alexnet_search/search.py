@@ -24,23 +24,22 @@ import keras
 import keras_tuner
 from keras_tuner.oracles import BayesianOptimizationOracle, HyperbandOracle, RandomSearchOracle
 
-from . import backend, distribute
+from . import backend, distribute, locks
 from .config import Config
+from .console import format_duration, printer, short
 from .data import Source
 from .errors import UserError
+from .files import read_json, write_json_atomic
 from .hypermodel import AlexNetHyperModel
 from .model import clear_session
-from .console import format_duration, printer
 from .plan import estimate_seconds, time_training_steps
-from .schedule import finalist_epochs, search_schedule
 from .progress import EpochReporter, Progress, TrialReporter
 from .runlog import RunLog
+from .schedule import finalist_epochs, search_schedule
+from .study import Study, prepare_search
 from .tboard import TensorBoardLogger, write_experiment
 from .training import Training
-from .study import (
-    ENDED, FAILED, Study, direction, extension, failure_reason, prepare_search, rank_key, read_json,
-    model_epochs, searched_values, short, trial_epochs, write_json_atomic, write_provenance,
-)
+from .trials import ENDED, FAILED, direction, failure_reason, model_epochs, rank_key, searched_values, trial_epochs
 
 
 _TRIAL_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
@@ -416,77 +415,96 @@ def best_trials_table(tuner: AlexNetTuner, n: int = 5) -> str:
 
 def run_search(config: Config, study: Study, source: Source, overwrite: bool = False,
                out: TextIO = sys.stdout, callbacks: tuple = ()) -> AlexNetTuner:
-    """Run (or resume) the study's Hyperband search to the end of its schedule.
+    """Run (or resume) the study's search to the end of its schedule.
 
-    In a distributed study (see `distribute`) the chief serves the oracle and returns when every
-    trial is done; a worker trains the trials the chief hands it.
+    A single process (or a chief, which serves the oracle and trains nothing) prepares the study
+    and sums it up (`_lead`); a worker trains the trials the chief hands it (`_work`). The role
+    is decided here, once (`distribute.role`).
     `callbacks` are added to every trial's fit; Keras Tuner deep-copies them per trial, so one
     that collects across trials must share its state through `__deepcopy__` (see EpochReporter).
     """
+    if distribute.role() == "worker":
+        return _work(config, study, source, overwrite, out, list(callbacks))
+    return _lead(config, study, source, overwrite, out, list(callbacks), serving=distribute.role() == "chief")
+
+
+def _lead(config: Config, study: Study, source: Source, overwrite: bool, out: TextIO, callbacks: list,
+          serving: bool) -> AlexNetTuner:
     say = printer(out)
-    role = distribute.role()
-    if role == "worker" and overwrite:
-        raise UserError("--overwrite is the chief's to give: a worker joins the study the chief prepared")
-    # Everything that can fail on bad input is read before anything is written. The chief trains
+    # Everything that can fail on bad input is read before anything is written. A chief trains
     # nothing, so it takes no GPUs.
-    training = Training.prepare(config, source, several_gpus=role != "chief")
-    if role == "worker":
-        study.tuner_dir.mkdir(parents=True, exist_ok=True)
-        resuming = False
-    else:
-        extended = [] if overwrite else extension(study, config)
-        resuming = prepare_search(study, config, overwrite)
-        if extended:
-            say(f"extending study {study.name}: {', '.join(extended)}; its finished trials are kept")
+    training = Training.prepare(config, source, several_gpus=not serving)
+    locks.hold(study.root, "search")  # before the study is read: two searches would interleave its files
+    prepared = prepare_search(study, config, overwrite,
+                              provenance={"data_source": source.describe(), "split": training.splits.note})
+    if prepared.extended:
+        say(f"extending study {study.name}: {', '.join(prepared.extended)}; its finished trials are kept")
+    _describe(config, training, say, trains=not serving)
     schedule = search_schedule(config["search"])
-
-    say(f"device: {backend.describe_device()}; Keras backend: {backend.version()}" + ("" if role == "single" else f"; role: {role} ({os.environ[distribute.TUNER_ID]})"))
-    if config["study"]["expects_gpu"] and backend.gpu_count() == 0 and role != "chief":
-        estimate = estimate_seconds(config, time_training_steps(config), schedule)
-        say(
-            f"warning: no GPU is visible, and {config.path} is sized for one: this search would take "
-            f"about {format_duration(estimate)} on this CPU. For a CPU run use CONFIG=tuning/cpu.toml "
-            f"(make search CONFIG=tuning/cpu.toml). Continuing; Ctrl-C stops, the same command resumes."
-        )
-    for line in training.describe():
-        if role != "chief" or line.startswith("data:"):
-            say(line)
-
     # Time left covers the whole `make search`: the finalists' confirmation follows the search.
     progress = Progress(schedule.trials, schedule.epochs + finalist_epochs(config), out=out)
-    tuner = AlexNetTuner(training.hypermodel(), config, study, overwrite=overwrite, progress=progress,
-                         distribution_strategy=training.strategy)
-    tuner.save()  # reloadable from the start: a kill during the first trial resumes too
-    _quiet_failed_trials()
-    if role != "worker":
-        write_provenance(study.root, config, extra={"data_source": source.describe(), "split": training.splits.note})
-        write_experiment(study.tensorboard_dir, config.space)
-        finished = [t for t in tuner.oracle.trials.values() if t.status in ENDED]
-        progress.epochs_done = epochs_spent(finished, tuner.max_epochs)
-        say(f"study {study.name}: {schedule.trials} trials, {schedule.epochs} epochs in the Hyperband schedule"
-            + (f"; resuming with {len(finished)} finished" if resuming else ""))
-    if role == "chief":
+    tuner = _tuner(config, study, training, progress, overwrite)
+    write_experiment(study.tensorboard_dir, config.space)
+    finished = [t for t in tuner.oracle.trials.values() if t.status in ENDED]
+    progress.epochs_done = epochs_spent(finished, tuner.max_epochs)
+    say(f"study {study.name}: {schedule.trials} trials, {schedule.epochs} epochs in the Hyperband schedule"
+        + (f"; resuming with {len(finished)} finished" if prepared.resuming else ""))
+    if serving:
         host, port = os.environ[distribute.ORACLE_IP], os.environ[distribute.ORACLE_PORT]
         say(f"serving the oracle on {host}:{port}; workers: KERASTUNER_TUNER_ID=tuner<N> "
             f"KERASTUNER_ORACLE_IP={host} KERASTUNER_ORACLE_PORT={port} alexnet-search search ... "
             f"(or alexnet-search search --worker N --oracle-host {host})")
         tuner.oracle.verbose = 0
-    if role == "worker":
-        progress.total_epochs = None  # only the chief sees the whole study: it prints the time left
-
-    train = training.train_set(config["study"]["seed"])
-    val = training.val_set()
-    callbacks = [
-        EpochReporter(progress),
-        *callbacks,
-    ]
-    search_to_the_end(tuner, train, val, callbacks, config["search"]["max_epochs"], out,
-                      failure_limit=config["search"]["max_consecutive_failed_trials"])
-    if role == "worker":
-        say(f"worker {tuner.tuner_id}: the chief has no more trials; done")
-    else:
-        _finish(tuner, config, study, progress, say)
+    _train(tuner, config, training, progress, callbacks, out)
+    _finish(tuner, config, study, progress, say)
     return tuner
+
+
+def _work(config: Config, study: Study, source: Source, overwrite: bool, out: TextIO,
+          callbacks: list) -> AlexNetTuner:
+    if overwrite:
+        raise UserError("--overwrite is the chief's to give: a worker joins the study the chief prepared")
+    say = printer(out)
+    training = Training.prepare(config, source)
+    study.tuner_dir.mkdir(parents=True, exist_ok=True)
+    _describe(config, training, say, trains=True)
+    # Only the chief sees the whole study: it prints the time left.
+    progress = Progress(search_schedule(config["search"]).trials, None, out=out)
+    tuner = _tuner(config, study, training, progress)
+    _train(tuner, config, training, progress, callbacks, out)
+    say(f"worker {tuner.tuner_id}: the chief has no more trials; done")
+    return tuner
+
+
+def _describe(config: Config, training: Training, say, trains: bool) -> None:
+    """The device, then what a training process trains on (a chief: the data alone)."""
+    role = distribute.role()
+    say(f"device: {backend.describe_device()}; Keras backend: {backend.version()}"
+        + ("" if role == "single" else f"; role: {role} ({os.environ[distribute.TUNER_ID]})"))
+    if config["study"]["expects_gpu"] and backend.gpu_count() == 0 and trains:
+        estimate = estimate_seconds(config, time_training_steps(config))
+        say(f"warning: no GPU is visible, and {config.path} is sized for one: this search would take "
+            f"about {format_duration(estimate)} on this CPU. For a CPU run use CONFIG=tuning/cpu.toml "
+            f"(make search CONFIG=tuning/cpu.toml). Continuing; Ctrl-C stops, the same command resumes.")
+    for line in training.describe():
+        if trains or line.startswith("data:"):
+            say(line)
+
+
+def _tuner(config: Config, study: Study, training: Training, progress: Progress,
+           overwrite: bool = False) -> AlexNetTuner:
+    tuner = AlexNetTuner(training.hypermodel(), config, study, overwrite=overwrite, progress=progress,
+                         distribution_strategy=training.strategy)
+    tuner.save()  # reloadable from the start: a kill during the first trial resumes too
+    _quiet_failed_trials()
+    return tuner
+
+
+def _train(tuner: AlexNetTuner, config: Config, training: Training, progress: Progress, callbacks: list,
+           out: TextIO) -> None:
+    search_to_the_end(tuner, training.train_set(config["study"]["seed"]), training.val_set(),
+                      [EpochReporter(progress), *callbacks], config["search"]["max_epochs"], out,
+                      failure_limit=config["search"]["max_consecutive_failed_trials"])
 
 
 def search_to_the_end(tuner: StudyTuner, train, val, callbacks: list, epochs: int, out: TextIO,

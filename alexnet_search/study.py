@@ -12,178 +12,27 @@
         best/               retrain-best's exports and metrics
         baselines/NAME/     each named baseline's metrics (baseline/: the seed's, before names)
 
-JSON files are written atomically (a temporary file, then a rename), so a crash never leaves a
-half-written file where a good one stood.
+JSON files are written atomically (files.py), so a crash never leaves a half-written file where a
+good one stood.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .config import Config
 from .errors import UserError
-
-
-# Bookkeeping in a trial's hyperparameter values (Hyperband's tuner/epochs, tuner/trial_id, ...; a
-# finalist's finalist/seed, ...): never searched, never shown as a hyperparameter. Hyperparameter
-# names (space.py) have no "/".
-def is_bookkeeping(name: str) -> bool:
-    return "/" in name
-
-
-# Keras Tuner's end states; INVALID is a trial whose hyperparameters could not build a model.
-ENDED = ("COMPLETED", "FAILED", "INVALID")
-FAILED = ("FAILED", "INVALID")
-
-
-def direction(objective: str) -> str:
-    """"max" for an accuracy, "min" for a loss: the objective's name says which way is better."""
-    return "min" if objective.endswith("loss") else "max"
-
-
-def clean_value(value: Any) -> Any:
-    """Round away float noise from stepped ranges (0.6000000000000001 -> 0.6)."""
-    return float(f"{value:.10g}") if isinstance(value, float) else value
-
-
-def searched_values(values: dict[str, Any]) -> dict[str, Any]:
-    """A trial's hyperparameter values without the bookkeeping entries (`is_bookkeeping`)."""
-    return {k: clean_value(v) for k, v in values.items() if not is_bookkeeping(k)}
-
-
-def short(value: Any) -> str:
-    """A value as the progress lines and tables show it: floats to 3 significant digits."""
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def model_epochs(values: dict[str, Any], max_epochs: int) -> int:
-    """Epochs a trial's model has trained when the trial ends: Hyperband's tuner/epochs (a promoted
-    trial's include its parent's); a RandomSearch or Bayesian trial trains max_epochs."""
-    return int(values.get("tuner/epochs", max_epochs))
-
-
-def trial_epochs(values: dict[str, Any], max_epochs: int) -> int:
-    """Epochs a trial itself trains: `model_epochs` less where a promoted trial starts."""
-    return model_epochs(values, max_epochs) - int(values.get("tuner/initial_epoch", 0))
-
-
-def best_epoch(best_step: int | None, values: dict[str, Any]) -> int | str:
-    """The epoch (from 1, counted from the configuration's start) where a trial scored best.
-    Keras Tuner's best_step counts from the start of this trial's fit, at tuner/initial_epoch."""
-    if best_step is None:
-        return "?"
-    return int(best_step) + 1 + int(values.get("tuner/initial_epoch", 0))
-
-
-def rank_key(score: float, trial_id: str, direction: str) -> tuple:
-    """Sort key, best first; ties go to the earlier trial.
-
-    Keras Tuner's `get_best_trials` breaks ties by dictionary order, which differs between the
-    search process and a reloaded study (trial files are globbed), so two commands could name
-    different "best" trials.
-    """
-    return (-score if direction == "max" else score, trial_id)
-
-
-def rank_finalists(finalists: list[dict], way: str) -> list[dict]:
-    """finalists.json's finalists (`confirm`), best first: complete ones by mean score (`way`: "max"
-    or "min"; ties to the better search rank), then the rest."""
-    sign = -1.0 if way == "max" else 1.0
-    return sorted(finalists, key=lambda f: (not f["complete"], sign * f["mean"] if f["complete"] else 0.0,
-                                            f["study"], f["rank"]))
-
-
-def contender_name(entry: dict) -> str:
-    """A finalist, an adopted configuration or a retrain's metrics, as lines and tables name it:
-    "trial 0018", or "baseline paper" for a preset baseline that competed in the confirmation."""
-    return f"baseline {entry['baseline']}" if entry.get("baseline") else f"trial {entry.get('trial_id')}"
-
-
-def failure_reason(message: str | None) -> str:
-    """The last line of a failed trial's traceback, without the exception's class name."""
-    lines = (message or "").strip().splitlines()
-    if not lines:
-        return "no reason recorded"
-    name, sep, text = lines[-1].partition(": ")
-    return text if sep and name.replace(".", "").replace("_", "").isalnum() else lines[-1]
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """`text` at `path`, all or nothing (a crash leaves the old file or the new one)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def fsync_dir(folder: str | Path) -> None:
-    """Make a rename in `folder` durable: a rename is a change to the folder, not to the file."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def read_json(path: str | Path) -> Any:
-    """A JSON file this tool wrote; UserError (not a traceback) when someone damaged it."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); it was edited or damaged: restore it, or start "
-                        f"the study over with --overwrite") from None
-
-
-def replace_dir_atomic(staging: Path, target: Path) -> None:
-    """Put a fully written `staging` folder at `target`, keeping the old one until the swap."""
-    old = target.with_name(f".{target.name}.old")
-    restore_dir(target)
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(staging, target)
-    fsync_dir(target.parent)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def restore_dir(target: Path) -> None:
-    """Put back the folder a `replace_dir_atomic` killed between its two renames had moved aside."""
-    old = target.with_name(f".{target.name}.old")
-    if old.is_dir() and not target.exists():
-        os.replace(old, target)
+from .space import SEED_BN_MOMENTUM, SEED_CONV1_KERNEL
+from .files import read_json, write_json_atomic
 
 
 def git_commit() -> str | None:
@@ -270,12 +119,7 @@ class Study:
         there is none or it cannot be read."""
         try:
             saved = read_json(self.identity_file)
-            identity = dict(saved["identity"])
-            search = identity.get("search")
-            if isinstance(search, dict) and "tuner" not in search:
-                # Hyperband studies made before 2026-11-28 08:40 (a691975) left the default tuner out.
-                identity["search"] = {**search, "tuner": "hyperband"}
-            return saved.get("preset"), identity
+            return saved.get("preset"), dict(saved["identity"])
         except (OSError, UserError, KeyError, TypeError, AttributeError, ValueError):
             return None, None
 
@@ -299,6 +143,25 @@ def study_for(results_dir: str | Path, name: str) -> Study:
     return Study(Path(results_dir) / name)
 
 
+def search_identity(config: Config) -> dict[str, Any]:
+    """What must not change under a study's existing trials (study.json): space, sizes, search
+    settings, the network's shape and the study seed. Two studies with the same identity are the
+    same search; `same_training` compares parts of two."""
+    data = config.data
+    ident = {k: v for k, v in data.items() if k in ("space", "search", "data")}
+    # Input-pipeline switches change speed, not what a trial sees.
+    ident["data"] = {k: v for k, v in ident["data"].items() if k not in ("parallel_map", "prefetch")}
+    # How many failures in a row to tolerate is a policy, not part of what was searched.
+    ident["search"] = {k: v for k, v in ident["search"].items() if k != "max_consecutive_failed_trials"}
+    # Speed options (precision, XLA) may change between runs; the network's shape may not.
+    model = data.get("model", {})
+    ident["model"] = {"width_multiplier": model.get("width_multiplier", 1.0),
+                      "conv1_kernel": model.get("conv1_kernel", SEED_CONV1_KERNEL),
+                      "bn_momentum": model.get("bn_momentum", SEED_BN_MOMENTUM)}
+    ident["study"] = {"seed": data["study"]["seed"]}
+    return json.loads(json.dumps(ident, sort_keys=True))
+
+
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
@@ -318,24 +181,13 @@ def _lookup(identity: dict, dotted: str) -> Any:
     return identity.get(section, {}).get(key)
 
 
-def extension(study: Study, config: Config) -> list[str]:
-    """How `config` extends the study's existing search ("search.hyperband_iterations 1 -> 2"),
-    or [] when it does not (a new study, the same search, or a different one)."""
-    _, old = study.saved_identity()
-    if old is None:
-        return []
-    new = config.search_identity()
-    return [f"{k} {_lookup(old, k)} -> {_lookup(new, k)}" for k in _differences(old, new)
-            if k in EXTENSIBLE and _grows(old, new, k)]
-
-
 def _grows(old: dict, new: dict, dotted: str) -> bool:
     before, after = _lookup(old, dotted), _lookup(new, dotted)
     return isinstance(before, int) and isinstance(after, int) and after > before
 
 
 def same_training(a: dict, b: dict, sections: tuple[str, ...] = ("data", "model")) -> list[str]:
-    """Where two search identities (`Config.search_identity`) differ in `sections`: by default what
+    """Where two search identities (`search_identity`) differ in `sections`: by default what
     a model is trained on and what it is (data sizes, network shape), which runs must share to be
     compared; add "space" for studies whose trials and finalists are to be set side by side."""
     return _differences(*({k: d.get(k, {}) for k in sections} for d in (a, b)))
@@ -354,7 +206,7 @@ def require_same_network(study: Study, config: Config) -> None:
     preset, old = study.saved_identity()
     if old is None:
         return
-    diff = same_training(old, config.search_identity())
+    diff = same_training(old, search_identity(config))
     if diff:
         raise UserError(
             f"{study.root} was searched with {preset or 'another preset'}, which differs from "
@@ -363,15 +215,21 @@ def require_same_network(study: Study, config: Config) -> None:
         )
 
 
-def prepare_search(study: Study, config: Config, overwrite: bool) -> bool:
-    """Make the study folder ready for a search; return True when resuming existing trials.
+class Prepared(NamedTuple):
+    resuming: bool  # the study has trials from an earlier run
+    extended: list[str]  # how this run grows its budget ("search.hyperband_iterations 1 -> 2"), or []
+
+
+def prepare_search(study: Study, config: Config, overwrite: bool, provenance: dict | None = None) -> Prepared:
+    """Make the study folder ready for a search, then write its study.json, and its config.json
+    and versions.json with `provenance` added (`write_provenance`).
 
     A study made from a different search (space, sizes, Hyperband settings or seed) is refused
     unless `overwrite`, so trials of two searches never mix; a larger budget (EXTENSIBLE) extends
     it. Nothing is written before the checks.
     """
-    identity = config.search_identity()
-    resuming = False
+    identity = search_identity(config)
+    resuming, extended = False, []
     if study.exists() and not overwrite:
         _, old = study.saved_identity()
         if old is None:
@@ -392,6 +250,8 @@ def prepare_search(study: Study, config: Config, overwrite: bool) -> bool:
                 f"--study NEW_NAME for a new study, or --overwrite to discard this one"
             )
         resuming = study.tuner_dir.exists()
+        extended = [f"{k} {_lookup(old, k)} -> {_lookup(identity, k)}" for k in _differences(old, identity)
+                    if k in EXTENSIBLE and _grows(old, identity, k)]
     if overwrite and study.root.is_dir():
         foreign = foreign_entries(study.root)
         if foreign:
@@ -415,8 +275,9 @@ def prepare_search(study: Study, config: Config, overwrite: bool) -> bool:
                 shutil.rmtree(child, ignore_errors=True)
             else:
                 child.unlink(missing_ok=True)
-    write_json_atomic(study.identity_file, {"preset": config.path, "identity": identity})
-    return resuming
+    write_provenance(study.root, config, extra=provenance)
+    write_json_atomic(study.identity_file, {"preset": config.path, "identity": identity})  # last: "a study is here"
+    return Prepared(resuming, extended)
 
 
 # What this tool writes in a study folder (results/README.md), dot-files being its staging names.

@@ -5,6 +5,7 @@ import pytest
 from alexnet_search.config import load_config
 from alexnet_search.errors import UserError
 from alexnet_search.space import SEED
+from alexnet_search.study import search_identity
 
 from conftest import REPO
 
@@ -126,7 +127,7 @@ def test_command_line_overrides_are_checked_like_the_preset():
     assert cpu.with_overrides({"study": {"seed": None}}) is cpu
     second = cpu.with_overrides({"study": {"seed": 2}, "search": {"hyperband_iterations": 3}})
     assert second["study"]["seed"] == 2 and second["search"]["hyperband_iterations"] == 3
-    assert second.search_identity() != cpu.search_identity() and cpu["study"]["seed"] == 1
+    assert search_identity(second) != search_identity(cpu) and cpu["study"]["seed"] == 1
     with pytest.raises(UserError, match="with command-line overrides: study.seed = 0 is invalid"):
         cpu.with_overrides({"study": {"seed": 0}})
 
@@ -162,17 +163,17 @@ def test_confirm_baselines_name_baselines_of_the_preset(tmp_path):
 
 def test_the_tuner_is_part_of_a_studys_identity():
     cpu = load_config(REPO / "tuning" / "cpu.toml")
-    assert cpu.search_identity()["search"]["tuner"] == "hyperband"
-    assert load_config(REPO / "tuning" / "cpu-random.toml").search_identity()["search"]["tuner"] == "random"
+    assert search_identity(cpu)["search"]["tuner"] == "hyperband"
+    assert search_identity(load_config(REPO / "tuning" / "cpu-random.toml"))["search"]["tuner"] == "random"
 
 
 def test_the_networks_shape_is_part_of_a_studys_identity(tmp_path):
     paper = load_config(REPO / "tuning" / "paper.toml")
     assert paper["model"]["conv1_kernel"] == 11
-    assert paper.search_identity()["model"] == {"width_multiplier": 1.0, "conv1_kernel": 11, "bn_momentum": 0.9}
+    assert search_identity(paper)["model"] == {"width_multiplier": 1.0, "conv1_kernel": 11, "bn_momentum": 0.9}
     five = load_config(_write(tmp_path, "[model]\nconv1_kernel = 5\nbn_momentum = 0.5"))
-    assert five.search_identity()["model"]["conv1_kernel"] == 5
-    assert five.search_identity()["model"]["bn_momentum"] == 0.5
+    assert search_identity(five)["model"]["conv1_kernel"] == 5
+    assert search_identity(five)["model"]["bn_momentum"] == 0.5
     for bad in (-0.1, 1, 1.5, True):
         with pytest.raises(UserError, match=r"model.bn_momentum = .* is invalid: it must be a number in \[0, 1\)"):
             load_config(_write(tmp_path, f"[model]\nbn_momentum = {str(bad).lower()}"))

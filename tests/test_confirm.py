@@ -19,7 +19,8 @@ from alexnet_search.confirm import (
 from alexnet_search.data import Source
 from alexnet_search.errors import UserError
 from alexnet_search.space import SEED
-from alexnet_search.study import prepare_search, rank_finalists, searched_values, study_for
+from alexnet_search.study import prepare_search, study_for
+from alexnet_search.trials import rank_finalists, searched_values
 from alexnet_search.training import Training
 
 from conftest import REPO

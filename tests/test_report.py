@@ -21,7 +21,7 @@ from alexnet_search.errors import UserError
 from alexnet_search.hypermodel import declare
 from alexnet_search.schedule import hyperband_schedule
 from alexnet_search.report import SPREAD_RULE, edge, fit_seconds, read_scalars, write_report
-from alexnet_search.study import Study
+from alexnet_search.study import Study, search_identity
 
 from conftest import REPO
 
@@ -95,7 +95,7 @@ def make_study(root: Path, *, fault: str | None = None, tuned=(0.70, 0.71, 0.72)
     space, s = config["space"], config["search"]
     root.mkdir(parents=True)
     (root / "study.json").write_text(json.dumps({"preset": "tuning/cpu.toml",
-                                                 "identity": Config(config, "tuning/cpu.toml").search_identity()}))
+                                                 "identity": search_identity(Config(config, "tuning/cpu.toml"))}))
     (root / "config.json").write_text(json.dumps(config))
     (root / "versions.json").write_text(json.dumps({
         "python": "3.x", "tensorflow": "tf-x", "keras": "k-x", "keras_tuner": "kt-x", "tensorboard": "tb-x",
@@ -421,26 +421,28 @@ def test_missing_study_or_no_completed_trial_is_a_user_error(tmp_path):
     assert not (study.root / "report.md").exists()
 
 
-def test_report_md_is_written_atomically_and_durably(tmp_path, monkeypatch):
-    """report.md goes through the same helper as every other result: all or nothing, folder synced."""
-    from alexnet_search import study as study_module
+def test_a_report_that_cannot_be_written_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    """The disk fills up as report.md is replaced: the old report stays, whole, and nothing half-written
+    is left beside it."""
+    import errno
+    import os
 
     study = make_study(tmp_path / "s")
     (study.root / "report.md").write_text("the previous report")
-    writes = []
-    real = study_module.write_text_atomic
+    real = os.replace
 
-    def recording(path, text):
-        writes.append(Path(path).name)
-        raise OSError("disk full")  # the new report cannot be written: the old one must survive whole
+    def disk_full_at_the_report(src, dst, *args, **kwargs):
+        if Path(dst).name == "report.md":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr("alexnet_search.report.write_text_atomic", recording)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(os, "replace", disk_full_at_the_report)
+    with pytest.raises(OSError, match="No space left"):
         write_report(study)
-    assert writes == ["report.md"] and (study.root / "report.md").read_text() == "the previous report"
-    monkeypatch.setattr("alexnet_search.report.write_text_atomic", real)
-    assert write_report(study).read_text().startswith("#")
+    assert (study.root / "report.md").read_text() == "the previous report"
     assert sorted(p.name for p in study.root.iterdir() if p.name.startswith(".")) == []
+    monkeypatch.setattr(os, "replace", real)
+    assert write_report(study).read_text().startswith("# Study `s`")
 
 
 def test_other_studies_of_the_space_are_set_beside_with_their_best_values(tmp_path):

@@ -10,7 +10,7 @@ import keras_tuner
 
 from alexnet_search.config import load_config
 from alexnet_search.search import make_tuner, ranked_trials
-from alexnet_search.study import trial_epochs
+from alexnet_search.trials import trial_epochs
 from alexnet_search.study import study_for
 
 from conftest import REPO
@@ -53,21 +53,31 @@ def test_tuner_state_is_keras_tuners_own_and_reloads(tmp_path):
     assert again.oracle.hyperparameters.get("lr") == 0.01  # the space, with the preset's starting values
 
 
-def test_the_tuner_and_its_oracle_save_through_the_atomic_writer(tmp_path, monkeypatch):
-    from alexnet_search import search, study as study_module
+def test_a_state_write_that_fails_leaves_keras_tuners_files_whole(tmp_path, monkeypatch):
+    """The disk fills up as the oracle saves: oracle.json keeps its previous content, whole, and the
+    tuner reloads from it."""
+    import errno
+    import json
+    import os
 
-    written = []
-
-    def recording(path, obj):
-        written.append(Path(path).name)
-        study_module.write_json_atomic(path, obj)
-
-    monkeypatch.setattr(search, "write_json_atomic", recording)
     _, study, tuner = _fresh_tuner(tmp_path, "s")
-    trial = tuner.oracle.create_trial("tuner0")
     tuner.save()
-    assert {"oracle.json", "tuner0.json", "trial.json"} <= set(written)
-    assert (study.tuner_dir / f"trial_{trial.trial_id}" / "trial.json").is_file()
+    before = (study.tuner_dir / "oracle.json").read_text()
+    real = os.replace
+
+    def disk_full(src, dst, *args, **kwargs):
+        if Path(dst).suffix == ".json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        tuner.oracle.create_trial("tuner0")  # writes trial.json, then oracle.json
+    monkeypatch.setattr(os, "replace", real)
+    assert (study.tuner_dir / "oracle.json").read_text() == before and json.loads(before)
+    assert not [p for p in study.tuner_dir.rglob(".*") if p.is_file()]  # no temporary file left behind
+    again = make_tuner(load_config(REPO / "tuning" / "cpu.toml"), study)
+    assert list(again.oracle.trials) == []  # the trial never reached a state file: it was never handed out
 
 
 def _fresh_tuner(tmp_path, name):

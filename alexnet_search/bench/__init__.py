@@ -135,7 +135,7 @@ def _resolve(args) -> None:
 
 def run(args) -> int:
     from ..data import source_from
-    from ..study import write_json_atomic
+    from ..files import write_json_atomic
 
     _resolve(args)
     from .. import backend

@@ -20,13 +20,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import UserError
-from ..console import format_duration
-from ..schedule import TUNER_NAMES, describe_search, search_schedule
-from ..study import (
-    FAILED, Study, contender_name, direction, failure_reason, rank_finalists, require_study, restore_dir, same_training, write_text_atomic,
-)
 from . import figures
+from ..console import format_duration
+from ..errors import UserError
+from ..files import restore_dir, write_text_atomic
+from ..schedule import TUNER_NAMES, describe_search, search_schedule
+from ..study import Study, require_study, same_training
+from ..trials import FAILED, contender_name, direction, failure_reason, rank_finalists
 from .analysis import SPREAD_RULE, difference, edge, outside_fit, warnings  # noqa: F401  (edge: public)
 from .importance import FORESTS, MIN_TRIALS, importance
 from .load import Trial, curve, fit_seconds, load_baselines, load_trials, ranked, read, read_scalars  # noqa: F401

@@ -10,7 +10,7 @@ from typing import Any
 from ..console import format_duration
 from ..schedule import Schedule
 from ..space import BOUNDS
-from ..study import ENDED
+from ..trials import ENDED
 from .load import Trial, fit_seconds
 from .text import num, numeric_choices, range_text
 

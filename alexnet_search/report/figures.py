@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..space import SEED
-from ..study import FAILED, direction
+from ..trials import direction, FAILED
 from .load import Trial
 from .text import num, numeric_choices
 

@@ -16,7 +16,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from ..study import direction
+from ..trials import direction
 from .load import Trial
 
 BUDGET = "epochs (budget)"

@@ -9,7 +9,8 @@ from typing import Any
 
 from .. import tboard
 from ..errors import UserError
-from ..study import direction, model_epochs, rank_key, read_json, restore_dir, searched_values
+from ..files import read_json, restore_dir
+from ..trials import direction, model_epochs, rank_key, searched_values
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,83 @@
+"""Files a crash cannot leave half-written: JSON and text replaced whole (a temporary file, fsync,
+rename, fsync of the folder), folders swapped whole, and JSON read back with a clear error when
+someone damaged it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """`text` at `path`, all or nothing (a crash leaves the old file or the new one)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename in `folder` durable: a rename is a change to the folder, not to the file."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file this tool wrote; UserError (not a traceback) when someone damaged it."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); it was edited or damaged: restore it, or start "
+                        f"the study over with --overwrite") from None
+
+
+def replace_dir_atomic(staging: Path, target: Path) -> None:
+    """Put a fully written `staging` folder at `target`, keeping the old one until the swap."""
+    old = target.with_name(f".{target.name}.old")
+    restore_dir(target)
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    fsync_dir(target.parent)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def restore_dir(target: Path) -> None:
+    """Put back the folder a `replace_dir_atomic` killed between its two renames had moved aside."""
+    old = target.with_name(f".{target.name}.old")
+    if old.is_dir() and not target.exists():
+        os.replace(old, target)
+

@@ -1,0 +1,92 @@
+"""files.py: writes a crash cannot leave half-done, and a damaged file read as one clear error."""
+
+import json
+
+import pytest
+
+from alexnet_search.files import replace_dir_atomic, restore_dir, write_json_atomic
+
+
+def test_atomic_json_replaces_the_file_whole_and_leaves_no_temporary_files(tmp_path):
+    write_json_atomic(tmp_path / "a.json", {"x": 1})
+    write_json_atomic(tmp_path / "a.json", {"x": 2})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+
+def test_a_write_killed_before_its_rename_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    """The new content reaches the file's name only by the rename: a plain open(path, "w") fails this."""
+    write_json_atomic(tmp_path / "a.json", {"x": 1})
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("os.replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_json_atomic(tmp_path / "a.json", {"x": 2, "long": "y" * 100_000})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+
+def test_atomic_json_keeps_the_old_file_when_writing_fails(tmp_path):
+    write_json_atomic(tmp_path / "a.json", {"x": 1})
+    with pytest.raises(TypeError):
+        write_json_atomic(tmp_path / "a.json", {"x": object.__new__(type("Unserialisable", (), {"__str__": None}))})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+
+def test_replace_dir_swaps_a_finished_folder_in(tmp_path):
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "old").write_text("old")
+    (tmp_path / "staging").mkdir()
+    (tmp_path / "staging" / "new").write_text("new")
+    replace_dir_atomic(tmp_path / "staging", tmp_path / "best")
+    assert [p.name for p in (tmp_path / "best").iterdir()] == ["new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+
+
+
+def test_a_kill_between_the_two_renames_loses_no_export(tmp_path):
+    # The state replace_dir_atomic leaves when killed after moving best/ aside.
+    (tmp_path / ".best.old").mkdir()
+    (tmp_path / ".best.old" / "model.keras").write_text("good")
+    restore_dir(tmp_path / "best")
+    assert (tmp_path / "best" / "model.keras").read_text() == "good"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+    (tmp_path / "staging").mkdir()
+    (tmp_path / "staging" / "model.keras").write_text("new")
+    (tmp_path / ".best.old").mkdir()  # a stale copy beside a live best/ is not restored over it
+    replace_dir_atomic(tmp_path / "staging", tmp_path / "best")
+    assert (tmp_path / "best" / "model.keras").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+
+
+
+def test_atomic_writes_make_the_rename_durable_by_syncing_the_folder(tmp_path, monkeypatch):
+    """Durability cannot be seen without cutting the power, so this pins POSIX's contract for it:
+    the file's data reaches the disk before its new name does, and the folder holding the name
+    after it."""
+    import os
+    import stat
+
+    from alexnet_search import files as files_module
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(files_module.os, "fsync", lambda fd: (synced.append(stat.S_ISDIR(os.fstat(fd).st_mode)),
+                                                              real(fd))[1])
+    write_json_atomic(tmp_path / "a.json", {"x": 1})
+    assert synced == [False, True]  # the file's data, then the folder holding its new name
+    synced.clear()
+    files_module.write_text_atomic(tmp_path / "report.md", "# report")
+    assert synced == [False, True] and (tmp_path / "report.md").read_text() == "# report"
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    synced.clear()
+    replace_dir_atomic(staging, tmp_path / "best")
+    assert synced == [True]
+
