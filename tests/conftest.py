@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import pickle
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -133,6 +136,24 @@ def tiny_config(tmp_path) -> Path:
 def tiny_confirmed_config(tmp_path) -> Path:
     """The tiny preset with 2 finalists confirmed by 2 seeds each."""
     return make_tiny_config(tmp_path, finalists=2)
+
+
+@contextlib.contextmanager
+def disk_full_at(monkeypatch, full: Callable[[Path], bool]):
+    """Inside the block, renaming a file onto a path for which `full(path)` holds fails as a full
+    disk does (ENOSPC): where every atomic write of the package puts its result in place."""
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if full(Path(dst)):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(os, "replace", real)
 
 
 def run_cli(*args, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -23,7 +23,7 @@ from alexnet_search.schedule import hyperband_schedule
 from alexnet_search.report import SPREAD_RULE, edge, fit_seconds, read_scalars, write_report
 from alexnet_search.study import Study, search_identity
 
-from conftest import REPO
+from conftest import REPO, disk_full_at
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 WARNINGS = {"Best value at the edge of its range", "Best trial had a short budget", "Most trials failed",
@@ -424,24 +424,12 @@ def test_missing_study_or_no_completed_trial_is_a_user_error(tmp_path):
 def test_a_report_that_cannot_be_written_leaves_the_previous_one_whole(tmp_path, monkeypatch):
     """The disk fills up as report.md is replaced: the old report stays, whole, and nothing half-written
     is left beside it."""
-    import errno
-    import os
-
     study = make_study(tmp_path / "s")
     (study.root / "report.md").write_text("the previous report")
-    real = os.replace
-
-    def disk_full_at_the_report(src, dst, *args, **kwargs):
-        if Path(dst).name == "report.md":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "replace", disk_full_at_the_report)
-    with pytest.raises(OSError, match="No space left"):
+    with disk_full_at(monkeypatch, lambda path: path.name == "report.md"), pytest.raises(OSError, match="No space"):
         write_report(study)
     assert (study.root / "report.md").read_text() == "the previous report"
     assert sorted(p.name for p in study.root.iterdir() if p.name.startswith(".")) == []
-    monkeypatch.setattr(os, "replace", real)
     assert write_report(study).read_text().startswith("# Study `s`")
 
 

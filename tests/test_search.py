@@ -1,6 +1,5 @@
 """search.py: ranking, Hyperband bookkeeping, and the tuner's crash-safe state files."""
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -13,7 +12,7 @@ from alexnet_search.search import make_tuner, ranked_trials
 from alexnet_search.trials import trial_epochs
 from alexnet_search.study import study_for
 
-from conftest import REPO
+from conftest import REPO, disk_full_at
 
 
 def _trial(trial_id, score, status="COMPLETED", **values):
@@ -56,24 +55,13 @@ def test_tuner_state_is_keras_tuners_own_and_reloads(tmp_path):
 def test_a_state_write_that_fails_leaves_keras_tuners_files_whole(tmp_path, monkeypatch):
     """The disk fills up as the oracle saves: oracle.json keeps its previous content, whole, and the
     tuner reloads from it."""
-    import errno
     import json
-    import os
 
     _, study, tuner = _fresh_tuner(tmp_path, "s")
     tuner.save()
     before = (study.tuner_dir / "oracle.json").read_text()
-    real = os.replace
-
-    def disk_full(src, dst, *args, **kwargs):
-        if Path(dst).suffix == ".json":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "replace", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with disk_full_at(monkeypatch, lambda path: path.suffix == ".json"), pytest.raises(OSError, match="No space"):
         tuner.oracle.create_trial("tuner0")  # writes trial.json, then oracle.json
-    monkeypatch.setattr(os, "replace", real)
     assert (study.tuner_dir / "oracle.json").read_text() == before and json.loads(before)
     assert not [p for p in study.tuner_dir.rglob(".*") if p.is_file()]  # no temporary file left behind
     again = make_tuner(load_config(REPO / "tuning" / "cpu.toml"), study)
