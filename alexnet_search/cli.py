@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from .errors import DiskFull, UserError, disk_full, disk_full_message
 
 # Without --config: the seed's scale where a GPU trains, else the same space sized for a CPU
 # (paper.toml would run for about a day on 2 cores).
@@ -373,6 +373,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (DiskFull, OSError) as exc:
+        # Out of space in a trial (DiskFull) or in a state write (OSError): one line; every
+        # result file is replaced whole (files.py), so nothing half-written is left to resume from.
+        full = disk_full(exc) if isinstance(exc, OSError) else None
+        if isinstance(exc, OSError) and full is None:
+            raise
+        print(f"error: {disk_full_message(full) if full else exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to resume", file=sys.stderr)

@@ -28,7 +28,7 @@ from . import backend, distribute, locks
 from .config import Config
 from .console import format_duration, printer, short
 from .data import Source
-from .errors import UserError
+from .errors import DiskFull, UserError, disk_full, disk_full_message
 from .files import read_json, write_json_atomic
 from .hypermodel import AlexNetHyperModel
 from .model import clear_session
@@ -273,6 +273,9 @@ class StudyTuner(keras_tuner.Hyperband):
         try:
             histories = super().run_trial(trial, *args, **kwargs)
         except Exception as exc:
+            if full := disk_full(exc):
+                self.interrupted()  # not the trial's doing: it is not counted as a crash either
+                raise DiskFull(disk_full_message(full)) from exc
             if not backend.is_out_of_memory(exc):
                 raise
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

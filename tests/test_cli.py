@@ -306,6 +306,37 @@ def test_sigterm_is_a_preemption_not_a_crash(tmp_path, cifar_dir, tiny_config):
 
 
 @slow
+def test_a_disk_that_fills_up_mid_trial_stops_the_study_in_one_line_and_it_resumes(tmp_path, cifar_dir, tiny_config,
+                                                                                    monkeypatch, capsys):
+    """Full disk while trial 0002 writes its curves: not a verdict on the trial, so it is not failed; the
+    study stops with one line, and once space is back the same command completes every trial."""
+    import errno
+
+    from alexnet_search import cli, tboard
+
+    real = tboard.Writer.write
+
+    def write(self, summary, step=0):
+        if "/0002/" in str(self.folder) + "/":
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.folder))
+        return real(self, summary, step)
+
+    args = ["search", "--config", str(tiny_config), "--data-dir", str(cifar_dir), "--results-dir",
+            str(tmp_path / "results")]
+    monkeypatch.setattr(tboard.Writer, "write", write)
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no space left on the disk writing ") and "0002" in err[0]
+    assert "run the same command again: it resumes" in err[0]
+    trial = tmp_path / "results/tiny/tuner/trial_0002"
+    assert [r.get("ended") for r in json.loads((trial / "runs.json").read_text())] == ["interrupted"]
+    monkeypatch.setattr(tboard.Writer, "write", real)
+    assert cli.main(args) == 0
+    trials = [json.loads(p.read_text()) for p in sorted((tmp_path / "results/tiny/tuner").glob("trial_*/trial.json"))]
+    assert [t["status"] for t in trials] == ["COMPLETED"] * 5
+
+
+@slow
 @backends
 def test_retrain_best_exports_models_that_load_and_predict(searched, tmp_path):
     study = searched.study
