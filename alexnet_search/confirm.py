@@ -26,6 +26,7 @@ study seed + i): the retrain that tests the adopted configuration is an independ
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import statistics
@@ -37,7 +38,7 @@ from typing import Any, TextIO
 import keras_tuner
 from keras_tuner.engine.trial import TrialStatus
 
-from . import distribute
+from . import distribute, locks
 from .config import Config
 from .console import format_duration, printer, short
 from .data import Source
@@ -196,7 +197,6 @@ def run_finalists(config: Config, study: Study, source: Source, search_oracle=No
     `search_oracle`: the finished search's (the chief's or a single process's; a worker gets its
     runs from the chief). Returns finalists.json's content, or None on a worker.
     """
-    say = printer(out)
     role = distribute.role()
     c = config["confirm"]
     if c["finalists"] == 0:
@@ -206,6 +206,14 @@ def run_finalists(config: Config, study: Study, source: Source, search_oracle=No
         raise UserError(f"study {study.name} has no completed trial to confirm; every trial failed (see the trial "
                         f"lines), so nothing can be adopted")
     training = Training.prepare(config, source, several_gpus=role != "chief")
+    # The search's lock again (a worker is part of its chief's): two confirmations would interleave.
+    with contextlib.nullcontext() if role == "worker" else locks.held(study.root, "search"):
+        return _confirm(config, study, training, ranked, role, out)
+
+
+def _confirm(config: Config, study: Study, training: Training, ranked: list, role: str, out: TextIO) -> dict | None:
+    say = printer(out)
+    c = config["confirm"]
     if role != "single":
         # The search's oracle has its port; the finalists' is served beside it.
         os.environ[distribute.ORACLE_PORT] = str(distribute.finalists_port(int(os.environ[distribute.ORACLE_PORT])))

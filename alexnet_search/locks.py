@@ -1,9 +1,10 @@
 """One writer per study folder at a time: a search, a retrain-best, a baseline.
 
 Two searches of one study would interleave Keras Tuner's oracle.json and trial files; two
-retrain-bests would delete each other's staging folder. Each command holds an advisory lock
-(`fcntl.flock`) on a file beside the study (`results/.locks/<study>.<what>.lock`, outside the
-study so `--overwrite` cannot delete it while held) for as long as it runs. The kernel drops the
+retrain-bests would delete each other's staging folder. Each holds an advisory lock (`fcntl.flock`)
+on a file beside the study (`results/.locks/<study>.<what>.lock`, outside the study so
+`--overwrite` cannot delete it while held) while it reads and writes the study: the search and
+its confirmation, each retrain, each baseline. The kernel drops the
 lock when the process ends, however it ends, so a crash or kill -9 never leaves a study locked.
 The file keeps the holder's pid and start time, for the message a second command prints.
 
@@ -14,24 +15,28 @@ runs, as on a machine with spare cores.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
 from pathlib import Path
+from typing import Iterator
 
 from .errors import UserError
 
-_held: dict[str, int] = {}  # lock path -> open descriptor, kept open (and locked) until the process ends
+_held: dict[str, int] = {}  # lock path -> open descriptor, while this process holds it
 
 
-def hold(study_root: Path, what: str) -> None:
-    """Lock the study at `study_root`'s `what` ("search", "retrain-best", "baseline-paper") for
-    this process, or raise UserError naming the process that holds it. Holding it twice in one
-    process is a no-op."""
+@contextlib.contextmanager
+def held(study_root: Path, what: str) -> Iterator[None]:
+    """Hold the study at `study_root`'s `what` ("search", "retrain-best", "baseline-paper") for
+    the block, or raise UserError naming the process that holds it. Re-entered in the process
+    that holds it, it does nothing."""
     study = study_root.name
     folder = study_root.parent / ".locks"
     path = folder / f"{study}.{what}.lock"
     if str(path) in _held:
+        yield
         return
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -49,3 +54,8 @@ def hold(study_root: Path, what: str) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
     _held[str(path)] = fd
+    try:
+        yield
+    finally:
+        del _held[str(path)]
+        os.close(fd)  # the kernel drops the lock with the last descriptor

@@ -192,59 +192,59 @@ def _retrain(config: Config, study: Study, source: Source, hp, seeds: int, name:
     training = Training.prepare(config, source)
     test = source.test()
     # One writer of `target`: a second run would delete this one's staging folder.
-    locks.hold(study.root, name.replace("baselines/", "baseline-"))
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        restore_dir(target)
-        for stale in target.parent.glob(f".{target.name}.staging-*"):  # left by a run killed mid-write
-            shutil.rmtree(stale, ignore_errors=True)
-        staging = target.parent / f".{target.name}.staging-{os.getpid()}"
-        staging.mkdir()
-    except OSError as exc:
-        raise UserError(f"cannot write to {study.root} ({exc.strerror or exc}); choose another --results-dir") from None
-    for line in training.describe():
-        say(line + (f"; test set {len(test[0])} images" if line.startswith("data:") else ""))
-    # TensorBoard shows the latest attempt only: a re-run's curves and HParams sessions would
-    # otherwise pile up beside the old ones under the same names.
-    shutil.rmtree(study.tensorboard_dir / name, ignore_errors=True)
+    with locks.held(study.root, name.replace("baselines/", "baseline-")):
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            restore_dir(target)
+            for stale in target.parent.glob(f".{target.name}.staging-*"):  # left by a run killed mid-write
+                shutil.rmtree(stale, ignore_errors=True)
+            staging = target.parent / f".{target.name}.staging-{os.getpid()}"
+            staging.mkdir()
+        except OSError as exc:
+            raise UserError(f"cannot write to {study.root} ({exc.strerror or exc}); choose another --results-dir") from None
+        for line in training.describe():
+            say(line + (f"; test set {len(test[0])} images" if line.startswith("data:") else ""))
+        # TensorBoard shows the latest attempt only: a re-run's curves and HParams sessions would
+        # otherwise pile up beside the old ones under the same names.
+        shutil.rmtree(study.tensorboard_dir / name, ignore_errors=True)
 
-    epochs = config["retrain"]["epochs"]
-    hypermodel = training.hypermodel(horizon=epochs)
-    values = hypermodel.hyperparameters(hp).as_dict()  # everything trained, searched or not
-    started = time.monotonic()
-    progress = Progress(seeds, seeds * epochs, out=out)
-    runs, kept, kept_val, kept_seed = [], None, -1.0, None
-    for i in range(seeds):
-        seed = config["study"]["seed"] + i
-        model, result = train_and_evaluate(
-            training, hypermodel, hp, test, seed, study.tensorboard_dir / name / f"seed{seed}",
-            progress, f"{name} {i + 1}/{seeds}", session=f"{name}/seed{seed}",
-        )
-        runs.append(result)
-        if result["val_accuracy"] > kept_val:  # chosen on validation, never on test
-            kept, kept_val, kept_seed = model, result["val_accuracy"], seed
+        epochs = config["retrain"]["epochs"]
+        hypermodel = training.hypermodel(horizon=epochs)
+        values = hypermodel.hyperparameters(hp).as_dict()  # everything trained, searched or not
+        started = time.monotonic()
+        progress = Progress(seeds, seeds * epochs, out=out)
+        runs, kept, kept_val, kept_seed = [], None, -1.0, None
+        for i in range(seeds):
+            seed = config["study"]["seed"] + i
+            model, result = train_and_evaluate(
+                training, hypermodel, hp, test, seed, study.tensorboard_dir / name / f"seed{seed}",
+                progress, f"{name} {i + 1}/{seeds}", session=f"{name}/seed{seed}",
+            )
+            runs.append(result)
+            if result["val_accuracy"] > kept_val:  # chosen on validation, never on test
+                kept, kept_val, kept_seed = model, result["val_accuracy"], seed
 
-    metrics = {**extra, "epochs": epochs, "seeds": [r["seed"] for r in runs], "runs": runs, **summarize(runs),
-               "data": training.splits.note}
-    if export:
-        kept = for_export(kept, tta=config["retrain"]["tta"])
-        if not export_model(kept, staging):
-            say("note: TensorFlow is not installed, so no serving/ SavedModel was exported (model.keras was); "
-                "install the tensorflow extra and rerun retrain-best for one")
-        metrics["exported_seed"], metrics["exported_tta"] = kept_seed, config["retrain"]["tta"]
-        metrics["exports_verified_on_images"] = verify_exports(kept, staging, test[0][:_VERIFY_IMAGES])
-    metrics["wall_time_s"] = round(time.monotonic() - started, 1)
-    write_json_atomic(staging / "hyperparameters.json", values)
-    write_json_atomic(staging / "metrics.json", metrics)
-    write_provenance(staging, config, extra={"data_source": source.describe()})
-    replace_dir_atomic(staging, target)
+        metrics = {**extra, "epochs": epochs, "seeds": [r["seed"] for r in runs], "runs": runs, **summarize(runs),
+                   "data": training.splits.note}
+        if export:
+            kept = for_export(kept, tta=config["retrain"]["tta"])
+            if not export_model(kept, staging):
+                say("note: TensorFlow is not installed, so no serving/ SavedModel was exported (model.keras was); "
+                    "install the tensorflow extra and rerun retrain-best for one")
+            metrics["exported_seed"], metrics["exported_tta"] = kept_seed, config["retrain"]["tta"]
+            metrics["exports_verified_on_images"] = verify_exports(kept, staging, test[0][:_VERIFY_IMAGES])
+        metrics["wall_time_s"] = round(time.monotonic() - started, 1)
+        write_json_atomic(staging / "hyperparameters.json", values)
+        write_json_atomic(staging / "metrics.json", metrics)
+        write_provenance(staging, config, extra={"data_source": source.describe()})
+        replace_dir_atomic(staging, target)
 
-    spread = f" +- {metrics['test_accuracy_std']:.4f} over {seeds} seeds" if seeds > 1 else ""
-    say(f"\n{name}: test accuracy {metrics['test_accuracy_mean']:.4f}{spread}, "
-        f"{metrics['test_accuracy_tta_mean']:.4f} with test-time mirroring (train "
-        f"{metrics['train_accuracy_mean']:.4f}, val {metrics['val_accuracy_mean']:.4f}) in "
-        f"{format_duration(metrics['wall_time_s'])}")
-    return metrics
+        spread = f" +- {metrics['test_accuracy_std']:.4f} over {seeds} seeds" if seeds > 1 else ""
+        say(f"\n{name}: test accuracy {metrics['test_accuracy_mean']:.4f}{spread}, "
+            f"{metrics['test_accuracy_tta_mean']:.4f} with test-time mirroring (train "
+            f"{metrics['train_accuracy_mean']:.4f}, val {metrics['val_accuracy_mean']:.4f}) in "
+            f"{format_duration(metrics['wall_time_s'])}")
+        return metrics
 
 
 def hyperparameters_from(origin: str, results_dir: str | Path, config: Config) -> tuple[dict[str, Any], str]:

@@ -437,30 +437,30 @@ def _lead(config: Config, study: Study, source: Source, overwrite: bool, out: Te
     # Everything that can fail on bad input is read before anything is written. A chief trains
     # nothing, so it takes no GPUs.
     training = Training.prepare(config, source, several_gpus=not serving)
-    locks.hold(study.root, "search")  # before the study is read: two searches would interleave its files
-    prepared = prepare_search(study, config, overwrite,
-                              provenance={"data_source": source.describe(), "split": training.splits.note})
-    if prepared.extended:
-        say(f"extending study {study.name}: {', '.join(prepared.extended)}; its finished trials are kept")
-    _describe(config, training, say, trains=not serving)
-    schedule = search_schedule(config["search"])
-    # Time left covers the whole `make search`: the finalists' confirmation follows the search.
-    progress = Progress(schedule.trials, schedule.epochs + finalist_epochs(config), out=out)
-    tuner = _tuner(config, study, training, progress, overwrite)
-    write_experiment(study.tensorboard_dir, config.space)
-    finished = [t for t in tuner.oracle.trials.values() if t.status in ENDED]
-    progress.epochs_done = epochs_spent(finished, tuner.max_epochs)
-    say(f"study {study.name}: {schedule.trials} trials, {schedule.epochs} epochs in the Hyperband schedule"
-        + (f"; resuming with {len(finished)} finished" if prepared.resuming else ""))
-    if serving:
-        host, port = os.environ[distribute.ORACLE_IP], os.environ[distribute.ORACLE_PORT]
-        say(f"serving the oracle on {host}:{port}; workers: KERASTUNER_TUNER_ID=tuner<N> "
-            f"KERASTUNER_ORACLE_IP={host} KERASTUNER_ORACLE_PORT={port} alexnet-search search ... "
-            f"(or alexnet-search search --worker N --oracle-host {host})")
-        tuner.oracle.verbose = 0
-    _train(tuner, config, training, progress, callbacks, out)
-    _finish(tuner, config, study, progress, say)
-    return tuner
+    with locks.held(study.root, "search"):  # before the study is read: two searches would interleave its files
+        prepared = prepare_search(study, config, overwrite,
+                                  provenance={"data_source": source.describe(), "split": training.splits.note})
+        if prepared.extended:
+            say(f"extending study {study.name}: {', '.join(prepared.extended)}; its finished trials are kept")
+        _describe(config, training, say, trains=not serving)
+        schedule = search_schedule(config["search"])
+        # Time left covers the whole `make search`: the finalists' confirmation follows the search.
+        progress = Progress(schedule.trials, schedule.epochs + finalist_epochs(config), out=out)
+        tuner = _tuner(config, study, training, progress, overwrite)
+        write_experiment(study.tensorboard_dir, config.space)
+        finished = [t for t in tuner.oracle.trials.values() if t.status in ENDED]
+        progress.epochs_done = epochs_spent(finished, tuner.max_epochs)
+        say(f"study {study.name}: {schedule.trials} trials, {schedule.epochs} epochs in the Hyperband schedule"
+            + (f"; resuming with {len(finished)} finished" if prepared.resuming else ""))
+        if serving:
+            host, port = os.environ[distribute.ORACLE_IP], os.environ[distribute.ORACLE_PORT]
+            say(f"serving the oracle on {host}:{port}; workers: KERASTUNER_TUNER_ID=tuner<N> "
+                f"KERASTUNER_ORACLE_IP={host} KERASTUNER_ORACLE_PORT={port} alexnet-search search ... "
+                f"(or alexnet-search search --worker N --oracle-host {host})")
+            tuner.oracle.verbose = 0
+        _train(tuner, config, training, progress, callbacks, out)
+        _finish(tuner, config, study, progress, say)
+        return tuner
 
 
 def _work(config: Config, study: Study, source: Source, overwrite: bool, out: TextIO,
