@@ -242,7 +242,8 @@ def cmd_plan(args) -> int:
 def cmd_predict(args) -> int:
     from . import backend
     from .predict import predict
-    from .study import restore_dir, study_for
+    from .files import restore_dir
+    from .study import study_for
 
     if args.model:
         model_path = Path(args.model)

@@ -113,7 +113,8 @@ factor = 2
 epochs = 2
 
 [confirm]
-# 0: the search's best is adopted at once (tests of the search alone); 2: 2 finalists x 2 seeds x 2 epochs
+# 0: the search's best is adopted at once (tests of the search alone); 2: 2 finalists and the paper's
+# recipe (cpu.toml's [confirm] baselines) x 2 seeds x 2 epochs
 finalists = {finalists}
 """
 
@@ -134,7 +135,7 @@ def tiny_config(tmp_path) -> Path:
 
 @pytest.fixture
 def tiny_confirmed_config(tmp_path) -> Path:
-    """The tiny preset with 2 finalists confirmed by 2 seeds each."""
+    """The tiny preset with 2 finalists confirmed by 2 seeds each, beside the paper's recipe."""
     return make_tiny_config(tmp_path, finalists=2)
 
 
