@@ -47,7 +47,7 @@ def hyperband_schedule(max_epochs: int, factor: int, iterations: int = 1) -> Sch
     Keras Tuner's HyperbandOracle (keras_tuner/src/tuners/hyperband.py), written out with the same
     arithmetic: brackets count down from the most exploratory; bracket b has b + 1 rounds; round r
     of bracket b runs ceil(ceil(1 + log_factor(max_epochs)) / (b + 1) * factor^(b - r)) trials to
-    ceil(max_epochs / factor^(b - r)) epochs. tests/test_plan.py drives the real oracle to the end
+    ceil(max_epochs / factor^(b - r)) epochs. tests/test_schedule.py drives the real oracle to the end
     and checks these counts against it.
     """
     brackets, epochs = 0, float(max_epochs)
