@@ -10,7 +10,7 @@
         finalists.json      each finalist's validation score per seed, and which was adopted
         best_hyperparameters.json   the adopted configuration: what retrain-best trains
         best/               retrain-best's exports and metrics
-        baselines/NAME/     each named baseline's metrics (baseline/: the seed's, before names)
+        baselines/NAME/     each named baseline's metrics
 
 JSON files are written atomically (files.py), so a crash never leaves a half-written file where a
 good one stood.
@@ -284,7 +284,7 @@ def prepare_search(study: Study, config: Config, overwrite: bool, provenance: di
 STUDY_ENTRIES = {
     "study.json", "config.json", "versions.json", "tuner", "logs", "tensorboard", "best_hyperparameters.json",
     "finalists", "finalists.json",
-    "search_summary.json", "best", "baseline", "baselines", "report.md", "report",
+    "search_summary.json", "best", "baselines", "report.md", "report",
 }
 
 

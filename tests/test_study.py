@@ -31,7 +31,7 @@ def test_a_study_of_another_search_is_refused_unless_overwritten(tmp_path):
     with pytest.raises(UserError, match="different search .*data.image_size.*--overwrite"):
         prepare_search(study, paper, overwrite=False)
     assert json.loads(study.identity_file.read_text())["preset"].endswith("cpu.toml")  # untouched
-    for left in ("baseline", "report", "best"):
+    for left in ("baselines", "report", "best"):
         (study.root / left).mkdir()
         (study.root / left / "metrics.json").write_text("{}")
     (study.root / "report.md").write_text("old")
