@@ -278,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="run or resume a Hyperband study and confirm its finalists",
                        description="Run the preset's Hyperband search into RESULTS_DIR/STUDY/, then train its best "
-                                   "[confirm] finalists again with [confirm] seeds seeds each and adopt the best "
-                                   "mean validation score. Running the same command again resumes either.")
+                                   "[confirm] finalists again with [confirm] seeds seeds each, beside the preset's "
+                                   "[confirm] baselines, and adopt the best mean validation score (a baseline when no "
+                                   "finalist beats it). Running the same command again resumes either.")
     _study_args(p, with_seed=True)
     _budget_args(p)
     p.add_argument("--overwrite", action="store_true",
