@@ -376,13 +376,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (DiskFull, OSError) as exc:
-        # Out of space in a trial (DiskFull) or in a state write (OSError): one line; every
-        # result file is replaced whole (files.py), so nothing half-written is left to resume from.
-        full = disk_full(exc) if isinstance(exc, OSError) else None
-        if isinstance(exc, OSError) and full is None:
+    except DiskFull as exc:  # in a trial: the trial is left unfinished, to re-run on resume
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # Out of space in a state write: one line. Every result file is replaced whole (files.py),
+        # so nothing half-written is left to resume from. Any other OSError keeps its traceback.
+        if (full := disk_full(exc)) is None:
             raise
-        print(f"error: {disk_full_message(full) if full else exc}", file=sys.stderr)
+        print(f"error: {disk_full_message(full)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to resume", file=sys.stderr)

@@ -52,7 +52,7 @@ from .training import Training
 from .trials import ENDED, contender_name, direction, failure_reason, rank_finalists, searched_values
 
 CONFIRM_SEED = 1000
-# A finalist's bookkeeping in its trials' values (see study.is_bookkeeping). A baseline contender's
+# A finalist's bookkeeping in its trials' values (see trials.is_bookkeeping). A baseline contender's
 # TRIAL is its name, and BASELINE says it is one.
 TRIAL, SEED, RANK, SCORE, EPOCHS, BASELINE = ("finalist/trial", "finalist/seed", "finalist/rank",
                                               "finalist/search_score", "finalist/search_epochs", "finalist/baseline")

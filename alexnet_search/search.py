@@ -394,7 +394,7 @@ def completed_trials(tuner: AlexNetTuner) -> list:
 
 
 def ranked_trials(oracle) -> list:
-    """Completed trials, best first; ties go to the earlier trial (see `study.rank_key`)."""
+    """Completed trials, best first; ties go to the earlier trial (see `trials.rank_key`)."""
     done = [t for t in oracle.trials.values() if t.status == "COMPLETED"]
     return sorted(done, key=lambda t: rank_key(t.score, t.trial_id, oracle.objective.direction))
 
