@@ -293,6 +293,53 @@ def leave_with_launcher() -> None:
     threading.Thread(target=watch, daemon=True, name="leave-with-launcher").start()
 
 
+class _Log:
+    """A child's log file that survives its folder being emptied and gives up on a full disk.
+
+    With --overwrite the chief empties the study, logs/ included, after the launcher opened the
+    logs: a log found unlinked is opened again under its name, so it is not written to a deleted
+    file. A failed open or write is said once and the log is dropped.
+    """
+
+    def __init__(self, path: Path, name: str, say):
+        self.path, self.name, self.say, self.file = path, name, say, None
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "a", encoding="utf-8", errors="replace")
+        except OSError as exc:
+            self._give_up(exc)
+
+    def _give_up(self, exc: OSError) -> None:
+        self.close()
+        self.file = False  # given up: no more tries, no more lines about it
+        self.say(f"[launcher] {self.name}'s log {self.path} cannot be written ({exc.strerror or exc}); "
+                 f"its output goes to this console only\n")
+
+    def write(self, line: str) -> None:
+        if not self.file:
+            return
+        try:
+            if os.fstat(self.file.fileno()).st_nlink == 0:
+                self.file.close()
+                self._open()
+                if not self.file:
+                    return
+            self.file.write(line)
+            self.file.flush()
+        except OSError as exc:
+            self._give_up(exc)
+
+    def close(self) -> None:
+        if self.file:
+            try:
+                self.file.close()
+            except OSError:
+                pass
+
+
 class _Process:
     def __init__(self, name: str, tuner_id: str, argv: list[str], env: dict, log: Path, out: TextIO, lock):
         self.name, self.tuner_id, self.argv, self.env, self.log, self.out, self.lock = (
@@ -303,17 +350,36 @@ class _Process:
 
     def start(self) -> None:
         self.started = time.monotonic()
+        # errors="replace": one non-UTF-8 byte from a library must not end the pump (below).
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1, start_new_session=True, preexec_fn=_die_with_parent)
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+                                     text=True, errors="replace", bufsize=1, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
+        self.pump = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
+        self.pump.start()
 
     def _pump(self, proc: subprocess.Popen) -> None:
-        with open(self.log, "a") as log:
+        """Copy the child's output to its log and the console until it exits.
+
+        Whatever fails here, the pipe keeps being drained: a child whose ~64 KiB pipe fills up
+        blocks on its next print, and the study would hang without a word. A log that cannot be
+        written (full disk) is given up with one line; the console carries on alone.
+        """
+        log = _Log(self.log, self.name, self._say)
+        try:
             for line in proc.stdout:
                 log.write(line)
-                log.flush()
-                with self.lock:
-                    print(f"[{self.name}] {line}", end="", file=self.out, flush=True)
+                self._say(f"[{self.name}] {line}")
+        finally:
+            log.close()
+            for _ in proc.stdout:  # only if the loop above broke: drain until the child exits
+                pass
+
+    def _say(self, text: str) -> None:
+        with self.lock:
+            try:
+                print(text, end="", file=self.out, flush=True)
+            except (OSError, ValueError):  # a closed or broken console (the user's `| head` ended)
+                pass
 
     def signal(self, sig: int) -> None:
         if self.proc and self.proc.poll() is None:

@@ -286,3 +286,45 @@ def test_a_child_whose_launcher_is_gone_exits_even_while_blocked_in_a_call():
     out = subprocess.run([sys.executable, "-c", script], env={**env, distribute.LAUNCHER_PID: ""},
                          capture_output=True, text=True, timeout=50)
     assert out.returncode == 0 and out.stdout.strip() == "stays"
+
+
+def _child(tmp_path, script: str, log, out):
+    """A launcher's view of one child running `script`."""
+    import threading
+    return distribute._Process("worker 1", "tuner1", [sys.executable, "-c", script], dict(os.environ),
+                               log, out, threading.Lock())
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full to fill a disk")
+def test_a_log_on_a_full_disk_is_given_up_and_the_child_still_drained(tmp_path):
+    import io
+    out = io.StringIO()
+    # A non-UTF-8 byte, then 300 KB: more than a pipe holds, so an undrained child would block.
+    script = "import sys; sys.stdout.buffer.write(b'caf\\xe9\\n'); sys.stdout.flush(); " \
+             "[print('x' * 99) for _ in range(3000)]; print('end')"
+    child = _child(tmp_path, script, distribute.Path("/dev/full"), out)
+    assert child.proc.wait(timeout=60) == 0
+    child.pump.join(timeout=30)
+    text = out.getvalue()
+    assert text.count("[launcher]") == 1 and "log /dev/full cannot be written" in text
+    assert "[worker 1] caf\ufffd\n" in text and text.endswith("[worker 1] end\n")
+    assert text.count("x" * 99) == 3000
+
+
+def test_a_log_whose_folder_is_emptied_is_written_again_under_its_name(tmp_path):
+    import io
+    import shutil
+    logs = tmp_path / "logs"
+    out = io.StringIO()
+    # As with --overwrite: the chief empties the study, logs/ included, after the launcher opened them.
+    script = f"import os, time\nprint('before', flush=True)\nwhile os.path.exists({str(logs)!r}): time.sleep(0.05)\n" \
+             "print('after', flush=True)"
+    child = _child(tmp_path, script, logs / "tuner1.log", out)
+    deadline = time.monotonic() + 30
+    while "before" not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    shutil.rmtree(logs)
+    assert child.proc.wait(timeout=30) == 0
+    child.pump.join(timeout=30)
+    assert (logs / "tuner1.log").read_text() == "after\n"
+    assert out.getvalue() == "[worker 1] before\n[worker 1] after\n"
