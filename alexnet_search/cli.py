@@ -146,10 +146,15 @@ def cmd_search(args) -> int:
     from .confirm import run_finalists
     from .data import source_from
     from .search import run_search
+    from .study import require_chiefs_study
 
     source = source_from(args.data_dir)
-    # A worker restarted after the search ended joins the finalists' confirmation directly.
-    if distribute.role() != "worker" or distribute.worker_phase(host, port) == "search":
+    phase = "search"
+    if distribute.role() == "worker":
+        # A worker restarted after the search ended joins the finalists' confirmation directly.
+        phase = distribute.worker_phase(host, port)
+        require_chiefs_study(study, config)
+    if phase == "search":
         tuner = run_search(config, study, source, overwrite=args.overwrite)
         run_finalists(config, study, source, tuner.oracle)
     else:

@@ -215,6 +215,41 @@ def require_same_network(study: Study, config: Config) -> None:
         )
 
 
+# What a worker must share with its chief: a trial trained with another Keras, Keras Tuner or
+# backend is not the trial the chief's other workers train, and its checkpoint may not load back.
+WORKER_VERSIONS = ("keras", "keras_tuner", "backend")
+
+
+def require_chiefs_study(study: Study, config: Config) -> None:
+    """UserError unless a worker with `config` trains the study its chief prepared (study.json
+    and versions.json, on the filesystem both share) as the chief means it: the same search
+    identity (a grown budget aside: only the chief schedules) and the same WORKER_VERSIONS.
+
+    Keras Tuner hands a worker values, never the space: a worker with another preset would build
+    other networks from them, or refuse values its own space lacks, trial after trial."""
+    preset, old = study.saved_identity()
+    if old is None:
+        raise UserError(f"{study.identity_file} is missing or unreadable, though a chief serves: a worker must "
+                        f"see the chief's study folder (the same --results-dir on a filesystem both share)")
+    diff = [k for k in _differences(old, search_identity(config)) if k not in EXTENSIBLE]
+    if diff:
+        shown = ", ".join(diff[:5]) + (" ..." if len(diff) > 5 else "")
+        raise UserError(f"this worker's {config.path} differs from its chief's {preset or 'preset'} in {shown}; "
+                        f"start workers with the chief's --config and --seed")
+    try:
+        chiefs = read_json(study.root / "versions.json")
+    except (OSError, UserError):
+        chiefs = None
+    if not isinstance(chiefs, dict):
+        raise UserError(f"{study.root / 'versions.json'} is missing or unreadable, so this worker's libraries "
+                        f"cannot be checked against its chief's; restart the chief (it writes the file)")
+    mine = versions()
+    diff = [f"{k} {chiefs.get(k)} there, {mine[k]} here" for k in WORKER_VERSIONS if chiefs.get(k) != mine[k]]
+    if diff:
+        raise UserError(f"this worker's libraries differ from its chief's ({'; '.join(diff)}); install the "
+                        f"chief's (pip install -e . from its commit)")
+
+
 class Prepared(NamedTuple):
     resuming: bool  # the study has trials from an earlier run
     extended: list[str]  # how this run grows its budget ("search.hyperband_iterations 1 -> 2"), or []

@@ -328,3 +328,21 @@ def test_a_log_whose_folder_is_emptied_is_written_again_under_its_name(tmp_path)
     child.pump.join(timeout=30)
     assert (logs / "tuner1.log").read_text() == "after\n"
     assert out.getvalue() == "[worker 1] before\n[worker 1] after\n"
+
+
+def test_a_worker_with_another_preset_is_refused_in_one_line(tmp_path, cifar_dir, tiny_config):
+    from alexnet_search.config import load_config
+    from alexnet_search.study import prepare_search, study_for
+
+    results = tmp_path / "results"
+    prepare_search(study_for(results, "tiny"), load_config(tiny_config), overwrite=False)  # the chief's part
+    before = {p: p.read_bytes() for p in (results / "tiny").iterdir()}
+    with socket.socket() as chief:  # the chief's port, open: the worker stops waiting and checks
+        chief.bind(("127.0.0.1", 0))
+        chief.listen()
+        port = chief.getsockname()[1]
+        done = run_cli("search", "--config", tiny_config, "--seed", 2, "--data-dir", cifar_dir, "--results-dir",
+                       results, "--study", "tiny", "--worker", "1", "--oracle-port", port, cwd=tmp_path)
+    _one_line_exit_2(done, "differs from its chief's")
+    assert "in study.seed; start workers with the chief's --config and --seed" in done.stderr
+    assert {p: p.read_bytes() for p in (results / "tiny").iterdir()} == before  # nothing written

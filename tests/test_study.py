@@ -6,7 +6,7 @@ import pytest
 
 from alexnet_search.config import load_config
 from alexnet_search.errors import UserError
-from alexnet_search.study import prepare_search, study_for, write_provenance
+from alexnet_search.study import prepare_search, require_chiefs_study, study_for, write_provenance
 
 from conftest import REPO
 
@@ -136,3 +136,27 @@ def test_retrain_and_baselines_refuse_other_data_or_another_network_than_the_stu
                                         r"data.image_size, data.train_size, model.conv1_kernel, "
                                         r"model.width_multiplier; use that CONFIG.*--from s"):
         require_same_network(study, load_config(REPO / "tuning" / "paper.toml"))
+
+
+def test_a_worker_trains_only_the_study_its_chief_prepared(tmp_path):
+    cpu = load_config(REPO / "tuning" / "cpu.toml")
+    study = study_for(tmp_path, "mine")
+    with pytest.raises(UserError, match="study.json is missing .*same --results-dir"):
+        require_chiefs_study(study, cpu)
+    prepare_search(study, cpu.with_overrides({"search": {"hyperband_iterations": 2}}), overwrite=False)
+    require_chiefs_study(study, cpu)  # the chief grew the budget: only the chief schedules
+    with pytest.raises(UserError, match=r"differs from its chief's .*cpu.toml in study.seed; .*--seed"):
+        require_chiefs_study(study, cpu.with_overrides({"study": {"seed": 2}}))
+    with pytest.raises(UserError, match="differs from its chief's .* in data.image_size"):
+        require_chiefs_study(study, load_config(REPO / "tuning" / "paper.toml"))
+    versions = study.root / "versions.json"
+    chiefs = json.loads(versions.read_text())
+    versions.write_text(json.dumps({**chiefs, "keras_tuner": "1.3.5", "python": "3.99", "device": "a GPU"}))
+    # Only what trains a trial counts: another Python or device is the chief's own business.
+    with pytest.raises(UserError, match=r"libraries differ from its chief's \(keras_tuner 1.3.5 there, "):
+        require_chiefs_study(study, cpu)
+    versions.write_text(json.dumps({**chiefs, "python": "3.99", "device": "a GPU"}))
+    require_chiefs_study(study, cpu)
+    versions.unlink()
+    with pytest.raises(UserError, match="versions.json is missing or unreadable"):
+        require_chiefs_study(study, cpu)
