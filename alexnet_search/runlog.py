@@ -57,12 +57,15 @@ class RunLog:
                     f"the study goes on")
         return None
 
-    def end(self, trial_id: str, how: str) -> None:
-        """Close this process's open entry for the trial: it did not die mid-run."""
+    def end(self, trial_id: str, how: str, reason: str | None = None) -> None:
+        """Close this process's open entry for the trial: it did not die mid-run. `reason`: why it
+        failed, for the chief (Keras Tuner's gRPC trial carries no message: `failure_message`)."""
         runs = self.runs(trial_id)
         for run in reversed(runs):
             if run.get("pid") == os.getpid() and run.get("tuner_id") == self.tuner_id and "ended" not in run:
                 run["ended"] = how
+                if reason:
+                    run["reason"] = reason
                 write_json_atomic(self._path(trial_id), runs)
                 break
         if self.running == trial_id:
@@ -72,3 +75,12 @@ class RunLog:
         """The user stopped the search (Ctrl-C): the running trial did not kill its process."""
         if self.running:
             self.end(self.running, "interrupted")
+
+
+def failure_message(trial_dir: str | Path) -> str | None:
+    """Why the trial's last run failed, as the process that ran it recorded it in runs.json."""
+    try:
+        runs = read_json(Path(trial_dir) / "runs.json")
+        return runs[-1].get("reason") if runs else None
+    except (OSError, ValueError, AttributeError, IndexError, KeyError, TypeError):
+        return None

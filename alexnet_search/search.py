@@ -34,7 +34,7 @@ from .hypermodel import AlexNetHyperModel
 from .model import clear_session
 from .plan import estimate_seconds, time_training_steps
 from .progress import EpochReporter, Progress, TrialReporter
-from .runlog import RunLog
+from .runlog import RunLog, failure_message
 from .schedule import finalist_epochs, search_schedule
 from .study import Study, prepare_search
 from .tboard import TensorBoardLogger, write_experiment
@@ -60,11 +60,37 @@ class _Atomic:
     """
 
     on_trial_ended = None  # set by the tuner: called after every end_trial, here or from a worker
+    # Set when max_consecutive_failed_trials trials in a row failed: the last one's message. From
+    # then on every tuner asking for a trial is told the study stopped (`search_to_the_end` says why).
+    stopped: str | None = None
+
+    def _check_consecutive_failures(self):
+        # Keras Tuner raises here, inside end_trial: on a chief that is a gRPC handler holding the
+        # oracle's lock, which is never released, and the worker gets a traceback and is restarted
+        # into the same failure. It also counts any run in the study's history, so a resumed study
+        # that stopped this way would stop again at its next trial, even one that completed. This
+        # counts the latest run only and stops the study through create_trial, in every role.
+        n, run = self.max_consecutive_failed_trials, 0
+        for trial_id in reversed(self.end_order):
+            if self.trials[trial_id].status != "FAILED":
+                break
+            run += 1
+        if n and run >= n:
+            self.stopped = self.trials[self.end_order[-1]].message or ""
+
+    @keras_tuner.synchronized
+    def create_trial(self, tuner_id):
+        if self.stopped is None or tuner_id in self.ongoing_trials:  # a restarted worker finishes its trial
+            return super().create_trial(tuner_id)
+        self.tuner_ids.discard(tuner_id)  # as Keras Tuner does for a tuner it stops: the chief waits for none
+        return keras_tuner.engine.trial.Trial(self.hyperparameters.copy(), trial_id="stopped", status="STOPPED")
 
     def save(self):
         write_json_atomic(self._get_oracle_fname(), self.get_state())
 
     def end_trial(self, trial):
+        if trial.status in FAILED and not trial.message:  # a worker's, over gRPC: it wrote the reason down
+            trial.message = failure_message(self._get_trial_dir(trial.trial_id))
         super().end_trial(trial)
         if self.on_trial_ended:
             self.on_trial_ended(self.trials[trial.trial_id])
@@ -285,9 +311,11 @@ class StudyTuner(keras_tuner.Hyperband):
         return histories
 
     def on_trial_end(self, trial):
+        # Closed before Keras Tuner reports the trial, so that a chief reading runs.json for a
+        # worker's failure reason finds it (`_Atomic.end_trial`).
+        self.runlog.end(trial.trial_id, trial.status.lower(), reason=trial.message and failure_reason(trial.message))
         super().on_trial_end(trial)
         self._guard.set_model(None)  # it serves every trial; holding the last model would keep it alive
-        self.runlog.end(trial.trial_id, self.oracle.get_trial(trial.trial_id).status.lower())
         self.report_end(trial)
 
 
@@ -360,6 +388,7 @@ class AlexNetTuner(StudyTuner):
     def report_end(self, trial) -> None:
         if self.reporter:
             ended = self.oracle.get_trial(trial.trial_id)
+            ended.message = ended.message or trial.message  # Keras Tuner's gRPC drops it; this process has it
             if self._is_worker():  # the oracle is the chief's, behind gRPC
                 leaders = [t for t in self.oracle.get_best_trials(1) if t.status == "COMPLETED"]
             else:
@@ -526,18 +555,16 @@ def search_to_the_end(tuner: StudyTuner, train, val, callbacks: list, epochs: in
     except KeyboardInterrupt:
         tuner.interrupted()
         raise
-    except RuntimeError as exc:
-        if "consecutive failures" not in str(exc):
-            raise
-        last = [t for t in tuner.oracle.trials.values() if t.message]
-        reason = failure_reason(last[-1].message) if last else "see the trial lines above"
-        raise UserError(
-            f"{failure_limit} trials in a row failed (search.max_consecutive_failed_trials), the last with: {reason}; "
-            f"the study stopped. Check the preset's ranges and the machine's memory, then rerun to resume"
-        ) from None
     finally:
         for sig, handler in (previous or {}).items():
             signal.signal(sig, handler)
+    stopped = getattr(tuner.oracle, "stopped", None)  # a worker's oracle is the chief's: it says nothing
+    if stopped is not None:
+        reason = failure_reason(stopped) if stopped else "see the trial lines above"
+        raise UserError(
+            f"{failure_limit} trials in a row failed (search.max_consecutive_failed_trials), the last with: {reason}; "
+            f"the study stopped. Check the preset's ranges and the machine's memory, then rerun to resume"
+        )
 
 
 def _finish(tuner: AlexNetTuner, config: Config, study: Study, progress: Progress, say) -> None:

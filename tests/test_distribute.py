@@ -114,6 +114,24 @@ def test_a_chief_and_two_workers_complete_the_study(tmp_path, cifar_dir, tiny_co
 
 
 @pytest.mark.slow
+def test_failures_in_a_row_stop_a_distributed_study_in_one_line_with_their_reason(tmp_path, cifar_dir, tiny_config):
+    """Keras Tuner raised inside the chief's gRPC handler: the worker got a traceback and was
+    restarted into the same failure, and the reason never crossed the wire."""
+    diverging = tiny_config.read_text().replace("factor = 2", "factor = 2\nmax_consecutive_failed_trials = 2")
+    tiny_config.write_text(diverging + '\n[space.lr]\ntype = "float"\nmin = 1e3\nmax = 1e4\ndefault = 1e3\n')
+    result = run_cli("search", "--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results",
+                     "--workers", 2, "--oracle-port", _free_port(), cwd=tmp_path)
+    out = result.stdout
+    assert result.returncode == 2, out[-4000:]
+    assert "[chief] error: 2 trials in a row failed (search.max_consecutive_failed_trials), the last with: " \
+           "training loss became non-finite" in out
+    assert "[launcher] the chief exited with status 2" in out and "died" not in out and "Traceback" not in out
+    assert out.count("[chief] trial ") >= 2 and "no reason recorded" not in out
+    failed = [t for t in _trials(tmp_path / "results" / "tiny").values() if t["status"] == "FAILED"]
+    assert len(failed) >= 2 and all(t["message"].startswith("training loss became non-finite") for t in failed)
+
+
+@pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_restarted_and_its_trial_rerun(tmp_path, cifar_dir, tiny_config):
     args = [sys.executable, "-m", "alexnet_search", "search", "--config", str(tiny_config), "--data-dir",
             str(cifar_dir), "--results-dir", str(tmp_path / "results"), "--workers", "2",

@@ -132,6 +132,39 @@ def test_a_trial_that_killed_its_process_twice_fails_instead_of_running_again(tm
     assert [r.get("ended") for r in json.loads(runs.read_text())] == [None] * CRASHED_RUNS_LIMIT + ["failed"]
 
 
+def _end(oracle, tuner_id: str, status: str, message: str | None = None):
+    trial = oracle.create_trial(tuner_id)
+    if status == "COMPLETED":
+        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.3})
+    trial.status, trial.message = status, message
+    oracle.end_trial(trial)
+    return trial
+
+
+def test_failures_in_a_row_stop_every_tuner_and_count_only_the_latest_run(tmp_path):
+    """Keras Tuner raised inside end_trial (on a chief: a gRPC handler that never released the
+    oracle's lock) and counted old runs too: a resumed study stopped again at a completed trial."""
+    config, study, tuner = _fresh_tuner(tmp_path, "s")
+    limit = config["search"]["max_consecutive_failed_trials"]
+    oracle = tuner.oracle
+    oracle.verbose = 0
+    tuner.save()
+    _end(oracle, "w1", "COMPLETED")
+    for i in range(limit):
+        assert oracle.stopped is None
+        last = _end(oracle, f"w{i % 2}", "FAILED", f"Traceback ...\nFailedTrialError: loss {i} was nan")
+    assert oracle.stopped.endswith("loss 2 was nan") and oracle.trials[last.trial_id].status == "FAILED"
+    for tuner_id in ("w0", "w1", "a-new-one"):
+        assert oracle.create_trial(tuner_id).status == "STOPPED"
+    assert oracle.tuner_ids == set() and oracle.ongoing_trials == {}  # a chief waits for no one
+    # Rerun: the study resumes, and the failures before it do not stop it at its next completed trial.
+    resumed = make_tuner(config, study).oracle
+    resumed.verbose = 0
+    assert resumed.stopped is None and [t.status for t in resumed.trials.values()].count("FAILED") == limit
+    _end(resumed, "w0", "COMPLETED")
+    assert resumed.stopped is None and resumed.create_trial("w0").status == "RUNNING"
+
+
 class _Diverge(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         self.model.optimizer.learning_rate.assign(1e9)
