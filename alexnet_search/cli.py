@@ -156,6 +156,8 @@ def cmd_search(args) -> int:
         require_chiefs_study(study, config)
     if phase == "search":
         tuner = run_search(config, study, source, overwrite=args.overwrite)
+        if distribute.role() == "worker" and config["confirm"]["finalists"]:
+            distribute.await_finalists(host, port)
         run_finalists(config, study, source, tuner.oracle)
     else:
         run_finalists(config, study, source)

@@ -269,6 +269,13 @@ def test_a_starting_worker_joins_whichever_oracle_its_chief_serves():
             chief.bind(("127.0.0.1", served))
             chief.listen()
             assert distribute.worker_phase("127.0.0.1", port, wait_s=1) == phase
+    # After the search: a chief that stopped (failures in a row) never serves the finalists.
+    with pytest.raises(UserError, match=f"serves no finalists' oracle on port {port + 1} \\(waited 0 s\\): it stopped"):
+        distribute.await_finalists("127.0.0.1", port, wait_s=0.2, poll_s=0.05)
+    with socket.socket() as chief:
+        chief.bind(("127.0.0.1", distribute.finalists_port(port)))
+        chief.listen()
+        distribute.await_finalists("127.0.0.1", port, wait_s=1)
 
 
 def _port_free(port: int) -> bool:
