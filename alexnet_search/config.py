@@ -55,6 +55,8 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
     "distributed": {
         "host": ((str,), lambda v: bool(v.strip()), "a host name or IP address"),
         "port": ((int,), lambda v: 1 <= v <= 65535, "a port number (1-65535)"),
+        # Up to a week: a lease is a bound on silence, not a budget.
+        "lease_s": ((int, float), lambda v: 1 <= v <= 604800, "seconds, from 1 to 604800"),
     },
     "search": {
         "tuner": ((str,), lambda v: v in TUNERS, '"hyperband", "random" or "bayesian"'),
@@ -305,6 +307,7 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
     dist = data.setdefault("distributed", {})
     dist.setdefault("host", "127.0.0.1")
     dist.setdefault("port", 8000)
+    dist.setdefault("lease_s", 600)
     data["search"].setdefault("max_retries_per_trial", 0)
     data["search"].setdefault("tuner", "hyperband")
     if data["search"]["tuner"] != "hyperband" and "max_trials" not in data["search"]:

@@ -156,7 +156,8 @@ class FinalistTuner(StudyTuner):
     def __init__(self, training: Training, config: Config, study: Study, progress: Progress | None = None):
         oracle = FinalistsOracle(config["search"]["objective"], config["study"]["seed"])
         super().__init__(training.hypermodel(horizon=config["retrain"]["epochs"]), oracle, study,
-                         study.finalists_dir.name, distribution_strategy=training.strategy)
+                         study.finalists_dir.name, config["distributed"]["lease_s"],
+                         distribution_strategy=training.strategy)
         self.epochs = config["retrain"]["epochs"]
         self.progress = progress
         self.names = list(config.space)  # the preset's order: values come back from JSON sorted

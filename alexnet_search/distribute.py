@@ -133,6 +133,10 @@ def serve_oracle(oracle) -> None:
     try:
         while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
             time.sleep(1)
+            for tuner_id, trial_id in oracle.expire_leases():
+                print(f"no word from worker {tuner_id} for {oracle.lease_s:g} s ([distributed] lease_s): "
+                      + (f"its trial {trial_id} goes to the next worker that asks; " if trial_id else "")
+                      + "no longer waiting for it", flush=True)
     finally:
         server.stop(grace=None).wait()
 

@@ -80,15 +80,77 @@ class _Atomic:
 
     @keras_tuner.synchronized
     def create_trial(self, tuner_id):
+        self._heard_from(tuner_id)
         if self.stopped is None or tuner_id in self.ongoing_trials:  # a restarted worker finishes its trial
             return super().create_trial(tuner_id)
         self.tuner_ids.discard(tuner_id)  # as Keras Tuner does for a tuner it stops: the chief waits for none
         return keras_tuner.engine.trial.Trial(self.hyperparameters.copy(), trial_id="stopped", status="STOPPED")
 
+    # Leases, on a chief. Keras Tuner's oracle waits for every worker id it has seen, and for
+    # every trial it handed out, however long their worker is gone. A worker that says nothing
+    # for `lease_s` (it sends a heartbeat while it trains: StudyTuner) loses its trial to the
+    # next worker that asks, through Keras Tuner's own retry queue, and is no longer waited for.
+    lease_s: float | None = None  # set by the tuner that serves this oracle
+    _seen: dict | None = None  # tuner id -> time.monotonic() of its last call
+
+    def _heard_from(self, tuner_id: str | None) -> None:
+        if tuner_id is not None:
+            if self._seen is None:
+                self._seen = {}
+            self._seen[tuner_id] = time.monotonic()
+
+    def _owner(self, trial_id: str) -> str | None:
+        return next((t for t, trial in self.ongoing_trials.items() if trial.trial_id == trial_id), None)
+
+    def get_trial(self, trial_id):
+        self._heard_from(self._owner(trial_id))  # a worker's heartbeat is a GetTrial of its trial
+        return super().get_trial(trial_id)
+
+    @keras_tuner.synchronized
+    def update_trial(self, trial_id, metrics, step=0):
+        trial = self.trials[trial_id]
+        if trial.status in ENDED:  # a late report of a trial that another worker already ended
+            return trial
+        self._heard_from(self._owner(trial_id))
+        return super().update_trial(trial_id, metrics, step=step)
+
+    @keras_tuner.synchronized
+    def expire_leases(self) -> list[tuple[str, str | None]]:
+        """(tuner id, its trial id or None) for each worker silent for `lease_s`, now given up:
+        its trial goes back to the queue, and the chief no longer waits for it. A worker with that
+        id that comes back asks for a trial as a new one would; if it was only cut off and finishes
+        the trial first, its result counts and the second run's is ignored (`end_trial`)."""
+        if not self.lease_s:
+            return []
+        now, expired = time.monotonic(), []
+        self._seen = self._seen or {}
+        for tuner_id in sorted(self.tuner_ids | set(self.ongoing_trials)):
+            # A chief restarted (or a worker it has not heard from yet) starts the lease now.
+            if now - self._seen.setdefault(tuner_id, now) <= self.lease_s:
+                continue
+            trial = self.ongoing_trials.pop(tuner_id, None)
+            if trial is not None and trial.trial_id not in self._retry_queue:
+                self._retry_queue.append(trial.trial_id)
+            self.tuner_ids.discard(tuner_id)
+            del self._seen[tuner_id]
+            expired.append((tuner_id, trial.trial_id if trial is not None else None))
+        if expired:
+            self.save()
+        return expired
+
     def save(self):
         write_json_atomic(self._get_oracle_fname(), self.get_state())
 
+    @keras_tuner.synchronized
     def end_trial(self, trial):
+        known = self.trials[trial.trial_id]
+        if known is not trial and known.status in ENDED:
+            # Run twice after a lease expired: the first to finish counts, once. (In one process
+            # the trial is the oracle's own object, its status already set by the tuner.)
+            return
+        self._heard_from(self._owner(trial.trial_id))
+        if trial.trial_id in self._retry_queue:  # its lease expired, but its worker finished it first
+            self._retry_queue.remove(trial.trial_id)
         if trial.status in FAILED and not trial.message:  # a worker's, over gRPC: it wrote the reason down
             trial.message = failure_message(self._get_trial_dir(trial.trial_id))
         super().end_trial(trial)
@@ -225,16 +287,18 @@ class StudyTuner(keras_tuner.Hyperband):
     own oracle, so the subclasses pass theirs to `keras_tuner.Tuner.__init__` directly.
     """
 
-    def __init__(self, hypermodel: AlexNetHyperModel, oracle, study: Study, project: str, overwrite: bool = False,
-                 distribution_strategy=None):
+    def __init__(self, hypermodel: AlexNetHyperModel, oracle, study: Study, project: str, lease_s: float,
+                 overwrite: bool = False, distribution_strategy=None):
         keras_tuner.Tuner.__init__(
             self, oracle=oracle, hypermodel=hypermodel, directory=str(study.root),
             project_name=project, overwrite=overwrite, distribution_strategy=distribution_strategy,
         )
         self.study = study
+        self.lease_s = lease_s  # the preset's [distributed] lease_s: what a chief allows, what a worker keeps
         self.runlog = RunLog(study.root / project, self.tuner_id)
         self._guard = _TrialGuard()
         self._fail_unrun: str | None = None  # RunLog's verdict on the trial about to run
+        self._heartbeat: threading.Event | None = None  # set to stop the running trial's heartbeat
 
     # What differs between the search's trials and the finalists': their seed, their TensorBoard
     # run (a folder under tensorboard/), their lines.
@@ -252,10 +316,26 @@ class StudyTuner(keras_tuner.Hyperband):
 
     def search(self, *fit_args, **fit_kwargs):
         if distribute.role() == "chief":  # Keras Tuner's chief, serving this oracle until its trials are done
+            self.oracle.lease_s = self.lease_s
             self.save()
             distribute.serve_oracle(self.oracle)
             return
         super().search(*fit_args, **fit_kwargs)
+
+    def _beat(self, trial_id: str) -> None:
+        """While a worker trains `trial_id`: tell the chief every lease_s / 5 s (30 s at most) that
+        it is alive (`_Atomic.expire_leases`). A thread, so a long epoch or compile does not
+        silence it, and a call blocked by a partition holds up nothing but itself."""
+        stop = self._heartbeat = threading.Event()
+
+        def beat():
+            while not stop.wait(min(30.0, self.lease_s / 5)):
+                try:
+                    self.oracle.get_trial(trial_id)
+                except Exception:  # the chief is gone or unreachable: the trial's own calls will say so
+                    pass
+
+        threading.Thread(target=beat, daemon=True, name=f"heartbeat-{trial_id}").start()
 
     def save(self):
         if not self._is_worker():
@@ -281,6 +361,8 @@ class StudyTuner(keras_tuner.Hyperband):
         # A trial interrupted by a crash is re-run from scratch: drop its half-written curves.
         shutil.rmtree(self.study.tensorboard_dir / self.run_name(trial), ignore_errors=True)
         self._fail_unrun = self.runlog.start(trial.trial_id)
+        if self._is_worker():
+            self._beat(trial.trial_id)
         self.report_begin(trial)
 
     def run_trial(self, trial, *args, **kwargs):
@@ -311,6 +393,8 @@ class StudyTuner(keras_tuner.Hyperband):
         return histories
 
     def on_trial_end(self, trial):
+        if self._heartbeat is not None:
+            self._heartbeat.set()
         # Closed before Keras Tuner reports the trial, so that a chief reading runs.json for a
         # worker's failure reason finds it (`_Atomic.end_trial`).
         self.runlog.end(trial.trial_id, trial.status.lower(), reason=trial.message and failure_reason(trial.message))
@@ -331,8 +415,8 @@ class AlexNetTuner(StudyTuner):
                  overwrite: bool = False, progress: Progress | None = None, distribution_strategy=None):
         s = config["search"]
         oracle = make_oracle(config)
-        super().__init__(hypermodel, oracle, study, study.tuner_dir.name, overwrite=overwrite,
-                         distribution_strategy=distribution_strategy)
+        super().__init__(hypermodel, oracle, study, study.tuner_dir.name, config["distributed"]["lease_s"],
+                         overwrite=overwrite, distribution_strategy=distribution_strategy)
         if s["tuner"] == "hyperband":
             # A reloaded oracle takes its iteration count from oracle.json; a study extended
             # (prepare_search allowed more iterations) runs to the preset's.

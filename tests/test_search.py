@@ -165,6 +165,52 @@ def test_failures_in_a_row_stop_every_tuner_and_count_only_the_latest_run(tmp_pa
     assert resumed.stopped is None and resumed.create_trial("w0").status == "RUNNING"
 
 
+def test_a_silent_workers_trial_goes_to_the_next_worker_and_the_chief_stops_waiting_for_it(tmp_path, monkeypatch):
+    """Keras Tuner's oracle waits forever for every worker id it has seen: a host lost for good
+    kept a distributed study from ending."""
+    from alexnet_search import search
+
+    now = [1000.0]
+    monkeypatch.setattr(search.time, "monotonic", lambda: now[0])
+    _, study, tuner = _fresh_tuner(tmp_path, "s")
+    oracle = tuner.oracle
+    oracle.verbose, oracle.lease_s = 0, 60
+    tuner.save()
+    lost = oracle.create_trial("tuner1")
+    kept = oracle.create_trial("tuner2")
+    now[0] += 50
+    oracle.get_trial(kept.trial_id)  # tuner2's heartbeat
+    assert oracle.expire_leases() == []
+    now[0] += 20  # tuner1 silent for 70 s, tuner2 for 20
+    assert oracle.expire_leases() == [("tuner1", lost.trial_id)]
+    assert "tuner1" not in oracle.tuner_ids and "tuner1" not in oracle.ongoing_trials
+    handed = oracle.create_trial("tuner3")
+    assert handed.trial_id == lost.trial_id and oracle.ongoing_trials["tuner3"] is handed
+    # tuner1 was only cut off, and reports the trial first: its result counts, the second run's not.
+    report = keras_tuner.engine.trial.Trial(lost.hyperparameters.copy(), trial_id=lost.trial_id, status="COMPLETED")
+    oracle.update_trial(lost.trial_id, {"val_accuracy": 0.4})
+    oracle.end_trial(report)
+    late = keras_tuner.engine.trial.Trial(lost.hyperparameters.copy(), trial_id=lost.trial_id, status="COMPLETED")
+    oracle.update_trial(lost.trial_id, {"val_accuracy": 0.9})
+    oracle.end_trial(late)
+    assert oracle.end_order.count(lost.trial_id) == 1 and oracle.trials[lost.trial_id].score == 0.4
+    assert "tuner3" not in oracle.ongoing_trials
+    # A worker that vanished between trials is not waited for either; a chief without leases waits.
+    now[0] += 61
+    assert sorted(oracle.expire_leases()) == [("tuner2", kept.trial_id), ("tuner3", None)]
+    assert oracle.tuner_ids == set() and oracle.ongoing_trials == {}
+    # tuner2 was only slow: it ends its trial before anyone took it again, and nobody runs it twice.
+    oracle.update_trial(kept.trial_id, {"val_accuracy": 0.5})
+    oracle.end_trial(keras_tuner.engine.trial.Trial(kept.hyperparameters.copy(), trial_id=kept.trial_id,
+                                                    status="COMPLETED"))
+    assert oracle.trials[kept.trial_id].status == "COMPLETED" and oracle.create_trial("tuner2").trial_id not in (
+        kept.trial_id, lost.trial_id)
+    oracle.lease_s = None
+    oracle.create_trial("tuner4")
+    now[0] += 10**6
+    assert oracle.expire_leases() == []
+
+
 class _Diverge(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         self.model.optimizer.learning_rate.assign(1e9)
