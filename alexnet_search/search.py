@@ -108,9 +108,17 @@ class _Atomic:
 
     @keras_tuner.synchronized
     def update_trial(self, trial_id, metrics, step=0):
-        trial = self.trials[trial_id]
-        if trial.status in ENDED:  # a late report of a trial that another worker already ended
+        # update_trial and end_trial take anything a caller on the port sends and never raise: an
+        # exception inside Keras Tuner's `synchronized` never releases the oracle's lock, and every
+        # later call of every worker would wait on it (one UpdateTrial with an unknown id hung a
+        # chief). What cannot be used returns None, and only that call fails in the gRPC handler.
+        trial = self.trials.get(trial_id)
+        if trial is None or trial.status in ENDED:  # unknown, or a late report of a trial already ended
             return trial
+        try:
+            self._check_objective_found(metrics)
+        except (ValueError, TypeError):
+            return None
         self._heard_from(self._owner(trial_id))
         return super().update_trial(trial_id, metrics, step=step)
 
@@ -143,11 +151,17 @@ class _Atomic:
 
     @keras_tuner.synchronized
     def end_trial(self, trial):
-        known = self.trials[trial.trial_id]
-        if known is not trial and known.status in ENDED:
-            # Run twice after a lease expired: the first to finish counts, once. (In one process
-            # the trial is the oracle's own object, its status already set by the tuner.)
-            return
+        known = self.trials.get(trial.trial_id)
+        if known is None or trial.status not in ENDED:
+            return  # not a trial of this study, or not an ending: nothing to record (see update_trial)
+        if known is not trial:  # from the wire
+            if known.status in ENDED:
+                # Run twice after a lease expired: the first to finish counts, once. (In one
+                # process the trial is the oracle's own object, its status already set.)
+                return
+            # The values are the oracle's own: a worker never changes them, and a caller on the
+            # port must not rewrite a trial's (a string tuner/epochs left a study unresumable).
+            trial.hyperparameters = known.hyperparameters
         self._heard_from(self._owner(trial.trial_id))
         if trial.trial_id in self._retry_queue:  # its lease expired, but its worker finished it first
             self._retry_queue.remove(trial.trial_id)

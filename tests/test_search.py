@@ -211,6 +211,37 @@ def test_a_silent_workers_trial_goes_to_the_next_worker_and_the_chief_stops_wait
     assert oracle.expire_leases() == []
 
 
+def test_what_a_caller_on_the_port_sends_fails_that_call_and_never_the_oracle(tmp_path):
+    """Keras Tuner's oracle raised inside its lock on an unknown trial id and never released it:
+    the chief hung. And an EndTrial could rewrite a trial's values."""
+    import threading
+
+    _, _, tuner = _fresh_tuner(tmp_path, "s")
+    oracle = tuner.oracle
+    oracle.verbose = 0
+    running = oracle.create_trial("tuner1")
+    values = dict(running.hyperparameters.values)
+    assert oracle.update_trial("no-such-trial", {"val_accuracy": 1.0}) is None
+    assert oracle.update_trial(running.trial_id, {"not_the_objective": 1.0}) is None
+    forged = keras_tuner.engine.trial.Trial(running.hyperparameters.copy(), trial_id="no-such-trial", status="COMPLETED")
+    oracle.end_trial(forged)
+    not_an_end = keras_tuner.engine.trial.Trial(running.hyperparameters.copy(), trial_id=running.trial_id,
+                                                status="RUNNING")
+    oracle.end_trial(not_an_end)
+    assert oracle.end_order == [] and "no-such-trial" not in oracle.trials
+    # The lock is free: another worker's call completes.
+    other = threading.Thread(target=oracle.create_trial, args=("tuner2",))
+    other.start()
+    other.join(timeout=10)
+    assert not other.is_alive() and "tuner2" in oracle.ongoing_trials
+    oracle.update_trial(running.trial_id, {"val_accuracy": 0.5})
+    rewritten = running.hyperparameters.copy()
+    rewritten.values["lr"] = 123.0
+    oracle.end_trial(keras_tuner.engine.trial.Trial(rewritten, trial_id=running.trial_id, status="COMPLETED"))
+    assert oracle.trials[running.trial_id].status == "COMPLETED"
+    assert oracle.trials[running.trial_id].hyperparameters.values == values
+
+
 class _Diverge(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         self.model.optimizer.learning_rate.assign(1e9)
