@@ -1,6 +1,6 @@
 """Files a crash cannot leave half-written: JSON and text replaced whole (a temporary file, fsync,
-rename, fsync of the folder), folders swapped whole, and JSON read back with a clear error when
-someone damaged it.
+rename, fsync of the folder), folders made durable and swapped whole, and JSON read back with a
+clear error when someone damaged it.
 """
 
 from __future__ import annotations
@@ -45,6 +45,21 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(folder: str | Path) -> None:
+    """Make every file under `folder`, and the folders themselves, durable: before a state file
+    that points at them is written (a power cut must not leave a COMPLETED trial with an empty
+    checkpoint, or `best/` with a truncated export). Files written by other libraries (Keras
+    Tuner's checkpoints, Keras' exports) are flushed by them but never fsync'd."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(root)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -65,6 +80,7 @@ def replace_dir_atomic(staging: Path, target: Path) -> None:
     """Put a fully written `staging` folder at `target`, keeping the old one until the swap."""
     old = target.with_name(f".{target.name}.old")
     restore_dir(target)
+    fsync_tree(staging)
     if old.exists():
         shutil.rmtree(old)
     if target.exists():

@@ -29,7 +29,7 @@ from .config import Config
 from .console import format_duration, printer, short
 from .data import Source
 from .errors import DiskFull, UserError, disk_full, disk_full_message
-from .files import read_json, write_json_atomic
+from .files import fsync_tree, read_json, write_json_atomic
 from .hypermodel import AlexNetHyperModel
 from .model import clear_session
 from .plan import estimate_seconds, time_training_steps
@@ -412,6 +412,8 @@ class StudyTuner(keras_tuner.Hyperband):
         # Closed before Keras Tuner reports the trial, so that a chief reading runs.json for a
         # worker's failure reason finds it (`_Atomic.end_trial`).
         self.runlog.end(trial.trial_id, trial.status.lower(), reason=trial.message and failure_reason(trial.message))
+        # The checkpoint a promoted trial and best/ start from, durable before trial.json says COMPLETED.
+        fsync_tree(self.get_trial_dir(trial.trial_id))
         super().on_trial_end(trial)
         self._guard.set_model(None)  # it serves every trial; holding the last model would keep it alive
         self.report_end(trial)

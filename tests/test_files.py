@@ -85,8 +85,11 @@ def test_atomic_writes_make_the_rename_durable_by_syncing_the_folder(tmp_path, m
     files_module.write_text_atomic(tmp_path / "report.md", "# report")
     assert synced == [False, True] and (tmp_path / "report.md").read_text() == "# report"
     staging = tmp_path / "staging"
-    staging.mkdir()
+    (staging / "serving").mkdir(parents=True)
+    (staging / "model.keras").write_bytes(b"weights")  # written by Keras, which never fsyncs
+    (staging / "serving" / "saved_model.pb").write_bytes(b"graph")
     synced.clear()
     replace_dir_atomic(staging, tmp_path / "best")
-    assert synced == [True]
+    # Every file and folder of the export before the rename that publishes it, then the rename.
+    assert sorted(synced[:4]) == [False, False, True, True] and synced[4:] == [True]
 

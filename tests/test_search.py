@@ -1,5 +1,6 @@
 """search.py: ranking, Hyperband bookkeeping, and the tuner's crash-safe state files."""
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -240,6 +241,32 @@ def test_what_a_caller_on_the_port_sends_fails_that_call_and_never_the_oracle(tm
     oracle.end_trial(keras_tuner.engine.trial.Trial(rewritten, trial_id=running.trial_id, status="COMPLETED"))
     assert oracle.trials[running.trial_id].status == "COMPLETED"
     assert oracle.trials[running.trial_id].hyperparameters.values == values
+
+
+def test_a_trials_checkpoint_is_durable_before_the_oracle_records_it_completed(tmp_path, monkeypatch):
+    """A promoted trial starts from its parent's checkpoint: after a power cut a COMPLETED parent
+    must not have an empty one. Durability cannot be seen without cutting the power, so this pins
+    the order POSIX asks for: the checkpoint's data reaches the disk before trial.json's new state."""
+    import os
+
+    from alexnet_search import files as files_module
+
+    _, _, tuner = _fresh_tuner(tmp_path, "s")
+    tuner.oracle.verbose = 0
+    trial = tuner.oracle.create_trial(tuner.tuner_id)
+    checkpoint = os.path.join(tuner.get_trial_dir(trial.trial_id), "checkpoint.weights.h5")
+    with open(checkpoint, "wb") as f:
+        f.write(b"weights")  # as Keras Tuner's SaveBestEpoch leaves it: written, never fsync'd
+    synced, real = [], os.fsync
+    monkeypatch.setattr(files_module.os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")),
+                                                              real(fd))[1])
+    tuner.oracle.update_trial(trial.trial_id, {"val_accuracy": 0.3})
+    trial.status = "COMPLETED"
+    tuner.on_trial_end(trial)
+    state = [i for i, path in enumerate(synced) if os.path.basename(path).startswith(".trial.json.")]
+    assert synced.index(checkpoint) < state[-1]
+    assert json.loads(open(os.path.join(tuner.get_trial_dir(trial.trial_id), "trial.json")).read())["status"] == \
+        "COMPLETED"
 
 
 class _Diverge(keras.callbacks.Callback):
