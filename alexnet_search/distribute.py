@@ -141,6 +141,38 @@ def serve_oracle(oracle) -> None:
         server.stop(grace=None).wait()
 
 
+class PatientStub:
+    """A worker's Keras Tuner gRPC stub whose calls outlast a chief's restart.
+
+    Keras Tuner's calls wait for a chief that is not there yet (wait_for_ready), but one in
+    flight when the chief dies fails at once (UNAVAILABLE), and Keras Tuner counts that against
+    the trial the worker was finishing: a trial trained to the end was recorded as failed. Each
+    call is tried again until the chief answers, for up to `give_up_s` (Keras Tuner's own 60
+    minutes). A call the chief answered before dying is harmless to repeat: it hands the same
+    trial back to the same worker, and ignores a second end of one trial.
+    """
+
+    def __init__(self, stub, give_up_s: float = 3600.0, pause_s: float = 1.0):
+        self._stub, self._give_up_s, self._pause_s = stub, give_up_s, pause_s
+
+    def __getattr__(self, name):
+        import grpc
+
+        rpc = getattr(self._stub, name)
+
+        def call(request, **kwargs):
+            deadline = time.monotonic() + self._give_up_s
+            while True:
+                try:
+                    return rpc(request, **kwargs)
+                except grpc.RpcError as exc:
+                    if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                        raise
+                time.sleep(self._pause_s)
+
+        return call
+
+
 def worker_phase(host: str, port: int, wait_s: float = 600.0, poll_s: float = 1.0) -> str:
     """Where a worker that starts now joins its chief: "search", or "finalists" when the chief
     already serves the finalists' oracle (a worker restarted after the search ended). Waits up to

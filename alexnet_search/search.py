@@ -185,6 +185,15 @@ class _Atomic:
                 if trial_id not in self.end_order:
                     self.end_order.append(trial_id)
                 repaired = True
+        if distribute.role() == "chief":
+            # Keras Tuner sends a restarted oracle's running trials for retry at once: on a chief
+            # whose workers still train them, each would run twice. Handed back to their workers
+            # instead, under the lease (`expire_leases`), which passes on those that do not return.
+            saved = read_json(self._get_oracle_fname()).get("ongoing_trials", {})
+            for tuner_id, trial_id in saved.items():
+                if trial_id in self._retry_queue and trial_id in self.trials:
+                    self._retry_queue.remove(trial_id)
+                    self.ongoing_trials[tuner_id] = self.trials[trial_id]
         if repaired:  # only then: retrain-best and report read a study without writing to it
             self.save()
 
@@ -313,6 +322,8 @@ class StudyTuner(keras_tuner.Hyperband):
         self._guard = _TrialGuard()
         self._fail_unrun: str | None = None  # RunLog's verdict on the trial about to run
         self._heartbeat: threading.Event | None = None  # set to stop the running trial's heartbeat
+        if self._is_worker():
+            self.oracle.stub = distribute.PatientStub(self.oracle.stub)
 
     # What differs between the search's trials and the finalists': their seed, their TensorBoard
     # run (a folder under tensorboard/), their lines.

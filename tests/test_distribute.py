@@ -408,3 +408,36 @@ def test_a_worker_with_another_preset_is_refused_in_one_line(tmp_path, cifar_dir
     _one_line_exit_2(done, "differs from its chief's")
     assert "in study.seed; start workers with the chief's --config and --seed" in done.stderr
     assert {p: p.read_bytes() for p in (results / "tiny").iterdir()} == before  # nothing written
+
+
+def test_a_workers_call_cut_by_a_dying_chief_is_made_again_when_it_is_back():
+    import grpc
+
+    class Cut(grpc.RpcError):
+        def __init__(self, code):
+            self._code = code
+
+        def code(self):
+            return self._code
+
+    calls = []
+
+    class Stub:
+        def EndTrial(self, request, **kwargs):
+            calls.append((request, kwargs))
+            if len(calls) < 3:
+                raise Cut(grpc.StatusCode.UNAVAILABLE)  # the chief died with the call in flight
+            return "ended"
+
+        def UpdateTrial(self, request, **kwargs):
+            raise Cut(grpc.StatusCode.UNKNOWN)  # the chief refused the call: not a restart
+
+    patient = distribute.PatientStub(Stub(), pause_s=0)
+    assert patient.EndTrial("trial", wait_for_ready=True) == "ended"
+    assert calls == [("trial", {"wait_for_ready": True})] * 3
+    with pytest.raises(grpc.RpcError):
+        patient.UpdateTrial("trial")
+    calls.clear()
+    with pytest.raises(grpc.RpcError):  # not forever: a chief that never returns ends the worker
+        distribute.PatientStub(Stub(), give_up_s=0, pause_s=0).EndTrial("trial")
+    assert len(calls) == 1

@@ -115,3 +115,31 @@ def test_workers_on_another_host_complete_the_study_even_when_that_host_vanishes
     chief_log = (tmp_path / "chief.log").read_text()
     assert f"serving the oracle on {CHIEF_IP}:8470" in chief_log and "other hosts can reach" in chief_log
     assert json.loads((study / "search_summary.json").read_text())["trials_completed"] == 5
+
+
+def test_a_chief_killed_and_restarted_while_remote_workers_wait_loses_and_repeats_nothing(
+        tmp_path, cifar_dir, tiny_config, hosts):
+    """Keras Tuner's restarted oracle sent the running trials for retry (each ran twice), and a call
+    cut by the dying chief failed the trial its worker had just trained to the end."""
+    args = ["--config", str(tiny_config), "--data-dir", str(cifar_dir), "--results-dir", str(tmp_path / "results"),
+            "--oracle-port", "8471"]
+    study = tmp_path / "results" / "tiny"
+    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("chief", "chief-again", "worker1", "worker2")}
+    _start(hosts["chief"], ["--chief"], args, logs["chief"])
+    _wait_for(lambda: "serving the oracle" in (tmp_path / "chief.log").read_text(), 120, "the chief to serve")
+    workers = [_start(hosts["workers"], ["--worker", str(n)], args, logs[f"worker{n}"]) for n in (1, 2)]
+    _wait_for(lambda: "completed (tuner" in (tmp_path / "chief.log").read_text(), 300, "a first trial")
+    for pid in _pids_in(hosts["chief"]):  # the chief's host goes; the workers train on, then wait
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(3)
+    chief = _start(hosts["chief"], ["--chief"], args, logs["chief-again"])
+    for n, worker in zip((1, 2), workers):
+        assert worker.wait(timeout=600) == 0, (tmp_path / f"worker{n}.log").read_text()[-3000:]
+    assert chief.wait(timeout=120) == 0, (tmp_path / "chief-again.log").read_text()[-3000:]
+
+    trials = {p.parent.name: json.loads(p.read_text()) for p in study.glob("tuner/trial_*/trial.json")}
+    assert len(trials) == 5 and all(t["status"] == "COMPLETED" for t in trials.values())
+    runs = {p.parent.name: [r.get("ended") for r in json.loads(p.read_text())]
+            for p in study.glob("tuner/trial_*/runs.json")}
+    assert all(ended == ["completed"] for ended in runs.values()), runs  # each trained once, none lost
+    assert "resuming with" in (tmp_path / "chief-again.log").read_text()

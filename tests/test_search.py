@@ -269,6 +269,30 @@ def test_a_trials_checkpoint_is_durable_before_the_oracle_records_it_completed(t
         "COMPLETED"
 
 
+def test_a_restarted_chief_hands_running_trials_back_to_their_workers(tmp_path, monkeypatch):
+    """Keras Tuner sends them for retry: each ran twice while its worker, still alive, trained it.
+    A single process resumes its interrupted trial as before."""
+    from alexnet_search import distribute
+
+    def killed_while_running(name: str, tuner_id: str):
+        config, study, tuner = _fresh_tuner(tmp_path, name)
+        tuner.oracle.verbose = 0
+        tuner.save()  # as run_search does: the study is reloadable from its start
+        return config, study, tuner.oracle.create_trial(tuner_id)  # ... and the process dies
+
+    config, study, running = killed_while_running("single", "tuner0")
+    single = make_tuner(config, study).oracle
+    assert single.ongoing_trials == {} and single._retry_queue == [running.trial_id]
+    for var, value in ((distribute.TUNER_ID, "chief"), (distribute.ORACLE_IP, "127.0.0.1"),
+                       (distribute.ORACLE_PORT, "8000")):
+        monkeypatch.setenv(var, value)
+    config, study, running = killed_while_running("chief", "tuner1")
+    chief = make_tuner(config, study).oracle
+    assert chief._retry_queue == [] and chief.ongoing_trials["tuner1"].trial_id == running.trial_id
+    assert chief.create_trial("tuner2").trial_id != running.trial_id
+    assert chief.create_trial("tuner1").trial_id == running.trial_id  # its worker, asking again
+
+
 class _Diverge(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         self.model.optimizer.learning_rate.assign(1e9)
