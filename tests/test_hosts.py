@@ -143,3 +143,28 @@ def test_a_chief_killed_and_restarted_while_remote_workers_wait_loses_and_repeat
             for p in study.glob("tuner/trial_*/runs.json")}
     assert all(ended == ["completed"] for ended in runs.values()), runs  # each trained once, none lost
     assert "resuming with" in (tmp_path / "chief-again.log").read_text()
+
+
+def test_a_partition_of_30_s_while_workers_train_costs_nothing(tmp_path, cifar_dir, tiny_config, hosts):
+    """The workers' link goes down mid-trial and comes back: shorter than the lease, so every call
+    waits it out and no trial is handed on, failed or run twice."""
+    args = ["--config", str(tiny_config), "--data-dir", str(cifar_dir), "--results-dir", str(tmp_path / "results"),
+            "--oracle-port", "8472"]
+    study = tmp_path / "results" / "tiny"
+    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("chief", "worker1", "worker2")}
+    chief = _start(hosts["chief"], ["--chief"], args, logs["chief"])
+    _wait_for(lambda: "serving the oracle" in (tmp_path / "chief.log").read_text(), 120, "the chief to serve")
+    workers = [_start(hosts["workers"], ["--worker", str(n)], args, logs[f"worker{n}"]) for n in (1, 2)]
+    _wait_for(lambda: "--- trial" in (tmp_path / "worker1.log").read_text(), 300, "worker 1 to start a trial")
+    _ip("-n", hosts["workers"], "link", "set", hosts["worker_link"], "down")
+    time.sleep(30)
+    _ip("-n", hosts["workers"], "link", "set", hosts["worker_link"], "up")
+    for n, worker in zip((1, 2), workers):
+        assert worker.wait(timeout=600) == 0, (tmp_path / f"worker{n}.log").read_text()[-3000:]
+    assert chief.wait(timeout=120) == 0, (tmp_path / "chief.log").read_text()[-3000:]
+    trials = {p.parent.name: json.loads(p.read_text()) for p in study.glob("tuner/trial_*/trial.json")}
+    assert len(trials) == 5 and all(t["status"] == "COMPLETED" for t in trials.values())
+    runs = {p.parent.name: [r.get("ended") for r in json.loads(p.read_text())]
+            for p in study.glob("tuner/trial_*/runs.json")}
+    assert all(ended == ["completed"] for ended in runs.values()), runs
+    assert "no word from" not in (tmp_path / "chief.log").read_text()
