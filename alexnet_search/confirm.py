@@ -44,8 +44,9 @@ from .console import format_duration, printer, short
 from .data import Source
 from .errors import UserError
 from .files import read_json, write_json_atomic
+from .oracle import StudyOracle
 from .progress import EpochReporter, Progress
-from .search import StudyTuner, _Atomic, model_epochs, ranked_trials, search_to_the_end
+from .search import StudyTuner, model_epochs, ranked_trials, search_to_the_end
 from .space import SEED as SEED_VALUES
 from .study import Study, same_training
 from .training import Training
@@ -103,7 +104,7 @@ def _key(values: dict) -> tuple:
     return values[TRIAL], values[SEED]
 
 
-class FinalistsOracle(_Atomic, keras_tuner.Oracle):
+class FinalistsOracle(StudyOracle, keras_tuner.Oracle):
     """Hands out each planned (finalist, seed) run once, in order; then stops.
 
     The plan lives in the oracle's state (oracle.json), so a resumed confirmation hands out what is

@@ -139,6 +139,19 @@ def tiny_confirmed_config(tmp_path) -> Path:
     return make_tiny_config(tmp_path, finalists=2)
 
 
+def fresh_tuner(parent: Path, name: str):
+    """(config, study, tuner): a new cpu.toml study `name` under `parent`, its tuner made as
+    run_search makes it; nothing trained."""
+    from alexnet_search.config import load_config
+    from alexnet_search.search import make_tuner
+    from alexnet_search.study import study_for
+
+    config = load_config(REPO / "tuning" / "cpu.toml")
+    study = study_for(parent, name)
+    study.root.mkdir()
+    return config, study, make_tuner(config, study)
+
+
 @contextlib.contextmanager
 def disk_full_at(monkeypatch, full: Callable[[Path], bool]):
     """Inside the block, renaming a file onto a path for which `full(path)` holds fails as a full

@@ -78,15 +78,30 @@ def _wait_for(condition, timeout: float, what: str):
     pytest.fail(f"timed out waiting for {what}")
 
 
-def test_workers_on_another_host_complete_the_study_even_when_that_host_vanishes_mid_trial(
-        tmp_path, cifar_dir, tiny_config, hosts):
+def _study(tmp_path, cifar_dir, tiny_config, hosts, port: int, *extra_logs: str):
+    """A chief serving in its namespace and workers 1 and 2 in theirs: (args, study, chief,
+    workers, logs), each process's output in tmp_path/<name>.log."""
     args = ["--config", str(tiny_config), "--data-dir", str(cifar_dir), "--results-dir", str(tmp_path / "results"),
-            "--oracle-port", "8470"]
-    study = tmp_path / "results" / "tiny"
-    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("chief", "worker1", "worker2", "worker1-again", "worker2-again")}
+            "--oracle-port", str(port)]
+    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("chief", "worker1", "worker2", *extra_logs)}
     chief = _start(hosts["chief"], ["--chief"], args, logs["chief"])
     _wait_for(lambda: "serving the oracle" in (tmp_path / "chief.log").read_text(), 120, "the chief to serve")
     workers = [_start(hosts["workers"], ["--worker", str(n)], args, logs[f"worker{n}"]) for n in (1, 2)]
+    return args, tmp_path / "results" / "tiny", chief, workers, logs
+
+
+def _each_trial_completed_once(study):
+    trials = {p.parent.name: json.loads(p.read_text()) for p in study.glob("tuner/trial_*/trial.json")}
+    assert len(trials) == 5 and all(t["status"] == "COMPLETED" for t in trials.values())
+    runs = {p.parent.name: [r.get("ended") for r in json.loads(p.read_text())]
+            for p in study.glob("tuner/trial_*/runs.json")}
+    assert all(ended == ["completed"] for ended in runs.values()), runs
+
+
+def test_workers_on_another_host_complete_the_study_even_when_that_host_vanishes_mid_trial(
+        tmp_path, cifar_dir, tiny_config, hosts):
+    args, study, chief, workers, logs = _study(tmp_path, cifar_dir, tiny_config, hosts, 8470,
+                                               "worker1-again", "worker2-again")
 
     def running_on_worker1():
         for runs in study.glob("tuner/trial_*/runs.json"):
@@ -121,13 +136,7 @@ def test_a_chief_killed_and_restarted_while_remote_workers_wait_loses_and_repeat
         tmp_path, cifar_dir, tiny_config, hosts):
     """Keras Tuner's restarted oracle sent the running trials for retry (each ran twice), and a call
     cut by the dying chief failed the trial its worker had just trained to the end."""
-    args = ["--config", str(tiny_config), "--data-dir", str(cifar_dir), "--results-dir", str(tmp_path / "results"),
-            "--oracle-port", "8471"]
-    study = tmp_path / "results" / "tiny"
-    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("chief", "chief-again", "worker1", "worker2")}
-    _start(hosts["chief"], ["--chief"], args, logs["chief"])
-    _wait_for(lambda: "serving the oracle" in (tmp_path / "chief.log").read_text(), 120, "the chief to serve")
-    workers = [_start(hosts["workers"], ["--worker", str(n)], args, logs[f"worker{n}"]) for n in (1, 2)]
+    args, study, _, workers, logs = _study(tmp_path, cifar_dir, tiny_config, hosts, 8471, "chief-again")
     _wait_for(lambda: "completed (tuner" in (tmp_path / "chief.log").read_text(), 300, "a first trial")
     for pid in _pids_in(hosts["chief"]):  # the chief's host goes; the workers train on, then wait
         os.kill(pid, signal.SIGKILL)
@@ -137,24 +146,14 @@ def test_a_chief_killed_and_restarted_while_remote_workers_wait_loses_and_repeat
         assert worker.wait(timeout=600) == 0, (tmp_path / f"worker{n}.log").read_text()[-3000:]
     assert chief.wait(timeout=120) == 0, (tmp_path / "chief-again.log").read_text()[-3000:]
 
-    trials = {p.parent.name: json.loads(p.read_text()) for p in study.glob("tuner/trial_*/trial.json")}
-    assert len(trials) == 5 and all(t["status"] == "COMPLETED" for t in trials.values())
-    runs = {p.parent.name: [r.get("ended") for r in json.loads(p.read_text())]
-            for p in study.glob("tuner/trial_*/runs.json")}
-    assert all(ended == ["completed"] for ended in runs.values()), runs  # each trained once, none lost
+    _each_trial_completed_once(study)  # none lost, none trained twice
     assert "resuming with" in (tmp_path / "chief-again.log").read_text()
 
 
 def test_a_partition_of_30_s_while_workers_train_costs_nothing(tmp_path, cifar_dir, tiny_config, hosts):
     """The workers' link goes down mid-trial and comes back: shorter than the lease, so every call
     waits it out and no trial is handed on, failed or run twice."""
-    args = ["--config", str(tiny_config), "--data-dir", str(cifar_dir), "--results-dir", str(tmp_path / "results"),
-            "--oracle-port", "8472"]
-    study = tmp_path / "results" / "tiny"
-    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("chief", "worker1", "worker2")}
-    chief = _start(hosts["chief"], ["--chief"], args, logs["chief"])
-    _wait_for(lambda: "serving the oracle" in (tmp_path / "chief.log").read_text(), 120, "the chief to serve")
-    workers = [_start(hosts["workers"], ["--worker", str(n)], args, logs[f"worker{n}"]) for n in (1, 2)]
+    _, study, chief, workers, _ = _study(tmp_path, cifar_dir, tiny_config, hosts, 8472)
     _wait_for(lambda: "--- trial" in (tmp_path / "worker1.log").read_text(), 300, "worker 1 to start a trial")
     _ip("-n", hosts["workers"], "link", "set", hosts["worker_link"], "down")
     time.sleep(30)
@@ -162,9 +161,5 @@ def test_a_partition_of_30_s_while_workers_train_costs_nothing(tmp_path, cifar_d
     for n, worker in zip((1, 2), workers):
         assert worker.wait(timeout=600) == 0, (tmp_path / f"worker{n}.log").read_text()[-3000:]
     assert chief.wait(timeout=120) == 0, (tmp_path / "chief.log").read_text()[-3000:]
-    trials = {p.parent.name: json.loads(p.read_text()) for p in study.glob("tuner/trial_*/trial.json")}
-    assert len(trials) == 5 and all(t["status"] == "COMPLETED" for t in trials.values())
-    runs = {p.parent.name: [r.get("ended") for r in json.loads(p.read_text())]
-            for p in study.glob("tuner/trial_*/runs.json")}
-    assert all(ended == ["completed"] for ended in runs.values()), runs
+    _each_trial_completed_once(study)
     assert "no word from" not in (tmp_path / "chief.log").read_text()

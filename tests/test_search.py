@@ -13,7 +13,7 @@ from alexnet_search.search import make_tuner, ranked_trials
 from alexnet_search.trials import trial_epochs
 from alexnet_search.study import study_for
 
-from conftest import REPO, disk_full_at
+from conftest import REPO, fresh_tuner
 
 
 def _trial(trial_id, score, status="COMPLETED", **values):
@@ -53,65 +53,13 @@ def test_tuner_state_is_keras_tuners_own_and_reloads(tmp_path):
     assert again.oracle.hyperparameters.get("lr") == 0.01  # the space, with the preset's starting values
 
 
-def test_a_state_write_that_fails_leaves_keras_tuners_files_whole(tmp_path, monkeypatch):
-    """The disk fills up as the oracle saves: oracle.json keeps its previous content, whole, and the
-    tuner reloads from it."""
-    import json
-
-    _, study, tuner = _fresh_tuner(tmp_path, "s")
-    tuner.save()
-    before = (study.tuner_dir / "oracle.json").read_text()
-    with disk_full_at(monkeypatch, lambda path: path.suffix == ".json"), pytest.raises(OSError, match="No space"):
-        tuner.oracle.create_trial("tuner0")  # writes trial.json, then oracle.json
-    assert (study.tuner_dir / "oracle.json").read_text() == before and json.loads(before)
-    assert not [p for p in study.tuner_dir.rglob(".*") if p.is_file()]  # no temporary file left behind
-    again = make_tuner(load_config(REPO / "tuning" / "cpu.toml"), study)
-    assert list(again.oracle.trials) == []  # the trial never reached a state file: it was never handed out
-
-
-def _fresh_tuner(tmp_path, name):
-    config = load_config(REPO / "tuning" / "cpu.toml")
-    study = study_for(tmp_path, name)
-    study.root.mkdir()
-    return config, study, make_tuner(config, study)
-
-
 def test_the_seed_fixes_the_sequence_of_configurations(tmp_path):
     sequences = []
     for name in ("a", "b"):
-        _, _, tuner = _fresh_tuner(tmp_path, name)
+        _, _, tuner = fresh_tuner(tmp_path, name)
         sequences.append([tuner.oracle.create_trial(f"t{i}").hyperparameters.values for i in range(3)])
     assert sequences[0] == sequences[1]
     assert sequences[0][0] != sequences[0][1]
-
-
-def test_reload_repairs_a_kill_between_keras_tuners_two_writes(tmp_path):
-    """trial.json says finished while oracle.json still has it running; and a trial.json the
-    oracle never recorded. Keras Tuner alone would re-run the first and keep the second forever."""
-    import json
-
-    config, study, tuner = _fresh_tuner(tmp_path, "s")
-    tuner.save()  # as run_search does: the study is reloadable from its start
-    oracle = tuner.oracle
-    oracle.verbose = 0
-    trial = oracle.create_trial("tuner0")  # oracle.json now lists it as running
-    oracle.update_trial(trial.trial_id, {"val_accuracy": 0.3})
-    trial.status = "COMPLETED"
-    oracle.score_trial(oracle.trials[trial.trial_id])
-    oracle.trials[trial.trial_id].status = "COMPLETED"
-    oracle._save_trial(oracle.trials[trial.trial_id])  # ... and the process dies here
-    phantom = study.tuner_dir / "trial_0001"
-    phantom.mkdir()
-    state = json.loads((study.tuner_dir / f"trial_{trial.trial_id}" / "trial.json").read_text())
-    state.update(trial_id="0001", status="RUNNING", score=None)
-    (phantom / "trial.json").write_text(json.dumps(state))
-
-    reloaded = make_tuner(config, study).oracle
-    assert list(reloaded.trials) == [trial.trial_id]
-    assert reloaded.trials[trial.trial_id].status == "COMPLETED"
-    assert reloaded.end_order == [trial.trial_id]
-    following = reloaded.create_trial("tuner0")  # not the finished trial handed out again
-    assert following.trial_id == "0001" and following.status == "RUNNING"
 
 
 def test_a_trial_that_killed_its_process_twice_fails_instead_of_running_again(tmp_path):
@@ -119,7 +67,7 @@ def test_a_trial_that_killed_its_process_twice_fails_instead_of_running_again(tm
 
     from alexnet_search.runlog import CRASHED_RUNS_LIMIT
 
-    _, study, tuner = _fresh_tuner(tmp_path, "s")
+    _, study, tuner = fresh_tuner(tmp_path, "s")
     tuner.oracle.verbose = 0
     trial = tuner.oracle.create_trial(tuner.tuner_id)
     runs = study.tuner_dir / f"trial_{trial.trial_id}" / "runs.json"
@@ -133,116 +81,6 @@ def test_a_trial_that_killed_its_process_twice_fails_instead_of_running_again(tm
     assert [r.get("ended") for r in json.loads(runs.read_text())] == [None] * CRASHED_RUNS_LIMIT + ["failed"]
 
 
-def _end(oracle, tuner_id: str, status: str, message: str | None = None):
-    trial = oracle.create_trial(tuner_id)
-    if status == "COMPLETED":
-        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.3})
-    trial.status, trial.message = status, message
-    oracle.end_trial(trial)
-    return trial
-
-
-def test_failures_in_a_row_stop_every_tuner_and_count_only_the_latest_run(tmp_path):
-    """Keras Tuner raised inside end_trial (on a chief: a gRPC handler that never released the
-    oracle's lock) and counted old runs too: a resumed study stopped again at a completed trial."""
-    config, study, tuner = _fresh_tuner(tmp_path, "s")
-    limit = config["search"]["max_consecutive_failed_trials"]
-    oracle = tuner.oracle
-    oracle.verbose = 0
-    tuner.save()
-    _end(oracle, "w1", "COMPLETED")
-    for i in range(limit):
-        assert oracle.stopped is None
-        last = _end(oracle, f"w{i % 2}", "FAILED", f"Traceback ...\nFailedTrialError: loss {i} was nan")
-    assert oracle.stopped.endswith("loss 2 was nan") and oracle.trials[last.trial_id].status == "FAILED"
-    for tuner_id in ("w0", "w1", "a-new-one"):
-        assert oracle.create_trial(tuner_id).status == "STOPPED"
-    assert oracle.tuner_ids == set() and oracle.ongoing_trials == {}  # a chief waits for no one
-    # Rerun: the study resumes, and the failures before it do not stop it at its next completed trial.
-    resumed = make_tuner(config, study).oracle
-    resumed.verbose = 0
-    assert resumed.stopped is None and [t.status for t in resumed.trials.values()].count("FAILED") == limit
-    _end(resumed, "w0", "COMPLETED")
-    assert resumed.stopped is None and resumed.create_trial("w0").status == "RUNNING"
-
-
-def test_a_silent_workers_trial_goes_to_the_next_worker_and_the_chief_stops_waiting_for_it(tmp_path, monkeypatch):
-    """Keras Tuner's oracle waits forever for every worker id it has seen: a host lost for good
-    kept a distributed study from ending."""
-    from alexnet_search import search
-
-    now = [1000.0]
-    monkeypatch.setattr(search.time, "monotonic", lambda: now[0])
-    _, study, tuner = _fresh_tuner(tmp_path, "s")
-    oracle = tuner.oracle
-    oracle.verbose, oracle.lease_s = 0, 60
-    tuner.save()
-    lost = oracle.create_trial("tuner1")
-    kept = oracle.create_trial("tuner2")
-    now[0] += 50
-    oracle.get_trial(kept.trial_id)  # tuner2's heartbeat
-    assert oracle.expire_leases() == []
-    now[0] += 20  # tuner1 silent for 70 s, tuner2 for 20
-    assert oracle.expire_leases() == [("tuner1", lost.trial_id)]
-    assert "tuner1" not in oracle.tuner_ids and "tuner1" not in oracle.ongoing_trials
-    handed = oracle.create_trial("tuner3")
-    assert handed.trial_id == lost.trial_id and oracle.ongoing_trials["tuner3"] is handed
-    # tuner1 was only cut off, and reports the trial first: its result counts, the second run's not.
-    report = keras_tuner.engine.trial.Trial(lost.hyperparameters.copy(), trial_id=lost.trial_id, status="COMPLETED")
-    oracle.update_trial(lost.trial_id, {"val_accuracy": 0.4})
-    oracle.end_trial(report)
-    late = keras_tuner.engine.trial.Trial(lost.hyperparameters.copy(), trial_id=lost.trial_id, status="COMPLETED")
-    oracle.update_trial(lost.trial_id, {"val_accuracy": 0.9})
-    oracle.end_trial(late)
-    assert oracle.end_order.count(lost.trial_id) == 1 and oracle.trials[lost.trial_id].score == 0.4
-    assert "tuner3" not in oracle.ongoing_trials
-    # A worker that vanished between trials is not waited for either; a chief without leases waits.
-    now[0] += 61
-    assert sorted(oracle.expire_leases()) == [("tuner2", kept.trial_id), ("tuner3", None)]
-    assert oracle.tuner_ids == set() and oracle.ongoing_trials == {}
-    # tuner2 was only slow: it ends its trial before anyone took it again, and nobody runs it twice.
-    oracle.update_trial(kept.trial_id, {"val_accuracy": 0.5})
-    oracle.end_trial(keras_tuner.engine.trial.Trial(kept.hyperparameters.copy(), trial_id=kept.trial_id,
-                                                    status="COMPLETED"))
-    assert oracle.trials[kept.trial_id].status == "COMPLETED" and oracle.create_trial("tuner2").trial_id not in (
-        kept.trial_id, lost.trial_id)
-    oracle.lease_s = None
-    oracle.create_trial("tuner4")
-    now[0] += 10**6
-    assert oracle.expire_leases() == []
-
-
-def test_what_a_caller_on_the_port_sends_fails_that_call_and_never_the_oracle(tmp_path):
-    """Keras Tuner's oracle raised inside its lock on an unknown trial id and never released it:
-    the chief hung. And an EndTrial could rewrite a trial's values."""
-    import threading
-
-    _, _, tuner = _fresh_tuner(tmp_path, "s")
-    oracle = tuner.oracle
-    oracle.verbose = 0
-    running = oracle.create_trial("tuner1")
-    values = dict(running.hyperparameters.values)
-    assert oracle.update_trial("no-such-trial", {"val_accuracy": 1.0}) is None
-    assert oracle.update_trial(running.trial_id, {"not_the_objective": 1.0}) is None
-    forged = keras_tuner.engine.trial.Trial(running.hyperparameters.copy(), trial_id="no-such-trial", status="COMPLETED")
-    oracle.end_trial(forged)
-    not_an_end = keras_tuner.engine.trial.Trial(running.hyperparameters.copy(), trial_id=running.trial_id,
-                                                status="RUNNING")
-    oracle.end_trial(not_an_end)
-    assert oracle.end_order == [] and "no-such-trial" not in oracle.trials
-    # The lock is free: another worker's call completes.
-    other = threading.Thread(target=oracle.create_trial, args=("tuner2",))
-    other.start()
-    other.join(timeout=10)
-    assert not other.is_alive() and "tuner2" in oracle.ongoing_trials
-    oracle.update_trial(running.trial_id, {"val_accuracy": 0.5})
-    rewritten = running.hyperparameters.copy()
-    rewritten.values["lr"] = 123.0
-    oracle.end_trial(keras_tuner.engine.trial.Trial(rewritten, trial_id=running.trial_id, status="COMPLETED"))
-    assert oracle.trials[running.trial_id].status == "COMPLETED"
-    assert oracle.trials[running.trial_id].hyperparameters.values == values
-
-
 def test_a_trials_checkpoint_is_durable_before_the_oracle_records_it_completed(tmp_path, monkeypatch):
     """A promoted trial starts from its parent's checkpoint: after a power cut a COMPLETED parent
     must not have an empty one. Durability cannot be seen without cutting the power, so this pins
@@ -251,7 +89,7 @@ def test_a_trials_checkpoint_is_durable_before_the_oracle_records_it_completed(t
 
     from alexnet_search import files as files_module
 
-    _, _, tuner = _fresh_tuner(tmp_path, "s")
+    _, _, tuner = fresh_tuner(tmp_path, "s")
     tuner.oracle.verbose = 0
     trial = tuner.oracle.create_trial(tuner.tuner_id)
     checkpoint = os.path.join(tuner.get_trial_dir(trial.trial_id), "checkpoint.weights.h5")
@@ -267,30 +105,6 @@ def test_a_trials_checkpoint_is_durable_before_the_oracle_records_it_completed(t
     assert synced.index(checkpoint) < state[-1]
     assert json.loads(open(os.path.join(tuner.get_trial_dir(trial.trial_id), "trial.json")).read())["status"] == \
         "COMPLETED"
-
-
-def test_a_restarted_chief_hands_running_trials_back_to_their_workers(tmp_path, monkeypatch):
-    """Keras Tuner sends them for retry: each ran twice while its worker, still alive, trained it.
-    A single process resumes its interrupted trial as before."""
-    from alexnet_search import distribute
-
-    def killed_while_running(name: str, tuner_id: str):
-        config, study, tuner = _fresh_tuner(tmp_path, name)
-        tuner.oracle.verbose = 0
-        tuner.save()  # as run_search does: the study is reloadable from its start
-        return config, study, tuner.oracle.create_trial(tuner_id)  # ... and the process dies
-
-    config, study, running = killed_while_running("single", "tuner0")
-    single = make_tuner(config, study).oracle
-    assert single.ongoing_trials == {} and single._retry_queue == [running.trial_id]
-    for var, value in ((distribute.TUNER_ID, "chief"), (distribute.ORACLE_IP, "127.0.0.1"),
-                       (distribute.ORACLE_PORT, "8000")):
-        monkeypatch.setenv(var, value)
-    config, study, running = killed_while_running("chief", "tuner1")
-    chief = make_tuner(config, study).oracle
-    assert chief._retry_queue == [] and chief.ongoing_trials["tuner1"].trial_id == running.trial_id
-    assert chief.create_trial("tuner2").trial_id != running.trial_id
-    assert chief.create_trial("tuner1").trial_id == running.trial_id  # its worker, asking again
 
 
 class _Diverge(keras.callbacks.Callback):
@@ -385,7 +199,7 @@ def test_a_trial_id_that_would_leave_the_study_folder_is_refused(tmp_path):
     """A worker takes trial ids from the chief's unauthenticated port and deletes folders by them."""
     from alexnet_search.errors import UserError
 
-    config, study, tuner = _fresh_tuner(tmp_path, "s")
+    config, study, tuner = fresh_tuner(tmp_path, "s")
     outside = tmp_path / "outside"
     (outside / "execution0").mkdir(parents=True)
     bad = keras_tuner.engine.trial.Trial(keras_tuner.HyperParameters(), trial_id="../../outside")
