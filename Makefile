@@ -1,5 +1,5 @@
 # alexnet-search: every target creates its environment from pyproject.toml if needed.
-#   make search [CONFIG=tuning/cpu.toml] [STUDY=name] [DATA_DIR=path] [WORKERS=N] [BACKEND=jax]
+#   make search [CONFIG=tuning/cpu.toml] [STUDY=name] [DATA_DIR=path] [WORKERS=N or auto] [BACKEND=jax]
 #               [SEED=2 (a second study seed)] [ITERATIONS=N or MAX_TRIALS=N (extend a study)]
 #   make retrain-best [CONFIG=...] [STUDY=...] [SEEDS=3] [FROM=study or hyperparameters.json]
 #                     [POOL="study2 study3" (the best confirmed finalist of this study and those)]

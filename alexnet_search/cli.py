@@ -27,6 +27,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
+def _workers(text: str) -> int | str:
+    return "auto" if text == "auto" else _at_least_one(text)
+
+
 def _at_least_one(text: str) -> int:
     try:
         value = int(text)
@@ -293,9 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="discard the study's existing trials and start over (needed when the preset's "
                         "search space or sizes changed)")
-    p.add_argument("--workers", type=_at_least_one, default=0, metavar="N",
-                   help="run Keras Tuner's distributed tuning here: one chief and N worker processes "
-                        "(one GPU each where there are several), output prefixed and logged in STUDY/logs/")
+    p.add_argument("--workers", type=_workers, default=0, metavar="N|auto",
+                   help="run Keras Tuner's distributed tuning here: one chief and N worker processes, "
+                        "spread over the GPUs (several share one when N is larger: each gets its part of "
+                        "its memory); 'auto' picks N from the GPUs' memory and the cores and says why; "
+                        "output prefixed and logged in STUDY/logs/")
     p.add_argument("--chief", action="store_true",
                    help="be the chief of a multi-host study: serve the oracle (start workers with --worker)")
     p.add_argument("--worker", metavar="ID", default=None,

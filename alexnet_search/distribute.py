@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 from .errors import UserError
 
@@ -293,15 +293,74 @@ def precision_and_xla(config) -> tuple[str, bool, str | None]:
     return precision_and_xla_options(m["precision"], m["jit_compile"], gpu_count() > 0, backend.name())
 
 
-def _visible_gpus() -> list[str]:
-    """GPU indices from nvidia-smi, without importing TensorFlow in the launcher."""
+class Gpu(NamedTuple):
+    index: str  # as CUDA_VISIBLE_DEVICES names it
+    memory_gib: float
+
+
+def visible_gpus() -> list[Gpu]:
+    """The GPUs nvidia-smi lists, without importing a backend in the launcher."""
     if not shutil.which("nvidia-smi"):
         return []
     try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.SubprocessError):
         return []
-    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+    gpus = []
+    for line in out.splitlines():
+        index, _, mib = line.partition(",")
+        try:
+            gpus.append(Gpu(index.strip(), float(mib) / 1024))
+        except ValueError:  # "[N/A]" and the like: a GPU nvidia-smi cannot size
+            gpus.append(Gpu(index.strip(), 0.0))
+    return gpus
+
+
+# What `--workers auto` allows each worker. GPU memory: an estimate for paper.toml's trials
+# (AlexNet at 128x128, batch 128: 24 M parameters with their momentum and gradients, the
+# activations of a batch, XLA's workspace), not yet measured on a GPU. Host cores: a worker's
+# input pipeline and its XLA compiles run there, and a GPU search spends most of its time
+# compiling (README, Measured: 7-11 s a new model against 0.5 s an epoch).
+WORKER_GPU_GIB = 8.0
+WORKER_CORES = 2
+
+
+def auto_workers(gpus: list[Gpu], cores: int) -> tuple[int, str]:
+    """How many workers `--workers auto` starts here, and why, in words."""
+    if not gpus:
+        return 1, (f"no GPU visible: 1 worker (several would only share {cores} core(s); "
+                   f"--workers N to choose)")
+    memory = sum(g.memory_gib for g in gpus)
+    by_memory = max(1, sum(int(g.memory_gib // WORKER_GPU_GIB) for g in gpus))
+    by_cores = max(1, (cores - 1) // WORKER_CORES)  # a core for the chief and the launcher
+    n = min(by_memory, by_cores)
+    return n, (f"{n} worker(s): {len(gpus)} GPU(s) with {memory:.0f} GiB hold {by_memory} at about "
+               f"{WORKER_GPU_GIB:g} GiB each, {cores} cores feed {by_cores} at {WORKER_CORES} each")
+
+
+def placement(workers: int, gpus: list[Gpu], environ: dict | None = None) -> list[dict[str, str]]:
+    """Each worker's GPU (round robin) and, where several share one, its share of that GPU's
+    memory, set the backend's way. What the user already set in `environ` is left alone.
+
+    JAX takes 75% of a GPU per process by default, so a second JAX worker on it would run out
+    of memory: each gets an equal part of 90% (XLA_PYTHON_CLIENT_MEM_FRACTION). TensorFlow takes
+    it all unless memory growth is on (TF_FORCE_GPU_ALLOW_GROWTH). PyTorch allocates as it goes.
+    """
+    environ = os.environ if environ is None else environ
+    if not gpus:
+        return [{} for _ in range(workers)]
+    sharing = -(-workers // len(gpus))  # workers on the busiest GPU
+    envs = []
+    for i in range(workers):
+        env = {"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)].index}
+        if sharing > 1:
+            for key, value in (("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / sharing:.3f}"),
+                               ("TF_FORCE_GPU_ALLOW_GROWTH", "true")):
+                if key not in environ:
+                    env[key] = value
+        envs.append(env)
+    return envs
 
 
 def _die_with_parent() -> None:
@@ -437,38 +496,44 @@ class _Process:
                 pass
 
 
-def launch_local(child_args: list[str], workers: int, host: str, port: int, log_dir: Path,
+def launch_local(child_args: list[str], workers: int | str, host: str, port: int, log_dir: Path,
                  out: TextIO = sys.stdout, poll_s: float = 0.5) -> int:
-    """Run a chief and `workers` workers of `alexnet-search search CHILD_ARGS` here; return the exit status.
+    """Run a chief and `workers` workers ("auto": `auto_workers`) of `alexnet-search search
+    CHILD_ARGS` here; return the exit status.
 
-    With several GPUs, each worker gets one (CUDA_VISIBLE_DEVICES, round robin): N small trials
-    at once instead of one trial mirrored over all of them. The chief trains nothing and gets none.
+    Workers are spread over the GPUs (`placement`): with as many GPUs, one each, N small trials
+    at once instead of one trial mirrored over all of them; with more workers than GPUs, several
+    share one, so one's XLA compile runs on the host while another trains. The chief trains
+    nothing and gets no GPU.
     """
+    from .console import printer
+
+    say = printer(out, "[launcher] ")
+    gpus = visible_gpus()
+    if workers == "auto":
+        workers, why = auto_workers(gpus, len(os.sched_getaffinity(0)))
+        say(f"--workers auto: {why}")
     if workers < 1:
         raise UserError(f"--workers must be >= 1 (got {workers})")
     check_ports(host, port)
     log_dir.mkdir(parents=True, exist_ok=True)
-    lock, gpus = threading.Lock(), _visible_gpus()
+    lock = threading.Lock()
     base = {**os.environ, ORACLE_IP: host, ORACLE_PORT: str(port), "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "alexnet_search", "search", *child_args]
 
-    def env_for(tuner_id: str, gpu: str | None) -> dict:
-        env = {**base, TUNER_ID: tuner_id, LAUNCHER_PID: str(os.getpid())}
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = gpu
-        return env
+    def env_for(tuner_id: str, placed: dict) -> dict:
+        return {**base, TUNER_ID: tuner_id, LAUNCHER_PID: str(os.getpid()), **placed}
 
-    from .console import printer
-
-    say = printer(out, "[launcher] ")
-    say(f"chief on {host}:{port} and {workers} worker(s); logs in {log_dir}/")
-    chief = _Process("chief", "chief", argv, env_for("chief", "" if gpus else None), log_dir / "chief.log", out, lock)
+    say(f"chief on {host}:{port} and {workers} worker(s)"
+        + (f" on {len(gpus)} GPU(s)" if gpus else "") + f"; logs in {log_dir}/")
+    chief = _Process("chief", "chief", argv, env_for("chief", {"CUDA_VISIBLE_DEVICES": ""} if gpus else {}),
+                     log_dir / "chief.log", out, lock)
     # Workers must not see --overwrite: only the chief may reset the study.
     worker_argv = [a for a in argv if a != "--overwrite"]
     pool = [
-        _Process(f"worker {i}", f"tuner{i}", worker_argv, env_for(f"tuner{i}", gpus[(i - 1) % len(gpus)] if gpus else None),
-                 log_dir / f"tuner{i}.log", out, lock)
-        for i in range(1, workers + 1)
+        _Process(f"worker {i}", f"tuner{i}", worker_argv, env_for(f"tuner{i}", placed), log_dir / f"tuner{i}.log",
+                 out, lock)
+        for i, placed in enumerate(placement(workers, gpus), start=1)
     ]
     # SIGTERM (a scheduler's preemption, `kill`) stops the study as Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -441,3 +441,35 @@ def test_a_workers_call_cut_by_a_dying_chief_is_made_again_when_it_is_back():
     with pytest.raises(grpc.RpcError):  # not forever: a chief that never returns ends the worker
         distribute.PatientStub(Stub(), give_up_s=0, pause_s=0).EndTrial("trial")
     assert len(calls) == 1
+
+
+def test_workers_beyond_the_gpus_share_them_each_with_its_part_of_the_memory():
+    one, two = [distribute.Gpu("0", 139.8)], [distribute.Gpu("0", 80.0), distribute.Gpu("1", 80.0)]
+    assert distribute.placement(2, [], environ={}) == [{}, {}]  # no GPU: nothing to place
+    assert distribute.placement(2, two, environ={}) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
+    shared = distribute.placement(4, one, environ={})
+    assert shared == [{"CUDA_VISIBLE_DEVICES": "0", "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.225",
+                       "TF_FORCE_GPU_ALLOW_GROWTH": "true"}] * 4  # JAX alone would take 75% each
+    # Three on two GPUs: two share the busiest, so every worker gets half; the user's own setting wins.
+    mine = distribute.placement(3, two, environ={"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.3"})
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in mine] == ["0", "1", "0"]
+    assert all("XLA_PYTHON_CLIENT_MEM_FRACTION" not in e and e["TF_FORCE_GPU_ALLOW_GROWTH"] == "true" for e in mine)
+
+
+def test_workers_auto_is_bounded_by_the_gpus_memory_and_the_cores_and_says_which():
+    assert distribute.auto_workers([], 16)[0] == 1
+    n, why = distribute.auto_workers([distribute.Gpu("0", 139.8)], 16)
+    assert n == 7 and "1 GPU(s) with 140 GiB hold 17" in why and "16 cores feed 7 at 2 each" in why
+    assert distribute.auto_workers([distribute.Gpu("0", 15.8)], 64)[0] == 1  # memory is the bound
+    assert distribute.auto_workers([distribute.Gpu("0", 4.0)], 64)[0] == 1  # never 0
+    assert distribute.auto_workers([distribute.Gpu("0", 80.0)] * 2, 2)[0] == 1
+
+
+def test_the_workers_flag_takes_a_count_or_auto():
+    from alexnet_search.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["search", "--workers", "auto"]).workers == "auto"
+    assert parser.parse_args(["search", "--workers", "3"]).workers == 3
+    with pytest.raises(SystemExit):
+        parser.parse_args(["search", "--workers", "many"])
