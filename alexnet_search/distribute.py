@@ -237,18 +237,21 @@ def gpu_count() -> int:
 def strategy():
     """MirroredStrategy over every visible GPU when there are several on TensorFlow, else None.
 
-    On JAX several GPUs train one model through Keras' distribution API instead, which applies
-    process-wide (`keras.distribution.DataParallel`, set here); None is returned there too, as
-    the model needs no scope. PyTorch trains on one GPU.
+    On JAX several devices train one model through Keras' distribution API instead, which
+    applies process-wide (`keras.distribution.DataParallel`, set here); None is returned there
+    too, as the model needs no scope. JAX's devices are its GPUs where it has any, else its CPU
+    devices: one, unless XLA_FLAGS=--xla_force_host_platform_device_count=N asks for N (how the
+    several-device path is tested without GPUs). PyTorch trains on one GPU.
     """
-    if gpu_count() < 2:
-        return None
     import keras
 
     if keras.backend.backend() == "jax":
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        import jax
+
+        if jax.device_count() > 1:
+            keras.distribution.set_distribution(keras.distribution.DataParallel())
         return None
-    if keras.backend.backend() != "tensorflow":
+    if gpu_count() < 2 or keras.backend.backend() != "tensorflow":
         return None
     import tensorflow as tf
 

@@ -27,7 +27,7 @@ class Training:
     precision: str
     jit_compile: bool
     note: str | None  # why the preset's speed options were changed here, if they were
-    strategy: Any  # tf.distribute.MirroredStrategy over several GPUs on TensorFlow, else None
+    strategy: Any  # tf.distribute.MirroredStrategy over several GPUs on TensorFlow, else None (JAX: process-wide)
     batch_size: int  # global: the preset's batch size times the devices a step is split over
 
     @classmethod
@@ -49,6 +49,8 @@ class Training:
         if self.strategy is not None:
             lines.append(f"{self.strategy.num_replicas_in_sync} GPUs per model (MirroredStrategy): "
                          f"global batch {self.batch_size}")
+        elif (devices := distribute.replicas(None)) > 1:
+            lines.append(f"{devices} devices per model (Keras DataParallel on JAX): global batch {self.batch_size}")
         lines.append(f"data: {self.source.describe()}: {self.splits.note}")
         return lines
 

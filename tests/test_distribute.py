@@ -473,3 +473,19 @@ def test_the_workers_flag_takes_a_count_or_auto():
     assert parser.parse_args(["search", "--workers", "3"]).workers == 3
     with pytest.raises(SystemExit):
         parser.parse_args(["search", "--workers", "many"])
+
+
+@pytest.mark.slow
+@pytest.mark.backends
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND") != "jax", reason="Keras' DataParallel path is JAX's")
+def test_several_devices_train_one_model_with_keras_data_parallel(tmp_path, cifar_dir, tiny_config):
+    """The several-GPU path of one process, on two virtual CPU devices (no GPU here)."""
+    import numpy as np
+
+    done = run_cli("baseline", "--config", tiny_config, "--name", "paper", "--data-dir", cifar_dir,
+                   "--results-dir", tmp_path / "results", cwd=tmp_path,
+                   env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "2 devices per model (Keras DataParallel on JAX): global batch 128" in done.stdout  # 64 per device
+    metrics = json.loads((tmp_path / "results" / "tiny" / "baselines" / "paper" / "metrics.json").read_text())
+    assert np.isfinite(metrics["test_loss_mean"]) and 0 <= metrics["test_accuracy_mean"] <= 1
