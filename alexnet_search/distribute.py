@@ -193,12 +193,16 @@ def worker_phase(host: str, port: int, wait_s: float = 600.0, poll_s: float = 1.
 
 
 def await_finalists(host: str, port: int, wait_s: float = 600.0, poll_s: float = 1.0) -> None:
-    """After a worker's search ends: wait up to `wait_s` for its chief to serve the finalists'
-    oracle. A chief that stopped instead (failures in a row, Ctrl-C) never does; without this
-    bound the worker would wait for Keras Tuner's 60-minute client timeout."""
+    """After a worker's search ends: wait for its chief to serve the finalists' oracle, for as
+    long as it still serves the search (other workers' last trials; Keras Tuner tells a worker
+    the search is over as soon as nothing is left to hand out), then up to `wait_s`. A chief that
+    stopped instead (failures in a row, Ctrl-C) never serves it; without this bound the worker
+    would wait for Keras Tuner's 60-minute client timeout."""
     deadline = time.monotonic() + wait_s
     while not _listening(host, finalists_port(port)):
-        if time.monotonic() > deadline:
+        if _listening(host, port):
+            deadline = time.monotonic() + wait_s
+        elif time.monotonic() > deadline:
             raise UserError(f"the chief at {host} ended the search but serves no finalists' oracle on port "
                             f"{finalists_port(port)} (waited {wait_s:.0f} s): it stopped; its output says why")
         time.sleep(poll_s)

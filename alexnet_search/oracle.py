@@ -15,10 +15,13 @@ fails there first.
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 
 import keras_tuner
 from keras_tuner.oracles import BayesianOptimizationOracle, HyperbandOracle, RandomSearchOracle
+from keras_tuner.src.engine import oracle as kt_oracle
 
 from . import distribute
 from .config import Config
@@ -26,6 +29,27 @@ from .errors import UserError
 from .files import read_json, write_json_atomic
 from .runlog import failure_message
 from .trials import ENDED, FAILED, direction
+
+
+def _locked(method):
+    """Keras Tuner's `synchronized` (the same lock, so its own methods still exclude these), with
+    the lock released however the call ends. Its decorator releases it only on return: a call
+    that raised (a disk full as the oracle saves, a report it cannot score) left the oracle
+    locked, and every later call of every worker, and the chief, waited on it for good."""
+
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        name = threading.current_thread().name
+        if kt_oracle.THREADS[self] == name:  # this thread holds it already: a nested call
+            return method(self, *args, **kwargs)
+        with kt_oracle.LOCKS[self]:
+            kt_oracle.THREADS[self] = name
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                kt_oracle.THREADS[self] = None
+
+    return wrapped
 
 
 class StudyOracle:
@@ -58,7 +82,7 @@ class StudyOracle:
         if n and run >= n:
             self.stopped = self.trials[self.end_order[-1]].message or ""
 
-    @keras_tuner.synchronized
+    @_locked
     def create_trial(self, tuner_id):
         self._heard_from(tuner_id)
         if self.stopped is None or tuner_id in self.ongoing_trials:  # a restarted worker finishes its trial
@@ -80,13 +104,14 @@ class StudyOracle:
             self._seen[tuner_id] = time.monotonic()
 
     def _owner(self, trial_id: str) -> str | None:
-        return next((t for t, trial in self.ongoing_trials.items() if trial.trial_id == trial_id), None)
+        # A copy: get_trial reads it unlocked while expire_leases may change it.
+        return next((t for t, trial in list(self.ongoing_trials.items()) if trial.trial_id == trial_id), None)
 
     def get_trial(self, trial_id):
         self._heard_from(self._owner(trial_id))  # a worker's heartbeat is a GetTrial of its trial
         return super().get_trial(trial_id)
 
-    @keras_tuner.synchronized
+    @_locked
     def update_trial(self, trial_id, metrics, step=0):
         # update_trial and end_trial take anything a caller on the port sends and never raise: an
         # exception inside Keras Tuner's `synchronized` never releases the oracle's lock, and every
@@ -102,7 +127,7 @@ class StudyOracle:
         self._heard_from(self._owner(trial_id))
         return super().update_trial(trial_id, metrics, step=step)
 
-    @keras_tuner.synchronized
+    @_locked
     def expire_leases(self) -> list[tuple[str, str | None]]:
         """(tuner id, its trial id or None) for each worker silent for `lease_s`, now given up:
         its trial goes back to the queue, and the chief no longer waits for it. A worker with that
@@ -129,7 +154,7 @@ class StudyOracle:
     def save(self):
         write_json_atomic(self._get_oracle_fname(), self.get_state())
 
-    @keras_tuner.synchronized
+    @_locked
     def end_trial(self, trial):
         known = self.trials.get(trial.trial_id)
         if known is None or trial.status not in ENDED:
@@ -139,6 +164,8 @@ class StudyOracle:
                 # Run twice after a lease expired: the first to finish counts, once. (In one
                 # process the trial is the oracle's own object, its status already set.)
                 return
+            if trial.status == "COMPLETED" and not known.metrics.exists(self.objective.name):
+                return  # an ending with no score reported (update_trial) before it: nothing to rank
             # The values are the oracle's own: a worker never changes them, and a caller on the
             # port must not rewrite a trial's (a string tuner/epochs left a study unresumable).
             trial.hyperparameters = known.hyperparameters
@@ -160,7 +187,8 @@ class StudyOracle:
         for trial_id in [t for t in self.trials if t not in self.start_order]:
             del self.trials[trial_id]  # its id is reused by the next trial, which rewrites its folder
         for trial_id in list(self._retry_queue):
-            if self.trials[trial_id].status in ENDED:
+            # INVALID there is a retry waiting its turn (max_retries_per_trial), not an end.
+            if self.trials[trial_id].status in ("COMPLETED", "FAILED"):
                 self._retry_queue.remove(trial_id)
                 if trial_id not in self.end_order:
                     self.end_order.append(trial_id)

@@ -73,6 +73,61 @@ class _TrialGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class _Heartbeat(keras.callbacks.Callback):
+    """A worker's word to its chief while it trains a trial (`StudyOracle.expire_leases`).
+
+    Sent every `interval` s from a thread, so a long epoch or compile does not silence it and a
+    call blocked by a partition holds up nothing else; but only when a batch ended since the last
+    (the first beat aside: the first batch compiles), so a worker hung mid-trial loses its lease
+    as a dead one does. When the chief answers that the trial has ended (its lease had expired and
+    another worker finished it first), the trial stops at its next batch rather than go on writing
+    over the recorded run's checkpoint. A no-op where it was never started (one process, a chief).
+    One instance serves every trial (Keras Tuner deep-copies search callbacks per trial).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.batches, self.superseded, self._stop = 0, False, None
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def start(self, oracle, trial_id: str, interval: float) -> None:
+        self.stop()
+        self.batches, self.superseded = 0, False
+        stop = self._stop = threading.Event()
+
+        def beat():
+            said = -1
+            while not stop.wait(interval):
+                if self.batches == said:
+                    continue  # no progress since the last beat: say nothing
+                said = self.batches
+                try:
+                    self.superseded = oracle.get_trial(trial_id).status in ENDED
+                except Exception:  # the chief is gone or unreachable: the trial's own calls will say so
+                    pass
+
+        threading.Thread(target=beat, daemon=True, name=f"heartbeat-{trial_id}").start()
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        self.superseded = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step()
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._step()
+
+    def _step(self) -> None:
+        self.batches += 1
+        if self.superseded:
+            raise keras_tuner.errors.FailedTrialError(
+                "another worker finished this trial first (this worker's lease on it had expired); stopped")
+
+
 class _CtrlC(keras.callbacks.Callback):
     """Ctrl-C, or SIGTERM (`kill`, `timeout`, a batch scheduler's preemption), raised where nothing
     swallows it, so the running trial is recorded as interrupted, not as a process that died.
@@ -132,7 +187,7 @@ class StudyTuner(keras_tuner.Hyperband):
         self.runlog = RunLog(study.root / project, self.tuner_id)
         self._guard = _TrialGuard()
         self._fail_unrun: str | None = None  # RunLog's verdict on the trial about to run
-        self._heartbeat: threading.Event | None = None  # set to stop the running trial's heartbeat
+        self._heartbeat = _Heartbeat()  # a worker's, while it trains a trial
         if self._is_worker():
             self.oracle.stub = distribute.PatientStub(self.oracle.stub)
 
@@ -157,21 +212,6 @@ class StudyTuner(keras_tuner.Hyperband):
             distribute.serve_oracle(self.oracle)
             return
         super().search(*fit_args, **fit_kwargs)
-
-    def _beat(self, trial_id: str) -> None:
-        """While a worker trains `trial_id`: tell the chief every lease_s / 5 s (30 s at most) that
-        it is alive (`StudyOracle.expire_leases`). A thread, so a long epoch or compile does not
-        silence it, and a call blocked by a partition holds up nothing but itself."""
-        stop = self._heartbeat = threading.Event()
-
-        def beat():
-            while not stop.wait(min(30.0, self.lease_s / 5)):
-                try:
-                    self.oracle.get_trial(trial_id)
-                except Exception:  # the chief is gone or unreachable: the trial's own calls will say so
-                    pass
-
-        threading.Thread(target=beat, daemon=True, name=f"heartbeat-{trial_id}").start()
 
     def save(self):
         if not self._is_worker():
@@ -198,7 +238,7 @@ class StudyTuner(keras_tuner.Hyperband):
         shutil.rmtree(self.study.tensorboard_dir / self.run_name(trial), ignore_errors=True)
         self._fail_unrun = self.runlog.start(trial.trial_id)
         if self._is_worker():
-            self._beat(trial.trial_id)
+            self._heartbeat.start(self.oracle, trial.trial_id, min(30.0, self.lease_s / 5))
         self.report_begin(trial)
 
     def run_trial(self, trial, *args, **kwargs):
@@ -213,7 +253,7 @@ class StudyTuner(keras_tuner.Hyperband):
         run = self.run_name(trial)
         logger = TensorBoardLogger(self.study.tensorboard_dir / run, values=searched_values(trial.hyperparameters.values),
                                    session=run.removesuffix("/execution0"))
-        kwargs["callbacks"] = [*kwargs.get("callbacks", []), logger, self._guard]
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), logger, self._guard, self._heartbeat]
         try:
             histories = super().run_trial(trial, *args, **kwargs)
         except Exception as exc:
@@ -229,13 +269,17 @@ class StudyTuner(keras_tuner.Hyperband):
         return histories
 
     def on_trial_end(self, trial):
-        if self._heartbeat is not None:
-            self._heartbeat.set()
+        self._heartbeat.stop()
         # Closed before Keras Tuner reports the trial, so that a chief reading runs.json for a
         # worker's failure reason finds it (`StudyOracle.end_trial`).
         self.runlog.end(trial.trial_id, trial.status.lower(), reason=trial.message and failure_reason(trial.message))
         # The checkpoint a promoted trial and best/ start from, durable before trial.json says COMPLETED.
-        fsync_tree(self.get_trial_dir(trial.trial_id))
+        try:
+            fsync_tree(self.get_trial_dir(trial.trial_id))
+        except OSError as exc:
+            if full := disk_full(exc):  # the trial stays unfinished and runs again on resume, as in run_trial
+                raise DiskFull(disk_full_message(full)) from exc
+            raise
         super().on_trial_end(trial)
         self._guard.set_model(None)  # it serves every trial; holding the last model would keep it alive
         self.report_end(trial)

@@ -243,6 +243,15 @@ def require_chiefs_study(study: Study, config: Config) -> None:
     if not isinstance(chiefs, dict):
         raise UserError(f"{study.root / 'versions.json'} is missing or unreadable, so this worker's libraries "
                         f"cannot be checked against its chief's; restart the chief (it writes the file)")
+    # The lease is the chief's, the heartbeat (lease_s / 5) the worker's: they must agree, or a
+    # chief with a shorter lease would hand every trial on while its worker still trains it.
+    try:
+        lease = read_json(study.root / "config.json")["distributed"]["lease_s"]
+    except (OSError, UserError, KeyError, TypeError):
+        lease = None
+    if lease is not None and lease != config["distributed"]["lease_s"]:
+        raise UserError(f"this worker's [distributed] lease_s is {config['distributed']['lease_s']:g}, its chief's "
+                        f"{lease:g}; start workers with the chief's preset")
     mine = versions()
     diff = [f"{k} {chiefs.get(k)} there, {mine[k]} here" for k in WORKER_VERSIONS if chiefs.get(k) != mine[k]]
     if diff:

@@ -313,6 +313,23 @@ def test_a_starting_worker_joins_whichever_oracle_its_chief_serves():
         chief.bind(("127.0.0.1", distribute.finalists_port(port)))
         chief.listen()
         distribute.await_finalists("127.0.0.1", port, wait_s=1)
+    # A chief still serving the search (other workers' last trials) is waited for, however long.
+    import threading
+
+    searching = socket.socket()
+    searching.bind(("127.0.0.1", port))
+    searching.listen()
+    waiter = threading.Thread(target=distribute.await_finalists, args=("127.0.0.1", port),
+                              kwargs={"wait_s": 0.2, "poll_s": 0.05}, daemon=True)
+    waiter.start()
+    time.sleep(1)
+    assert waiter.is_alive()  # past wait_s, still waiting
+    with socket.socket() as finalists:
+        finalists.bind(("127.0.0.1", distribute.finalists_port(port)))
+        finalists.listen()
+        waiter.join(timeout=10)
+    searching.close()
+    assert not waiter.is_alive()
 
 
 def _port_free(port: int) -> bool:

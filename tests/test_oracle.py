@@ -132,7 +132,7 @@ def test_a_silent_workers_trial_goes_to_the_next_worker_and_the_chief_stops_wait
     assert oracle.expire_leases() == []
 
 
-def test_what_a_caller_on_the_port_sends_fails_that_call_and_never_the_oracle(tmp_path):
+def test_what_a_caller_on_the_port_sends_fails_that_call_and_never_the_oracle(tmp_path, monkeypatch):
     """Keras Tuner's oracle raised inside its lock on an unknown trial id and never released it:
     the chief hung. And an EndTrial could rewrite a trial's values."""
     import threading
@@ -149,12 +149,23 @@ def test_what_a_caller_on_the_port_sends_fails_that_call_and_never_the_oracle(tm
     not_an_end = keras_tuner.engine.trial.Trial(running.hyperparameters.copy(), trial_id=running.trial_id,
                                                 status="RUNNING")
     oracle.end_trial(not_an_end)
+    unscored = keras_tuner.engine.trial.Trial(running.hyperparameters.copy(), trial_id=running.trial_id,
+                                              status="COMPLETED")  # no update_trial before: Keras Tuner raised
+    oracle.end_trial(unscored)
     assert oracle.end_order == [] and "no-such-trial" not in oracle.trials
-    # The lock is free: another worker's call completes.
-    other = threading.Thread(target=oracle.create_trial, args=("tuner2",))
-    other.start()
-    other.join(timeout=10)
-    assert not other.is_alive() and "tuner2" in oracle.ongoing_trials
+    assert oracle.trials[running.trial_id].status == "RUNNING"
+
+    def another_worker_is_served(tuner_id):
+        other = threading.Thread(target=oracle.create_trial, args=(tuner_id,))
+        other.start()
+        other.join(timeout=10)
+        return not other.is_alive() and tuner_id in oracle.ongoing_trials
+
+    assert another_worker_is_served("tuner2")  # the lock is free
+    # A call that raises all the same (the disk fills up as the oracle saves) releases it too.
+    with disk_full_at(monkeypatch, lambda path: path.suffix == ".json"), pytest.raises(OSError, match="No space"):
+        oracle.create_trial("tuner3")
+    assert another_worker_is_served("tuner4")
     oracle.update_trial(running.trial_id, {"val_accuracy": 0.5})
     rewritten = running.hyperparameters.copy()
     rewritten.values["lr"] = 123.0

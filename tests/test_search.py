@@ -223,3 +223,36 @@ def test_the_best_trials_table_keeps_each_value_under_its_name_in_a_resumed_stud
     assert header == ["trial", "val_accuracy", "epochs", "lr", "dropout", "momentum"]
     assert first == ["0001", "0.6000", "9", "0.05", "0.3", "0.9"]
     assert second == ["0002", "0.5000", "9", "0.002", "0.2", "0.5"]
+
+
+def test_a_workers_heartbeat_needs_progress_and_stops_a_trial_another_worker_finished():
+    """A thread beats even when training hangs: only progress may keep a lease (README, Reliability)."""
+    import time
+
+    from alexnet_search.search import _Heartbeat
+
+    asked, status = [], ["RUNNING"]
+
+    class Chief:
+        def get_trial(self, trial_id):
+            asked.append(trial_id)
+            return SimpleNamespace(status=status[0])
+
+    beat = _Heartbeat()
+    beat.start(Chief(), "0007", interval=0.05)
+    time.sleep(0.3)
+    assert asked == ["0007"]  # the first beat (the first batch compiles), then silence: no batch ended
+    beat.on_train_batch_end(0)
+    time.sleep(0.3)
+    assert asked == ["0007", "0007"]
+    status[0] = "COMPLETED"  # its lease had expired, and another worker finished it first
+    beat.on_test_batch_end(0)
+    time.sleep(0.3)
+    with pytest.raises(keras_tuner.errors.FailedTrialError, match="another worker finished this trial first"):
+        beat.on_train_batch_end(1)
+    beat.stop()
+    time.sleep(0.2)
+    calls = len(asked)
+    beat.on_train_batch_end(2)
+    time.sleep(0.2)
+    assert len(asked) == calls  # stopped with its trial

@@ -149,6 +149,8 @@ def test_a_worker_trains_only_the_study_its_chief_prepared(tmp_path):
         require_chiefs_study(study, cpu.with_overrides({"study": {"seed": 2}}))
     with pytest.raises(UserError, match="differs from its chief's .* in data.image_size"):
         require_chiefs_study(study, load_config(REPO / "tuning" / "paper.toml"))
+    with pytest.raises(UserError, match="this worker's \\[distributed\\] lease_s is 5, its chief's 600"):
+        require_chiefs_study(study, cpu.with_overrides({"distributed": {"lease_s": 5}}))
     versions = study.root / "versions.json"
     chiefs = json.loads(versions.read_text())
     versions.write_text(json.dumps({**chiefs, "keras_tuner": "1.3.5", "python": "3.99", "device": "a GPU"}))
