@@ -281,7 +281,9 @@ class StudyTuner(keras_tuner.Hyperband):
                 raise DiskFull(disk_full_message(full)) from exc
             raise
         super().on_trial_end(trial)
-        self._guard.set_model(None)  # it serves every trial; holding the last model would keep it alive
+        # These serve every trial: holding the last one's model would keep it alive.
+        for shared in (self._guard, self._heartbeat):
+            shared.set_model(None)
         self.report_end(trial)
 
 
