@@ -120,7 +120,7 @@ def test_failures_in_a_row_stop_a_distributed_study_in_one_line_with_their_reaso
     diverging = tiny_config.read_text().replace("factor = 2", "factor = 2\nmax_consecutive_failed_trials = 2")
     tiny_config.write_text(diverging + '\n[space.lr]\ntype = "float"\nmin = 1e3\nmax = 1e4\ndefault = 1e3\n')
     result = run_cli("search", "--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results",
-                     "--workers", 2, "--oracle-port", _free_port(), cwd=tmp_path)
+                     "--workers", 1, "--oracle-port", _free_port(), cwd=tmp_path)
     out = result.stdout
     assert result.returncode == 2, out[-4000:]
     assert "[chief] error: 2 trials in a row failed (search.max_consecutive_failed_trials), the last with: " \
@@ -129,43 +129,6 @@ def test_failures_in_a_row_stop_a_distributed_study_in_one_line_with_their_reaso
     assert out.count("[chief] trial ") >= 2 and "no reason recorded" not in out
     failed = [t for t in _trials(tmp_path / "results" / "tiny").values() if t["status"] == "FAILED"]
     assert len(failed) >= 2 and all(t["message"].startswith("training loss became non-finite") for t in failed)
-
-
-@pytest.mark.slow
-def test_a_worker_lost_for_good_loses_its_trial_to_another_and_the_study_ends(tmp_path, cifar_dir, tiny_config):
-    """No launcher to restart it (a host gone for good): Keras Tuner's chief would wait forever."""
-    tiny_config.write_text(tiny_config.read_text() + "\n[distributed]\nlease_s = 5\n")
-    results, port = tmp_path / "results", _free_port()
-    base = [sys.executable, "-m", "alexnet_search", "search", "--config", str(tiny_config), "--data-dir",
-            str(cifar_dir), "--results-dir", str(results), "--oracle-port", str(port)]
-    env = {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "PATH": os.environ["PATH"],
-           **{k: v for k, v in os.environ.items() if k == "KERAS_BACKEND"}}
-
-    def start(*role):
-        return subprocess.Popen([*base, *role], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-
-    chief = start("--chief")
-    lost, kept = start("--worker", "1"), start("--worker", "2")
-    study = results / "tiny"
-    try:
-        for line in lost.stdout:
-            if line.startswith("--- trial"):
-                trial_id = line.split("(id ")[1].split(";")[0]
-                break
-        lost.kill()  # for good: nobody restarts it
-        lost.wait(timeout=30)
-        out, _ = chief.communicate(timeout=600)
-        kept.wait(timeout=60)
-    finally:
-        for proc in (chief, lost, kept):
-            proc.kill()
-    assert chief.returncode == 0, out[-4000:]
-    assert f"no word from worker tuner1 for 5 s ([distributed] lease_s): its trial {trial_id} goes to the next " \
-           f"worker that asks" in out
-    trials = _trials(study)
-    assert len(trials) == 5 and all(t["status"] == "COMPLETED" for t in trials.values())
-    assert _runners(study)[f"trial_{trial_id}"] == ["tuner1", "tuner2"]
 
 
 @pytest.mark.slow
