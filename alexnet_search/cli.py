@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         # so nothing half-written is left to resume from. Any other OSError keeps its traceback.
         if (full := disk_full(exc)) is None:
             raise
-        print(f"error: {disk_full_message(full)}", file=sys.stderr)
+        print(f"error: {disk_full_message(full, getattr(args, 'results_dir', None))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to resume", file=sys.stderr)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import errno
+import re
+import shutil
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -32,7 +35,23 @@ def disk_full(exc: BaseException) -> OSError | None:
     return None
 
 
-def disk_full_message(exc: OSError) -> str:
-    where = f" writing {exc.filename}" if exc.filename else ""
-    return (f"no space left on the disk{where} ({exc.strerror}); free some, then run the same command again: "
-            f"it resumes where it stopped, the interrupted run from its start")
+def disk_full_message(exc: OSError, folder: str | Path | None = None) -> str:
+    """One line naming the disk (the one holding `folder`, the study or the results, with what is
+    free on it now) and the file that could not be written, where the error says which."""
+    # h5py (Keras' checkpoints) puts the file and errno in a message of several lines instead.
+    named = exc.filename or (m.group(1) if (m := re.search(r"filename = '([^']+)'", str(exc))) else None)
+    disk = ""
+    if folder is not None:
+        try:
+            disk = f" holding {folder} ({_size(shutil.disk_usage(folder).free)} free now)"
+        except OSError:
+            disk = f" holding {folder}"
+    return (f"no space left on the disk{disk}{f' while writing {named}' if named else ''}; free some, then run "
+            f"the same command again: it resumes where it stopped, the interrupted run from its start")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024

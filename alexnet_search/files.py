@@ -60,6 +60,32 @@ def fsync_tree(folder: str | Path) -> None:
         fsync_dir(root)
 
 
+class SpaceReserve:
+    """A file of zeros that a process holds on its study's disk and lets go when the disk fills up,
+    so that there is room left to record how its run stopped (runs.json's "interrupted", the
+    summary). Without it those writes fail too, and a run stopped by a full disk reads as a crash
+    on resume: two of them would fail a trial for good."""
+
+    SIZE = 256 * 1024  # a few JSON files' worth, many times over
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def hold(self) -> None:
+        """Raises OSError (ENOSPC) if the disk has not even this much room."""
+        try:
+            with open(self.path, "wb") as f:
+                f.write(bytes(self.SIZE))
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

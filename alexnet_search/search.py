@@ -28,7 +28,7 @@ from .config import Config
 from .console import format_duration, printer, short
 from .data import Source
 from .errors import DiskFull, UserError, disk_full, disk_full_message
-from .files import fsync_tree, read_json, write_json_atomic
+from .files import SpaceReserve, fsync_tree, read_json, write_json_atomic
 from .hypermodel import AlexNetHyperModel
 from .model import clear_session
 from .oracle import make_oracle
@@ -188,6 +188,7 @@ class StudyTuner(keras_tuner.Hyperband):
         self._guard = _TrialGuard()
         self._fail_unrun: str | None = None  # RunLog's verdict on the trial about to run
         self._heartbeat = _Heartbeat()  # a worker's, while it trains a trial
+        self._reserve = SpaceReserve(study.root / f".reserve.{self.tuner_id}")
         if self._is_worker():
             self.oracle.stub = distribute.PatientStub(self.oracle.stub)
 
@@ -221,9 +222,26 @@ class StudyTuner(keras_tuner.Hyperband):
     def on_search_begin(self):
         self.oracle.verbose = 0  # search() just set it from fit's verbose; our own lines report instead
         super().on_search_begin()
+        try:  # a disk already full stops the study here, before a trial starts
+            self._reserve.hold()
+        except OSError as exc:
+            if full := disk_full(exc):
+                raise DiskFull(disk_full_message(full, self.study.root)) from exc
+            raise
+
+    def on_search_end(self):
+        self._reserve.release()
+        super().on_search_end()
+
+    def disk_filled_up(self, full: OSError) -> DiskFull:
+        """What a trial raises once the disk is full: the reserve is let go (`interrupted`), so that
+        the trial's run is recorded as interrupted, not counted as a crash, and re-runs on resume."""
+        self.interrupted()
+        return DiskFull(disk_full_message(full, self.study.root))
 
     def interrupted(self) -> None:
         """The user stopped the search (Ctrl-C): the running trial did not kill its process."""
+        self._reserve.release()
         self.runlog.interrupted()
 
     def on_trial_begin(self, trial):
@@ -257,9 +275,8 @@ class StudyTuner(keras_tuner.Hyperband):
         try:
             histories = super().run_trial(trial, *args, **kwargs)
         except Exception as exc:
-            if full := disk_full(exc):
-                self.interrupted()  # not the trial's doing: it is not counted as a crash either
-                raise DiskFull(disk_full_message(full)) from exc
+            if full := disk_full(exc):  # not the trial's doing: it is not counted as a crash either
+                raise self.disk_filled_up(full) from exc
             if not backend.is_out_of_memory(exc):
                 raise
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
@@ -272,13 +289,13 @@ class StudyTuner(keras_tuner.Hyperband):
         self._heartbeat.stop()
         # Closed before Keras Tuner reports the trial, so that a chief reading runs.json for a
         # worker's failure reason finds it (`StudyOracle.end_trial`).
-        self.runlog.end(trial.trial_id, trial.status.lower(), reason=trial.message and failure_reason(trial.message))
-        # The checkpoint a promoted trial and best/ start from, durable before trial.json says COMPLETED.
         try:
+            self.runlog.end(trial.trial_id, trial.status.lower(), reason=trial.message and failure_reason(trial.message))
+            # The checkpoint a promoted trial and best/ start from, durable before trial.json says COMPLETED.
             fsync_tree(self.get_trial_dir(trial.trial_id))
         except OSError as exc:
             if full := disk_full(exc):  # the trial stays unfinished and runs again on resume, as in run_trial
-                raise DiskFull(disk_full_message(full)) from exc
+                raise self.disk_filled_up(full) from exc
             raise
         super().on_trial_end(trial)
         # These serve every trial: holding the last one's model would keep it alive.

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from alexnet_search.files import replace_dir_atomic, restore_dir, write_json_atomic
+from alexnet_search.errors import disk_full, disk_full_message
+from alexnet_search.files import SpaceReserve, replace_dir_atomic, restore_dir, write_json_atomic
 
 
 def test_atomic_json_replaces_the_file_whole_and_leaves_no_temporary_files(tmp_path):
@@ -93,3 +94,55 @@ def test_atomic_writes_make_the_rename_durable_by_syncing_the_folder(tmp_path, m
     # Every file and folder of the export before the rename that publishes it, then the rename.
     assert sorted(synced[:4]) == [False, False, True, True] and synced[4:] == [True]
 
+
+
+def test_a_space_reserve_holds_its_bytes_until_released(tmp_path):
+    reserve = SpaceReserve(tmp_path / ".reserve.tuner0")
+    reserve.hold()
+    assert (tmp_path / ".reserve.tuner0").stat().st_size == SpaceReserve.SIZE
+    reserve.release()
+    reserve.release()  # a second release (Ctrl-C after a full disk) is no error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_space_reserve_that_does_not_fit_leaves_nothing(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    real = builtins.open
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(builtins, "open", lambda *a, **k: Full(real(*a, **k)))
+    with pytest.raises(OSError, match="No space"):
+        SpaceReserve(tmp_path / ".reserve.tuner0").hold()
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_one_line_naming_the_disk_and_the_file(tmp_path):
+    import errno
+
+    plain = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "runs.json"))
+    assert disk_full_message(plain, tmp_path).startswith(
+        f"no space left on the disk holding {tmp_path} (")  # and what is free on it now
+    assert f"free now) while writing {tmp_path / 'runs.json'}; free some" in disk_full_message(plain, tmp_path)
+    # h5py (Keras' checkpoints) says it in several lines, the file inside them
+    h5 = OSError(errno.ENOSPC, "Can't synchronously write data (file write failed: time = Sat Nov 28\n, filename = "
+                               "'r/t/checkpoint.weights.h5', file descriptor = 12, errno = 28)")
+    wrapped = RuntimeError("saving failed")
+    wrapped.__cause__ = h5
+    assert disk_full(wrapped) is h5
+    message = disk_full_message(h5)
+    assert "\n" not in message and "while writing r/t/checkpoint.weights.h5; free some" in message
