@@ -89,16 +89,28 @@ def _wait_for(condition, timeout: float, what: str):
     pytest.fail(f"timed out waiting for {what}")
 
 
-def _study(tmp_path, cifar_dir, tiny_config, hosts, port: int, *extra_logs: str, oracle_host: str = CHIEF_IP):
-    """A chief serving in its namespace, worker 1 on host1 and worker 2 on host2: (args, study,
-    chief, workers, logs), each process's output in tmp_path/<name>.log."""
+def _study(tmp_path, cifar_dir, tiny_config, hosts, port: int, *extra_logs: str, oracle_host: str = CHIEF_IP,
+           workers_first: bool = False):
+    """A chief serving in its namespace, worker 1 on host1 and worker 2 on host2 (started before
+    their chief, and seen waiting for it, with `workers_first`): (args, study, chief, workers,
+    logs), each process's output in tmp_path/<name>.log."""
     tiny_config.write_text(tiny_config.read_text().replace("factor = 2\n", "factor = 2\nhyperband_iterations = 2\n"))
     args = ["--config", str(tiny_config), "--data-dir", str(cifar_dir), "--results-dir", str(tmp_path / "results"),
             "--oracle-port", str(port)]
     logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("chief", "worker1", "worker2", *extra_logs)}
+
+    def start_workers():
+        return [_start(hosts[f"host{n}"], ["--worker", str(n)], args, logs[f"worker{n}"], oracle_host) for n in (1, 2)]
+
+    if workers_first:
+        workers = start_workers()
+        waiting = f"waiting up to 600 s for the chief at {oracle_host}:{port}"
+        _wait_for(lambda: all(waiting in (tmp_path / f"worker{n}.log").read_text() for n in (1, 2)), 120,
+                  "the workers to wait for their chief")
     chief = _start(hosts["chief"], ["--chief"], args, logs["chief"], oracle_host)
     _wait_for(lambda: "serving the oracle" in (tmp_path / "chief.log").read_text(), 120, "the chief to serve")
-    workers = [_start(hosts[f"host{n}"], ["--worker", str(n)], args, logs[f"worker{n}"], oracle_host) for n in (1, 2)]
+    if not workers_first:
+        workers = start_workers()
     return args, tmp_path / "results" / "tiny", chief, workers, logs
 
 
@@ -115,11 +127,13 @@ def _each_trial_completed_once(study):
 
 
 def test_worker_hosts_that_vanish_then_a_partition_lose_no_trial(tmp_path, cifar_dir, tiny_config, hosts):
-    """Both worker hosts go mid-trial; host1 comes back (its worker's id is handed back its trial),
-    host2 never does (its trial goes on after the lease); then a 30 s partition of host1, shorter
-    than the lease, while its worker trains. Three faults in one study: make test's budget."""
+    """The workers start before their chief and wait for it; both worker hosts go mid-trial; host1
+    comes back (its worker's id is handed back its trial), host2 never does (its trial goes on
+    after the lease); then a 30 s partition of host1, shorter than the lease, while its worker
+    trains. Four faults in one study: make test's budget."""
     tiny_config.write_text(tiny_config.read_text() + "\n[distributed]\nlease_s = 60\n")
-    args, study, chief, workers, logs = _study(tmp_path, cifar_dir, tiny_config, hosts, 8470, "worker1-again")
+    args, study, chief, workers, logs = _study(tmp_path, cifar_dir, tiny_config, hosts, 8470, "worker1-again",
+                                               workers_first=True)
 
     def running_on(tuner_id):
         for runs in study.glob("tuner/trial_*/runs.json"):
@@ -201,7 +215,8 @@ def test_a_chief_on_loopback_through_ssh_tunnels_killed_and_restarted_loses_and_
     """The README's private setup: the chief serves on its host's loopback only, and each worker
     host reaches it through an SSH tunnel. Then the chief's host dies (sshd with it) and comes
     back: Keras Tuner's restarted oracle sent the running trials for retry (each ran twice), and a
-    call cut by the dying chief failed the trial its worker had just trained to the end."""
+    call cut by the dying chief failed the trial its worker had just trained to the end. A worker
+    with another study seed is refused on the way."""
     key, sshd_config = ssh_key
     port = 8471
     sshd_log = open(tmp_path / "sshd.log", "w")
@@ -212,6 +227,14 @@ def test_a_chief_on_loopback_through_ssh_tunnels_killed_and_restarted_loses_and_
     assert "other hosts can reach" not in (tmp_path / "chief.log").read_text()  # no warning: it is private
     assert _reaches(hosts["host1"], "127.0.0.1", port)  # through the tunnel
     assert not _reaches(hosts["host1"], CHIEF_IP, port)  # and no other way
+    # A third worker, on host2 with another study seed: refused before it takes a trial.
+    other = _start(hosts["host2"], ["--worker", "3", "--seed", "2"], args, open(tmp_path / "worker3.log", "w"),
+                   "127.0.0.1")
+
+    assert other.wait(timeout=300) == 2
+    refused = (tmp_path / "worker3.log").read_text().strip().splitlines()
+    assert refused[-1].startswith("error: this worker's ") and "differs from its chief's" in refused[-1], refused
+    assert not any(line.startswith("--- trial") for line in refused)
 
     _wait_for(lambda: "completed (tuner" in (tmp_path / "chief.log").read_text(), 300, "a first trial")
     for pid in _pids_in(hosts["chief"]):  # the chief's host goes; the workers train on, then wait
