@@ -13,6 +13,7 @@ from typing import Any, Callable, TextIO
 
 import keras
 
+from . import backend
 from .console import format_duration, short
 from .trials import best_epoch, failure_reason, model_epochs, searched_values, trial_epochs
 
@@ -40,6 +41,7 @@ class Progress:
         self.epoch_seconds: list[float] = []
         self.label = ""
         self.epochs = (0, 0)
+        self._compiled_before: dict = {}
 
     def print(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -48,6 +50,9 @@ class Progress:
         """A trial or run starts; it trains epochs first_epoch+1 .. last_epoch."""
         self.label = label
         self.epochs = (first_epoch, last_epoch)
+        # Asked here, not in __init__: Keras has been started by now (backend.start).
+        if compiles := backend.compiles():
+            self._compiled_before = compiles.snapshot()
         self.print(f"--- {label}" + (f" {details}" if details else ""))
 
     def epoch_end(self, epoch: int, logs: dict[str, Any], seconds: float) -> None:
@@ -62,7 +67,11 @@ class Progress:
         self.print(line)
 
     def end(self, epochs_spent: int, summary: str) -> None:
+        """The unit ended: its line, and on JAX what XLA compiled for it (a trial, a finalist's or a
+        retrain's seed), so that a warm persistent cache shows."""
         self.epochs_done += epochs_spent
+        if (compiles := backend.compiles()) and self._compiled_before:
+            summary += f"; {backend.Compiles.describe(compiles.since(self._compiled_before))}"
         self.print(f"    {self.label} done: {summary}")
 
 

@@ -558,6 +558,8 @@ def _finish(tuner: AlexNetTuner, config: Config, study: Study, progress: Progres
     say(f"\nsearch finished in {format_duration(progress.clock() - progress.start)} "
         f"({format_duration(summary['wall_time_s'])} over all runs of this study; "
         f"{summary['trials_completed']} trials completed, {summary['trials_failed']} failed)")
+    if compiled := backend.compiles():  # JAX: what the persistent cache saved this run
+        say(f"this run: {backend.Compiles.describe(compiled.snapshot())}")
     if completed_trials(tuner):
         say("best trials:\n" + best_trials_table(tuner))
     say(f"written to {study.root}/: tuner/ (Keras Tuner state), tensorboard/ (make tensorboard), "

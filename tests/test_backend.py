@@ -43,3 +43,38 @@ def test_training_batches_reuse_freed_memory_instead_of_faulting_it_in_again():
     plain, kept = faults(False), faults(True)
     print(f"page faults over 8 batches: {plain} plain, {kept} with freed memory kept")
     assert kept < plain / 3, (plain, kept)
+
+
+# A process that trains one small Keras model on JAX and prints what XLA compiled and read back.
+_COMPILES = """
+import json, os, sys
+sys.path.insert(0, {repo!r})
+os.environ["KERAS_BACKEND"] = "jax"
+os.environ["ALEXNET_SEARCH_CACHE"] = {cache!r}
+from alexnet_search import backend
+backend.keep_compiled_programs()  # as backend.start() does on JAX, without importing TensorFlow too
+compiles = backend.compiles()
+import keras, numpy as np
+
+model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+model.compile(optimizer="sgd", loss="mse")
+model.fit(np.zeros((32, 8)), np.zeros((32, 4)), batch_size=16, epochs=1, verbose=0)
+print(json.dumps(compiles.snapshot()))
+"""
+
+
+def test_jax_processes_share_compiled_programs_and_count_them(tmp_path):
+    """What a promoted trial, a resumed study or a retrain seed in another process gets: the same
+    model's programs read from the persistent cache, not compiled again, and counted."""
+    import importlib.util
+    import json
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("JAX is not installed here")
+    script = _COMPILES.format(repo=str(REPO), cache=str(tmp_path / "cache"))
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    first, second = (json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                               env=env, check=True).stdout.splitlines()[-1]) for _ in range(2))
+    assert first["programs"] > 0 and first["cached"] == first["programs"] and first["from_cache"] == 0
+    assert second["from_cache"] == second["programs"] == first["programs"] and second["cached"] == 0
+    assert list((tmp_path / "cache" / "jax").iterdir())  # under ALEXNET_SEARCH_CACHE, where every process looks

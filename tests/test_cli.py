@@ -68,6 +68,11 @@ def test_search_runs_hyperband_with_progress_and_tensorboard(searched):
     assert "left" in out and "elapsed" in out and "epoch 2/2" in out
     assert "best trials:" in out and "next: make retrain-best" in out
     assert "Traceback" not in result.stderr and "absl::InitializeLog" not in result.stderr
+    if os.environ.get("KERAS_BACKEND") == "jax":  # what XLA compiled, trial by trial and in all
+        assert re.search(r"trial 1/5 done: .*; XLA \d+ programs in [\d.]+ s, \d+ from the cache\n", out)
+        assert re.search(r"\nthis run: XLA \d+ programs in [\d.]+ s, \d+ from the cache\n", out)
+    else:
+        assert "programs in" not in out
     # Then its 2 best configurations (a promoted trial repeats its parent's: counted once) again,
     # and the paper's recipe ([confirm] baselines), with 2 seeds each, for the retrain's 2 epochs;
     # the best mean is adopted.
