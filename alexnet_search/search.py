@@ -10,6 +10,7 @@ chief, which serves the oracle, or as a worker, which trains what the chief hand
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -22,6 +23,7 @@ from typing import TextIO
 
 import keras
 import keras_tuner
+from keras_tuner.src.engine import tuner_utils
 
 from . import backend, distribute, locks
 from .config import Config
@@ -126,6 +128,54 @@ class _Heartbeat(keras.callbacks.Callback):
         if self.superseded:
             raise keras_tuner.errors.FailedTrialError(
                 "another worker finished this trial first (this worker's lease on it had expired); stopped")
+
+
+class _BestEpochAtEnd(tuner_utils.SaveBestEpoch):
+    """Keras Tuner's checkpoint of a trial's best epoch, written once when training ends.
+
+    Keras Tuner writes it at every epoch that improves the objective: at paper.toml's size a 99 MB
+    h5 file, 0.2-0.4 s a write on 2 cores against 0.05-0.13 s to copy the weights to memory. Only
+    the best epoch's is ever read (by a promoted trial, by the study's best model), and a trial cut
+    off mid-way runs again from its start, so a copy in memory is all the epochs between need. The
+    last epoch, when it is the best, is written straight from the model: a 1-epoch trial costs
+    what it did.
+    """
+
+    def on_train_begin(self, logs=None):
+        self._best_weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.objective.has_value(logs):
+            current = self.objective.get_value(logs)
+            if not self.objective.better_than(current, self.best_value):
+                return
+            self.best_value = current
+        # Keras Tuner keeps every epoch when fit does not report the objective: so do we.
+        if epoch + 1 == self.params.get("epochs"):
+            self._best_weights = None
+            self._save_model()
+        else:
+            self._best_weights = self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        # Also when the NaN guard stopped training early; after the last callback (Keras Tuner
+        # appends this one last), and the model is discarded after fit, so it keeps these weights.
+        if self._best_weights is not None:
+            self.model.set_weights(self._best_weights)
+            self._best_weights = None
+            self._save_model()
+
+
+@contextlib.contextmanager
+def _checkpoint_at_end():
+    """Keras Tuner's `Tuner.run_trial` makes its `tuner_utils.SaveBestEpoch` by that name: for the
+    call, the name is `_BestEpochAtEnd` (rather than a copy of Keras Tuner's run_trial here)."""
+    made = tuner_utils.SaveBestEpoch
+    tuner_utils.SaveBestEpoch = _BestEpochAtEnd
+    try:
+        yield
+    finally:
+        tuner_utils.SaveBestEpoch = made
 
 
 class _CtrlC(keras.callbacks.Callback):
@@ -273,7 +323,8 @@ class StudyTuner(keras_tuner.Hyperband):
                                    session=run.removesuffix("/execution0"))
         kwargs["callbacks"] = [*kwargs.get("callbacks", []), logger, self._guard, self._heartbeat]
         try:
-            histories = super().run_trial(trial, *args, **kwargs)
+            with _checkpoint_at_end():
+                histories = super().run_trial(trial, *args, **kwargs)
         except Exception as exc:
             if full := disk_full(exc):  # not the trial's doing: it is not counted as a crash either
                 raise self.disk_filled_up(full) from exc

@@ -256,3 +256,51 @@ def test_a_workers_heartbeat_needs_progress_and_stops_a_trial_another_worker_fin
     beat.on_train_batch_end(2)
     time.sleep(0.2)
     assert len(asked) == calls  # stopped with its trial
+
+
+@pytest.mark.parametrize("scores, written_at, best", [
+    ((0.5, 0.7, 0.6), "train end", 2.0),  # epoch 2 was best: kept in memory, written once at the end
+    ((0.5, 0.6, 0.7), "epoch 3", 3.0),  # the last epoch was best: written from the model, no copy
+    ((0.5, float("nan"), 0.4), "train end", 1.0),
+])
+def test_a_trials_best_epoch_is_written_once_with_that_epochs_weights(tmp_path, scores, written_at, best):
+    """Keras Tuner wrote the checkpoint at every improving epoch; only the best epoch's is ever read."""
+    import numpy as np
+
+    from alexnet_search.search import _BestEpochAtEnd
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    saved = _BestEpochAtEnd(keras_tuner.Objective("val_accuracy", "max"), str(tmp_path / "checkpoint.weights.h5"))
+    saved.set_model(model)
+    saved.set_params({"epochs": len(scores)})
+    writes = []
+    saved._save_model = lambda: writes.append((when, float(model.get_weights()[0].flat[0])))
+    saved.on_train_begin()
+    for epoch, score in enumerate(scores):
+        model.set_weights([np.full(w.shape, epoch + 1.0) for w in model.get_weights()])
+        when = f"epoch {epoch + 1}"
+        saved.on_epoch_end(epoch, {"val_accuracy": score})
+    when = "train end"
+    saved.on_train_end()
+    assert writes == [(written_at, best)]
+
+
+def test_the_best_epoch_is_written_to_keras_tuners_checkpoint_file(tmp_path):
+    import numpy as np
+
+    from alexnet_search.search import _BestEpochAtEnd
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    path = tmp_path / "checkpoint.weights.h5"
+    saved = _BestEpochAtEnd(keras_tuner.Objective("val_loss", "min"), str(path))
+    saved.set_model(model)
+    saved.set_params({"epochs": 2})
+    saved.on_train_begin()
+    for epoch, loss in enumerate((0.3, 0.9)):
+        model.set_weights([np.full(w.shape, epoch + 1.0) for w in model.get_weights()])
+        saved.on_epoch_end(epoch, {"val_loss": loss})
+    assert not path.exists()
+    saved.on_train_end()
+    model.set_weights([np.zeros(w.shape) for w in model.get_weights()])
+    model.load_weights(path)
+    assert all((w == 1.0).all() for w in model.get_weights())
