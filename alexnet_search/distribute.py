@@ -209,11 +209,18 @@ def await_finalists(host: str, port: int, wait_s: float = 600.0, poll_s: float =
 
 
 def _listening(host: str, port: int) -> bool:
+    """Whether a gRPC server answers at host:port. Its HTTP/2 handshake, not a TCP accept: the
+    local end of an SSH tunnel accepts every connection whether or not a chief serves behind it."""
+    import grpc
+
+    channel = grpc.insecure_channel(f"{host}:{port}")
     try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
+        grpc.channel_ready_future(channel).result(timeout=2)
+        return True
+    except grpc.FutureTimeoutError:
         return False
+    finally:
+        channel.close()
 
 
 def set_role(chief: bool, worker: str | None, host: str, port: int) -> None:

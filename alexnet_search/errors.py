@@ -39,7 +39,7 @@ def disk_full_message(exc: OSError, folder: str | Path | None = None) -> str:
     """One line naming the disk (the one holding `folder`, the study or the results, with what is
     free on it now) and the file that could not be written, where the error says which."""
     # h5py (Keras' checkpoints) puts the file and errno in a message of several lines instead.
-    named = exc.filename or (m.group(1) if (m := re.search(r"filename = '([^']+)'", str(exc))) else None)
+    named = exc.filename or (m.group(1) if (m := re.search(r"\b(?:file)?name = '([^']+)'", str(exc))) else None)
     disk = ""
     if folder is not None:
         try:

@@ -61,7 +61,7 @@ def fsync_tree(folder: str | Path) -> None:
 
 
 class SpaceReserve:
-    """A file of zeros that a process holds on its study's disk and lets go when the disk fills up,
+    """A file of random bytes that a process holds on its study's disk and lets go when the disk fills up,
     so that there is room left to record how its run stopped (runs.json's "interrupted", the
     summary). Without it those writes fail too, and a run stopped by a full disk reads as a crash
     on resume: two of them would fail a trial for good."""
@@ -75,7 +75,9 @@ class SpaceReserve:
         """Raises OSError (ENOSPC) if the disk has not even this much room."""
         try:
             with open(self.path, "wb") as f:
-                f.write(bytes(self.SIZE))
+                # Random, not zeros: a compressing filesystem (ZFS, btrfs) stores zeros as a hole,
+                # which holds nothing back.
+                f.write(os.urandom(self.SIZE))
                 f.flush()
                 os.fsync(f.fileno())
         except BaseException:

@@ -16,7 +16,6 @@ whole model), and random layers inside a model default to training mode when exp
 
 from __future__ import annotations
 
-import gc
 import math
 
 import keras
@@ -163,8 +162,17 @@ def for_export(model: keras.Model, tta: bool = False) -> keras.Model:
 
 
 def clear_session() -> int:
-    """`keras.backend.clear_session()`, plus what it misses on TensorFlow; call it only when no
-    model built so far will be trained or differentiated again (between trials, between seeds).
+    """`keras.backend.clear_session()`, plus what it misses (`drop_backend_caches`); call it only
+    when no model built so far will be trained or differentiated again (between retrain seeds).
+    Returns how many TensorFlow registrations were dropped."""
+    dropped = drop_backend_caches()
+    keras.backend.clear_session()  # and a garbage collection, which frees what was just let go
+    return dropped
+
+
+def drop_backend_caches() -> int:
+    """What `keras.backend.clear_session()` leaves behind of the models built so far; a garbage
+    collection must follow (Keras' clear_session makes one) for the memory to come back.
 
     Every traced train step passes its gradients through `ReplicaContext.all_reduce`, whose
     graph-mode `tf.custom_gradient` registers a closure in TensorFlow's global gradient registry
@@ -177,7 +185,6 @@ def clear_session() -> int:
     reads its program back from the persistent compilation cache (see `backend.start`).
     Returns how many TensorFlow registrations were dropped.
     """
-    keras.backend.clear_session()
     dropped = 0
     if keras.backend.backend() == "jax":
         import jax
@@ -193,7 +200,6 @@ def clear_session() -> int:
         for name in [n for n in registry if n.startswith("CustomGradient-")]:
             del registry[name]
             dropped += 1
-    gc.collect()
     return dropped
 
 

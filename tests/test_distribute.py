@@ -1,5 +1,6 @@
 """distribute.py: roles from Keras Tuner's variables, speed options, and a real chief with workers."""
 
+import contextlib
 import json
 import os
 import signal
@@ -256,6 +257,22 @@ def test_a_killed_launcher_takes_its_chief_and_workers_with_it_and_the_study_res
         {k: (t["status"], t.get("message")) for k, t in trials.items()}
 
 
+@contextlib.contextmanager
+def _serving(port: int):
+    """A gRPC server on 127.0.0.1:`port`: what a worker's check of its chief needs to see."""
+    from concurrent import futures
+
+    import grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(1))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    try:
+        yield
+    finally:
+        server.stop(None)
+
+
 def test_a_starting_worker_joins_whichever_oracle_its_chief_serves():
     """A worker started (or restarted) after the search ended must not wait on the search's
     closed port: the chief then serves the finalists' oracle on the next one."""
@@ -264,34 +281,30 @@ def test_a_starting_worker_joins_whichever_oracle_its_chief_serves():
         port = _free_port()
     with pytest.raises(UserError, match=f"no chief serves 127.0.0.1:{port} \\(waited 0 s\\)"):
         distribute.worker_phase("127.0.0.1", port, wait_s=0.2, poll_s=0.05)
+    # The local end of an SSH tunnel accepts a connection whether or not a chief serves behind it.
+    with socket.socket() as tunnel_end, pytest.raises(UserError, match="no chief serves"):
+        tunnel_end.bind(("127.0.0.1", port))
+        tunnel_end.listen()
+        distribute.worker_phase("127.0.0.1", port, wait_s=0.2, poll_s=0.05)
     for served, phase in ((port, "search"), (distribute.finalists_port(port), "finalists")):
-        with socket.socket() as chief:
-            chief.bind(("127.0.0.1", served))
-            chief.listen()
+        with _serving(served):
             assert distribute.worker_phase("127.0.0.1", port, wait_s=1) == phase
     # After the search: a chief that stopped (failures in a row) never serves the finalists.
     with pytest.raises(UserError, match=f"serves no finalists' oracle on port {port + 1} \\(waited 0 s\\): it stopped"):
         distribute.await_finalists("127.0.0.1", port, wait_s=0.2, poll_s=0.05)
-    with socket.socket() as chief:
-        chief.bind(("127.0.0.1", distribute.finalists_port(port)))
-        chief.listen()
+    with _serving(distribute.finalists_port(port)):
         distribute.await_finalists("127.0.0.1", port, wait_s=1)
     # A chief still serving the search (other workers' last trials) is waited for, however long.
     import threading
 
-    searching = socket.socket()
-    searching.bind(("127.0.0.1", port))
-    searching.listen()
-    waiter = threading.Thread(target=distribute.await_finalists, args=("127.0.0.1", port),
-                              kwargs={"wait_s": 0.2, "poll_s": 0.05}, daemon=True)
-    waiter.start()
-    time.sleep(1)
-    assert waiter.is_alive()  # past wait_s, still waiting
-    with socket.socket() as finalists:
-        finalists.bind(("127.0.0.1", distribute.finalists_port(port)))
-        finalists.listen()
-        waiter.join(timeout=10)
-    searching.close()
+    with _serving(port):
+        waiter = threading.Thread(target=distribute.await_finalists, args=("127.0.0.1", port),
+                                  kwargs={"wait_s": 0.2, "poll_s": 0.05}, daemon=True)
+        waiter.start()
+        time.sleep(3)
+        assert waiter.is_alive()  # past wait_s, still waiting
+        with _serving(distribute.finalists_port(port)):
+            waiter.join(timeout=10)
     assert not waiter.is_alive()
 
 
@@ -379,10 +392,8 @@ def test_a_worker_with_another_preset_is_refused_in_one_line(tmp_path, cifar_dir
     results = tmp_path / "results"
     prepare_search(study_for(results, "tiny"), load_config(tiny_config), overwrite=False)  # the chief's part
     before = {p: p.read_bytes() for p in (results / "tiny").iterdir()}
-    with socket.socket() as chief:  # the chief's port, open: the worker stops waiting and checks
-        chief.bind(("127.0.0.1", 0))
-        chief.listen()
-        port = chief.getsockname()[1]
+    port = _free_port()
+    with _serving(port):  # the chief's port, served: the worker stops waiting and checks
         done = run_cli("search", "--config", tiny_config, "--seed", 2, "--data-dir", cifar_dir, "--results-dir",
                        results, "--study", "tiny", "--worker", "1", "--oracle-port", port, cwd=tmp_path)
     _one_line_exit_2(done, "differs from its chief's")

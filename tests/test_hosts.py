@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -196,34 +195,41 @@ def _sshd(ns: str, config, log) -> subprocess.Popen:
 
 
 def _tunnel(ns: str, key, port: int, log) -> subprocess.Popen:
-    """`ssh -N -L` from a worker host to the chief's loopback port, started again a second after
-    it drops (what autossh does): the README's way to reach a chief that serves on loopback."""
+    """`ssh -N -L` from a worker host to the chief's loopback ports (the search's and the
+    finalists', the next one), started again a second after it drops (what autossh does): the
+    README's way to reach a chief that serves on loopback."""
+    forwards = " ".join(f"-L 127.0.0.1:{p}:127.0.0.1:{p}" for p in (port, port + 1))
     ssh = (f"ssh -N -F /dev/null -i {key} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-           f"-o ExitOnForwardFailure=yes -o ServerAliveInterval=5 -o LogLevel=ERROR "
-           f"-L 127.0.0.1:{port}:127.0.0.1:{port} root@{CHIEF_IP}")
+           f"-o ExitOnForwardFailure=yes -o ServerAliveInterval=5 -o LogLevel=ERROR {forwards} root@{CHIEF_IP}")
     return subprocess.Popen(["ip", "netns", "exec", ns, "sh", "-c", f"while :; do {ssh}; sleep 1; done"],
                             stdout=log, stderr=subprocess.STDOUT)
 
 
 def _reaches(ns: str, host: str, port: int) -> bool:
-    probe = f"import socket; socket.create_connection(({host!r}, {port}), timeout=3)"
-    return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", probe], capture_output=True).returncode == 0
+    """Whether a gRPC server answers at host:port from namespace `ns`, as a worker checks."""
+    probe = f"import sys; from alexnet_search.distribute import _listening; sys.exit(not _listening({host!r}, {port}))"
+    return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", probe], capture_output=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"]}).returncode == 0
 
 
 def test_a_chief_on_loopback_through_ssh_tunnels_killed_and_restarted_loses_and_repeats_nothing(
         tmp_path, cifar_dir, tiny_config, hosts, ssh_key):
     """The README's private setup: the chief serves on its host's loopback only, and each worker
-    host reaches it through an SSH tunnel. Then the chief's host dies (sshd with it) and comes
-    back: Keras Tuner's restarted oracle sent the running trials for retry (each ran twice), and a
-    call cut by the dying chief failed the trial its worker had just trained to the end. A worker
-    with another study seed is refused on the way."""
+    host reaches it through SSH tunnels, started before their chief (the tunnels' ends accept
+    connections before any chief serves: the workers must still wait). Then the chief's host dies
+    (sshd with it) and comes back: Keras Tuner's restarted oracle sent the running trials for retry
+    (each ran twice), and a call cut by the dying chief failed the trial its worker had just
+    trained to the end. A worker with another study seed is refused on the way, and the finalist's
+    confirmation, on the next port, goes through the tunnels too."""
     key, sshd_config = ssh_key
     port = 8471
+    tiny_config.write_text(tiny_config.read_text().replace("finalists = 0", "finalists = 1"))
     sshd_log = open(tmp_path / "sshd.log", "w")
     _sshd(hosts["chief"], sshd_config, sshd_log)
-    tunnels = [_tunnel(hosts[f"host{n}"], key, port, open(tmp_path / f"tunnel{n}.log", "w")) for n in (1, 2)]
+    for n in (1, 2):
+        _tunnel(hosts[f"host{n}"], key, port, open(tmp_path / f"tunnel{n}.log", "w"))
     args, study, chief, workers, logs = _study(tmp_path, cifar_dir, tiny_config, hosts, port, "chief-again",
-                                               oracle_host="127.0.0.1")
+                                               oracle_host="127.0.0.1", workers_first=True)
     assert "other hosts can reach" not in (tmp_path / "chief.log").read_text()  # no warning: it is private
     assert _reaches(hosts["host1"], "127.0.0.1", port)  # through the tunnel
     assert not _reaches(hosts["host1"], CHIEF_IP, port)  # and no other way
@@ -246,9 +252,10 @@ def test_a_chief_on_loopback_through_ssh_tunnels_killed_and_restarted_loses_and_
     for n, worker in zip((1, 2), workers):
         assert worker.wait(timeout=600) == 0, (tmp_path / f"worker{n}.log").read_text()[-3000:]
     assert chief.wait(timeout=120) == 0, (tmp_path / "chief-again.log").read_text()[-3000:]
-    assert all(tunnel.poll() is None for tunnel in tunnels)  # up all along, but for the chief's restart
 
     _each_trial_completed_once(study)  # none lost, none trained twice
     assert "resuming with" in (tmp_path / "chief-again.log").read_text()
     assert {json.loads(p.read_text())[0]["tuner_id"] for p in study.glob("tuner/trial_*/runs.json")} == {
         "tuner1", "tuner2"}  # both hosts trained, each through its tunnel
+    adopted = json.loads((study / "best_hyperparameters.json").read_text())
+    assert adopted["confirmed"]["mean"] >= 0  # the finalist and the recipe, confirmed through the tunnels
