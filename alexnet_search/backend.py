@@ -86,10 +86,9 @@ def keep_compiled_programs() -> None:
     # results are kept beside them, JAX's default; its kernel cache ("all") stays off until a GPU
     # run has measured it (it needs nvlink, which pip-installed CUDA may lack: jax#28247).
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    if importlib.util.find_spec("filelock"):  # the jax extra's: JAX needs it to bound the cache
-        # Oldest programs evicted past 4 GiB; bounded, JAX also locks the folder, so workers sharing
-        # it never read an entry another one is still writing.
-        os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
+    # Unbounded, as JAX's default. JAX bounds it only in its LRU mode (JAX_COMPILATION_CACHE_MAX_SIZE,
+    # with the filelock package), which warned on every write into a cache made before: its
+    # entries lack the access-time files that mode reads (seen in make test, 0b49f10).
 
 
 class Compiles:
