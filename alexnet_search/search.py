@@ -279,10 +279,6 @@ class StudyTuner(keras_tuner.Hyperband):
                 raise DiskFull(disk_full_message(full, self.study.root)) from exc
             raise
 
-    def on_search_end(self):
-        self._reserve.release()
-        super().on_search_end()
-
     def disk_filled_up(self, full: OSError) -> DiskFull:
         """What a trial raises once the disk is full: the reserve is let go (`interrupted`), so that
         the trial's run is recorded as interrupted, not counted as a crash, and re-runs on resume."""
