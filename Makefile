@@ -93,10 +93,13 @@ tensorboard: $(STAMP)
 # Every test on TensorFlow; then the end-to-end study, retrain, exports and HParams on JAX, in an
 # environment where TensorFlow is not installed at all, so a stray import fails the suite.
 # Both cores (pytest-xdist); tests sharing a finished study stay on one worker (tests/conftest.py).
+# The `alone` tests (three network namespaces: a 45 s lease against a 30 s partition) then run by
+# themselves: a neighbour's load would stretch their clocks, and their 3-minute budget is theirs.
 PYTEST := python -m pytest -n 2 --dist loadgroup
 
 test: $(TF_STAMP) $(JAX_STAMP)
-	KERAS_BACKEND=tensorflow $(TF_VENV)/bin/$(PYTEST)
+	KERAS_BACKEND=tensorflow $(TF_VENV)/bin/$(PYTEST) -m "not alone"
+	KERAS_BACKEND=tensorflow $(TF_VENV)/bin/python -m pytest -m alone
 	KERAS_BACKEND=jax $(JAX_VENV)/bin/$(PYTEST) -m backends
 
 test-fast: $(TF_STAMP)

@@ -24,6 +24,7 @@ from conftest import REPO
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.alone,  # make test runs these by themselves: their leases and partitions are wall-clock
     pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="network namespaces need root and ip"),
 ]
 
