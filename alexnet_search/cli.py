@@ -146,18 +146,23 @@ def cmd_search(args) -> int:
     distribute.leave_with_launcher()
     if distribute.role() == "chief":
         distribute.check_ports(host, port)  # both oracles' ports, before the seconds of importing Keras
+    from .study import require_chiefs_search, require_chiefs_versions
+
+    phase = "search"
+    if distribute.role() == "worker":
+        # Before Keras' import: a worker started before its chief says at once that it waits (and
+        # imports Keras while it does), and one of another search is refused at once. A worker
+        # restarted after the search ended joins the finalists' confirmation directly.
+        phase = distribute.worker_phase(host, port, meanwhile=_start_keras)
+        require_chiefs_search(study, config)
     _start_keras()
     from .confirm import run_finalists
     from .data import source_from
     from .search import run_search
-    from .study import require_chiefs_study
 
     source = source_from(args.data_dir)
-    phase = "search"
     if distribute.role() == "worker":
-        # A worker restarted after the search ended joins the finalists' confirmation directly.
-        phase = distribute.worker_phase(host, port)
-        require_chiefs_study(study, config)
+        require_chiefs_versions(study)
     if phase == "search":
         tuner = run_search(config, study, source, overwrite=args.overwrite)
         if distribute.role() == "worker" and config["confirm"]["finalists"]:

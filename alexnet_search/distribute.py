@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import NamedTuple, TextIO
+from typing import Callable, NamedTuple, TextIO
 
 from .errors import UserError
 
@@ -173,22 +173,28 @@ class PatientStub:
         return call
 
 
-def worker_phase(host: str, port: int, wait_s: float = 600.0, poll_s: float = 1.0) -> str:
+def worker_phase(host: str, port: int, wait_s: float = 600.0, poll_s: float = 1.0,
+                 meanwhile: Callable[[], None] | None = None) -> str:
     """Where a worker that starts now joins its chief: "search", or "finalists" when the chief
     already serves the finalists' oracle (a worker restarted after the search ended). Waits up to
-    `wait_s` for a chief that is not serving yet (started after its workers), saying so."""
+    `wait_s` for a chief that is not serving yet (started after its workers), saying so at once,
+    and calls `meanwhile` (Keras' import: seconds) once while it waits."""
     deadline, said = time.monotonic() + wait_s, False
     while True:
         if _listening(host, port):
             return "search"
         if _listening(host, finalists_port(port)):
             return "finalists"
-        if time.monotonic() > deadline:
-            raise UserError(f"no chief serves {host}:{port} (waited {wait_s:.0f} s); start the chief "
-                            f"(make search WORKERS=N, or --chief), then its workers")
         if not said:
             print(f"waiting up to {wait_s:.0f} s for the chief at {host}:{port} ...", flush=True)
             said = True
+        if meanwhile is not None:
+            meanwhile, work = None, meanwhile
+            work()
+            continue  # the chief may have come up meanwhile
+        if time.monotonic() > deadline:
+            raise UserError(f"no chief serves {host}:{port} (waited {wait_s:.0f} s); start the chief "
+                            f"(make search WORKERS=N, or --chief), then its workers")
         time.sleep(poll_s)
 
 

@@ -227,6 +227,13 @@ def require_chiefs_study(study: Study, config: Config) -> None:
 
     Keras Tuner hands a worker values, never the space: a worker with another preset would build
     other networks from them, or refuse values its own space lacks, trial after trial."""
+    require_chiefs_search(study, config)
+    require_chiefs_versions(study)
+
+
+def require_chiefs_search(study: Study, config: Config) -> None:
+    """require_chiefs_study's checks of the preset and lease alone: they need no Keras, so a
+    worker of another search is refused before the seconds of importing it."""
     preset, old = study.saved_identity()
     if old is None:
         raise UserError(f"{study.identity_file} is missing or unreadable, though a chief serves: a worker must "
@@ -236,13 +243,6 @@ def require_chiefs_study(study: Study, config: Config) -> None:
         shown = ", ".join(diff[:5]) + (" ..." if len(diff) > 5 else "")
         raise UserError(f"this worker's {config.path} differs from its chief's {preset or 'preset'} in {shown}; "
                         f"start workers with the chief's --config and --seed")
-    try:
-        chiefs = read_json(study.root / "versions.json")
-    except (OSError, UserError):
-        chiefs = None
-    if not isinstance(chiefs, dict):
-        raise UserError(f"{study.root / 'versions.json'} is missing or unreadable, so this worker's libraries "
-                        f"cannot be checked against its chief's; restart the chief (it writes the file)")
     # The lease is the chief's, the heartbeat (lease_s / 5) the worker's: they must agree, or a
     # chief with a shorter lease would hand every trial on while its worker still trains it.
     try:
@@ -252,6 +252,17 @@ def require_chiefs_study(study: Study, config: Config) -> None:
     if lease is not None and lease != config["distributed"]["lease_s"]:
         raise UserError(f"this worker's [distributed] lease_s is {config['distributed']['lease_s']:g}, its chief's "
                         f"{lease:g}; start workers with the chief's preset")
+
+
+def require_chiefs_versions(study: Study) -> None:
+    """require_chiefs_study's check of the libraries that train a trial (imports Keras)."""
+    try:
+        chiefs = read_json(study.root / "versions.json")
+    except (OSError, UserError):
+        chiefs = None
+    if not isinstance(chiefs, dict):
+        raise UserError(f"{study.root / 'versions.json'} is missing or unreadable, so this worker's libraries "
+                        f"cannot be checked against its chief's; restart the chief (it writes the file)")
     mine = versions()
     diff = [f"{k} {chiefs.get(k)} there, {mine[k]} here" for k in WORKER_VERSIONS if chiefs.get(k) != mine[k]]
     if diff:

@@ -289,6 +289,14 @@ def test_a_starting_worker_joins_whichever_oracle_its_chief_serves():
     for served, phase in ((port, "search"), (distribute.finalists_port(port), "finalists")):
         with _serving(served):
             assert distribute.worker_phase("127.0.0.1", port, wait_s=1) == phase
+    # A worker started before its chief imports Keras while it waits: once, whatever the wait.
+    calls = []
+    with pytest.raises(UserError, match="no chief serves"):
+        distribute.worker_phase("127.0.0.1", port, wait_s=0.3, poll_s=0.05, meanwhile=lambda: calls.append(1))
+    assert calls == [1]
+    with _serving(port):  # a chief already there: nothing to do meanwhile
+        assert distribute.worker_phase("127.0.0.1", port, wait_s=1, meanwhile=lambda: calls.append(2)) == "search"
+    assert calls == [1]
     # After the search: a chief that stopped (failures in a row) never serves the finalists.
     with pytest.raises(UserError, match=f"serves no finalists' oracle on port {port + 1} \\(waited 0 s\\): it stopped"):
         distribute.await_finalists("127.0.0.1", port, wait_s=0.2, poll_s=0.05)

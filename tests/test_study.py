@@ -1,6 +1,8 @@
 """study.py: the study folder, provenance, and refusing to mix two searches in one study."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -162,3 +164,22 @@ def test_a_worker_trains_only_the_study_its_chief_prepared(tmp_path):
     versions.unlink()
     with pytest.raises(UserError, match="versions.json is missing or unreadable"):
         require_chiefs_study(study, cpu)
+
+
+def test_a_worker_of_another_search_is_refused_before_keras_is_imported(tmp_path):
+    """A worker checks the preset first, without Keras (seconds of import); only the libraries'
+    versions need it."""
+    cpu = load_config(REPO / "tuning" / "cpu.toml")
+    study = study_for(tmp_path, "mine")
+    prepare_search(study, cpu, overwrite=False)
+    probe = ("import sys\nfrom alexnet_search.config import load_config\n"
+             "from alexnet_search.study import study_for, require_chiefs_search\n"
+             f"config = load_config({str(REPO / 'tuning' / 'cpu.toml')!r})\n"
+             f"study = study_for({str(tmp_path)!r}, 'mine')\n"
+             "require_chiefs_search(study, config)\n"
+             "try:\n    require_chiefs_search(study, config.with_overrides({'study': {'seed': 2}}))\n"
+             "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
+             "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'keras_tuner') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True).stdout
+    assert "UserError this worker's" in out and "in study.seed" in out, out
+    assert out.strip().endswith("[]"), out  # nothing heavy imported
