@@ -100,17 +100,15 @@ def contender(values: dict) -> str:
     return f"baseline {values[BASELINE]}" if values.get(BASELINE) else f"finalist {values[RANK]}"
 
 
-def _key(values: dict) -> tuple:
-    return values[TRIAL], values[SEED]
-
-
 class FinalistsOracle(StudyOracle, keras_tuner.Oracle):
     """Hands out each planned (finalist, seed) run once, in order; then stops.
 
     The plan lives in the oracle's state (oracle.json), so a resumed confirmation hands out what is
     left of the same runs; `plan` adds runs (a study extended, a larger [confirm]) and never drops
-    one that ran.
+    one that ran. `KEY` names the values that tell runs apart (retrain.RetrainOracle has its own).
     """
+
+    KEY = (TRIAL, SEED)
 
     def __init__(self, objective: str, seed: int):
         # Failures are verdicts on finalists here (a diverging configuration is not adopted), not a
@@ -125,20 +123,23 @@ class FinalistsOracle(StudyOracle, keras_tuner.Oracle):
             raise UserError(f"this study's finalists were confirmed at {self.epochs} epochs and [retrain] epochs is "
                             f"now {epochs}: their scores would not compare. Set it back to {self.epochs}, or delete "
                             f"{self._project_dir} to confirm again at {epochs}")
-        known = {_key(u): u for u in self.units}
+        known = {self.key(u): u for u in self.units}
         for unit in units:
-            if _key(unit) in known and searched_values(known[_key(unit)]) != searched_values(unit):
+            if self.key(unit) in known and searched_values(known[self.key(unit)]) != searched_values(unit):
                 raise UserError(f"{contender(unit)}'s values changed since this study's confirmation planned its runs "
                                 f"(the preset's [baselines.{unit[TRIAL]}]?): its scores would mix two configurations. "
                                 f"Set them back, or delete {self._project_dir} to confirm again")
-        self.units += [u for u in units if _key(u) not in known]
+        self.units += [u for u in units if self.key(u) not in known]
         self.epochs = epochs
         self.save()
 
+    def key(self, values: dict) -> tuple:
+        return tuple(values[name] for name in self.KEY)
+
     def populate_space(self, trial_id):
-        started = {_key(t.hyperparameters.values) for t in self.trials.values()}
+        started = {self.key(t.hyperparameters.values) for t in self.trials.values()}
         for unit in self.units:
-            if _key(unit) not in started:
+            if self.key(unit) not in started:
                 return {"status": TrialStatus.RUNNING, "values": dict(unit)}
         return {"status": TrialStatus.STOPPED, "values": None}
 
@@ -154,11 +155,12 @@ class FinalistTuner(StudyTuner):
     """Trains the finalists' runs: each from scratch for the retrain's epochs, seeded by its run's
     seed (weights and data order, as retrain-best seeds a run), with the retrain's schedule horizon."""
 
-    def __init__(self, training: Training, config: Config, study: Study, progress: Progress | None = None):
-        oracle = FinalistsOracle(config["search"]["objective"], config["study"]["seed"])
+    def __init__(self, training: Training, config: Config, study: Study, progress: Progress | None = None,
+                 oracle: FinalistsOracle | None = None, project: str | None = None, overwrite: bool = False):
+        oracle = oracle or FinalistsOracle(config["search"]["objective"], config["study"]["seed"])
         super().__init__(training.hypermodel(horizon=config["retrain"]["epochs"]), oracle, study,
-                         study.finalists_dir.name, config["distributed"]["lease_s"],
-                         distribution_strategy=training.strategy)
+                         project or study.finalists_dir.name, config["distributed"]["lease_s"],
+                         overwrite=overwrite, distribution_strategy=training.strategy)
         self.epochs = config["retrain"]["epochs"]
         self.progress = progress
         self.names = list(config.space)  # the preset's order: values come back from JSON sorted
@@ -282,10 +284,10 @@ def write_finalists(study: Study, oracle: FinalistsOracle, epochs: int, finished
     """finalists.json: each finalist's runs (seed, status, validation score) and their mean and
     standard deviation, best mean first; `finished` once every planned run has ended."""
     runs: dict[str, list] = {}
-    trials = {_key(t.hyperparameters.values): t for t in oracle.trials.values()}
+    trials = {oracle.key(t.hyperparameters.values): t for t in oracle.trials.values()}
     finalists = {}
     for unit in oracle.units:
-        trial = trials.get(_key(unit))
+        trial = trials.get(oracle.key(unit))
         finalists.setdefault(unit[TRIAL], {
             "study": study.name, "trial_id": unit[TRIAL], "rank": unit[RANK], "search_score": unit.get(SCORE),
             "search_epochs": unit.get(EPOCHS), "hyperparameters": searched_values(unit),

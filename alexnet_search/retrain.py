@@ -8,7 +8,9 @@ and standard deviation over N weight-initialisation and shuffling seeds).
 Models are rebuilt through the same HyperModel (the searched architecture, not a checkpoint
 trained for a trial's short budget), trained from scratch for the full epochs, and the weights of
 the epoch that validated best kept (as the search scored its trials), then evaluated once on the
-test set.
+test set. Each seed is a run of a Keras Tuner oracle (`RetrainOracle`, the confirmation's way),
+in `results/<study>/runs/<name>/`: a kill loses the seed in flight, and the same command resumes
+with the seeds trained (asked for more seeds, it trains only the new ones).
 retrain-best exports the run that validated best to `results/<study>/best/`:
 
     model.keras               Keras model; `keras.models.load_model(...).predict(uint8 images)`
@@ -39,19 +41,19 @@ import numpy as np
 
 from . import backend, locks
 from .config import Config
-from .confirm import pooled_best, read_adopted
+from .confirm import FinalistsOracle, FinalistTuner, pooled_best, read_adopted
 from .console import format_duration, printer
 from .data import Source
 from .errors import UserError
-from .files import replace_dir_atomic, restore_dir, write_json_atomic
+from .files import read_json, replace_dir_atomic, restore_dir, write_json_atomic
 from .hypermodel import AlexNetHyperModel
-from .model import CIFAR_SHAPE, clear_session, for_export
+from .model import CIFAR_SHAPE, for_export
 from .progress import EpochReporter, Progress
+from .search import search_to_the_end
 from .space import SEED, problems
 from .study import Study, require_same_network, require_study, study_for, write_provenance
-from .tboard import TensorBoardLogger
 from .training import Training
-from .trials import contender_name, direction
+from .trials import ENDED, contender_name, direction, failure_reason
 
 _VERIFY_IMAGES = 512
 
@@ -106,69 +108,116 @@ def verify_exports(model: keras.Model, folder: Path, images: np.ndarray, toleran
     return len(images)
 
 
-class KeepBestEpoch(keras.callbacks.Callback):
-    """Puts back, when training ends, the weights of the epoch with the best validation `monitor`.
-
-    The search scored every trial at its best epoch (Keras Tuner's objective), so the retrain keeps
-    its best epoch too; chosen on validation, so the test set is still read once, afterwards.
-    """
-
-    def __init__(self, monitor: str = "val_accuracy"):
-        super().__init__()
-        self.monitor, self.sign = monitor, 1.0 if direction(monitor) == "max" else -1.0
-        self.best, self.best_epoch, self._weights = None, None, None
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is not None and math.isfinite(value) and (self.best is None or self.sign * (value - self.best) > 0):
-            self.best, self.best_epoch, self._weights = value, epoch + 1, self.model.get_weights()
-
-    def on_train_end(self, logs=None):
-        if self._weights is not None:
-            self.model.set_weights(self._weights)
-            self._weights = None
+# A retrain's bookkeeping in its runs' values (trials.is_bookkeeping): which retrain, which seed.
+RUN, RUN_SEED = "retrain/name", "retrain/seed"
 
 
-def train_and_evaluate(training: Training, hypermodel, hp, test, seed: int, log_dir: Path,
-                       progress: Progress, label: str, session: str) -> tuple[keras.Model, dict[str, Any]]:
-    """One from-scratch training run of `hp` for the preset's retrain epochs, then evaluation.
+class RetrainOracle(FinalistsOracle):
+    """A retrain's seeds as planned runs (the confirmation's oracle: each handed out once, in
+    order), in results/<study>/runs/<name>/: a kill loses the seed in flight, and the same command
+    resumes with the seeds already trained. Its state also records `setup` (values, epochs, data
+    and network), so that a retrain of anything else starts over instead of mixing seeds."""
 
-    The run logs to `log_dir` with an HParams session named `session`, so TensorBoard's HParams
-    tab shows it beside the search's trials.
-    """
-    config = training.config
-    epochs = config["retrain"]["epochs"]
-    keras.utils.set_random_seed(seed)
-    clear_session()  # the previous seed's graphs; its model, if kept for export, is not trained again
-    model = training.build(hypermodel, hp)
-    progress.begin(label, 0, epochs, f"(seed {seed})")
-    started = time.monotonic()
-    keep = KeepBestEpoch(config["search"]["objective"])
-    hypermodel.fit(
-        hp, model, training.train_set(seed), validation_data=training.val_set(), epochs=epochs, verbose=0,
-        callbacks=[
-            TensorBoardLogger(log_dir, hypermodel.values(hp), session=session),
-            EpochReporter(progress),
-            keep,
-        ],
-    )
-    wall = time.monotonic() - started
-    result = {"seed": seed, "epochs": epochs, "kept_epoch": keep.best_epoch, "train_wall_s": round(wall, 1)}
-    # Accuracy without augmentation or dropout, on each split; the test set only here, once.
+    KEY = (RUN, RUN_SEED)
+
+    def __init__(self, objective: str, seed: int):
+        super().__init__(objective, seed)
+        self.setup: dict | None = None
+
+    def plan(self, units: list[dict[str, Any]], epochs: int, setup: dict | None = None) -> None:
+        """Hand out `units`, keeping the record of earlier runs that `units` no longer ask for (a
+        retrain with fewer seeds) but never handing those out again if they did not start."""
+        wanted = {self.key(u) for u in units}
+        started = {self.key(t.hyperparameters.values) for t in self.trials.values()}
+        self.units = list(units) + [u for u in self.units if self.key(u) in started and self.key(u) not in wanted]
+        self.epochs, self.setup = epochs, setup
+        self.save()
+
+    def get_state(self):
+        return {**super().get_state(), "setup": self.setup}
+
+    def set_state(self, state):
+        super().set_state(state)
+        self.setup = state.get("setup")
+
+
+class RetrainTuner(FinalistTuner):
+    """Trains a retrain's seeds, each as a confirmation run trains (from scratch for [retrain]
+    epochs, the weights of its best validation epoch kept), then evaluates it once on every split,
+    the test set included, into evaluation.json beside its checkpoint."""
+
+    def __init__(self, training: Training, config: Config, study: Study, name: str, test, progress: Progress,
+                 overwrite: bool = False):
+        oracle = RetrainOracle(config["search"]["objective"], config["study"]["seed"])
+        super().__init__(training, config, study, progress, oracle=oracle, project=f"runs/{name}",
+                         overwrite=overwrite)
+        self.training, self.name, self.test = training, name, test
+        self.first_seed, self.seeds = config["study"]["seed"], 1
+        self._model = None  # the running seed's model, kept to evaluate once it has trained
+
+    def trial_seed(self, trial) -> int:
+        return int(trial.hyperparameters.values[RUN_SEED])
+
+    def run_name(self, trial) -> str:
+        return f"{self.name}/seed{self.trial_seed(trial)}"
+
+    def evaluation_file(self, trial_id: str) -> Path:
+        return Path(self.get_trial_dir(trial_id)) / "evaluation.json"
+
+    def _try_build(self, hp):
+        self._model = super()._try_build(hp)
+        return self._model
+
+    def run_trial(self, trial, *args, **kwargs):
+        started = time.monotonic()
+        histories = super().run_trial(trial, *args, **kwargs)
+        model, self._model = self._model, None
+        seed = self.trial_seed(trial)
+        result = {"seed": seed, "epochs": self.epochs, "train_wall_s": round(time.monotonic() - started, 1),
+                  "kept_epoch": kept_epoch(histories[0].history, self.oracle.objective.name)}
+        result.update(evaluate(self.training, model, self.test))
+        result["wall_s"] = round(time.monotonic() - started, 1)
+        write_json_atomic(self.evaluation_file(trial.trial_id), result)
+        return histories
+
+    def report_begin(self, trial) -> None:
+        seed = self.trial_seed(trial)
+        self.progress.begin(f"{self.name} {seed - self.first_seed + 1}/{self.seeds}", 0, self.epochs, f"(seed {seed})")
+
+    def report_end(self, trial) -> None:
+        ended = self.oracle.get_trial(trial.trial_id)
+        if ended.status != "COMPLETED":
+            self.progress.end(self.epochs, f"{ended.status.lower()}: {failure_reason(ended.message or trial.message)}")
+            return
+        r = read_json(self.evaluation_file(trial.trial_id))
+        self.progress.end(self.epochs, f"test accuracy {r['test_accuracy']:.4f} ({r['test_accuracy_tta']:.4f} with its "
+                                       f"mirror; val {r['val_accuracy']:.4f}, weights of epoch {r['kept_epoch']}) in "
+                                       f"{format_duration(r['train_wall_s'])}")
+
+
+def kept_epoch(history: dict[str, list], objective: str) -> int | None:
+    """The epoch (from 1) whose weights a run kept: its best finite `objective`, the first on a tie."""
+    values = [(v, i) for i, v in enumerate(history.get(objective, [])) if math.isfinite(v)]
+    if not values:
+        return None
+    sign = 1.0 if direction(objective) == "max" else -1.0
+    return max(values, key=lambda vi: (sign * vi[0], -vi[1]))[1] + 1
+
+
+def evaluate(training: Training, model: keras.Model, test) -> dict[str, float]:
+    """Accuracy and loss on each split, without augmentation or dropout (the test set read here,
+    once per run), and test-time augmentation beside: each test image and its mirror averaged."""
+    result = {}
     splits = training.splits
     for split, (x, y) in {"train": (splits.x_train, splits.y_train), "val": (splits.x_val, splits.y_val),
                           "test": test}.items():
         loss, accuracy = model.evaluate(training.batches(x, y), verbose=0)
         result[f"{split}_loss"], result[f"{split}_accuracy"] = float(loss), float(accuracy)
-    # Test-time augmentation, measured beside: each test image and its mirror, probabilities averaged.
     x, y = test
     probabilities = model.predict(training.batches(x, y), verbose=0) + \
         model.predict(training.batches(x[:, :, ::-1], y), verbose=0)
     result["test_accuracy_tta"] = float(np.mean(probabilities.argmax(axis=1) == y))
-    progress.end(epochs, f"test accuracy {result['test_accuracy']:.4f} ({result['test_accuracy_tta']:.4f} with its "
-                         f"mirror; val {result['val_accuracy']:.4f}, weights of epoch {keep.best_epoch}) in "
-                         f"{format_duration(wall)}")
-    return model, result
+    return result
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -183,15 +232,45 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _setup(config: Config, hp, epochs: int) -> dict[str, Any]:
+    """What a retrain's runs train, as JSON reads it back: two retrains resume each other's runs
+    only when this is equal."""
+    return json.loads(json.dumps({"values": dict(hp.values), "epochs": epochs, "data": config["data"],
+                                  "model": config["model"]}, sort_keys=True, default=str))
+
+
+def _runs_tuner(config: Config, study: Study, training: Training, name: str, test, hp, seeds: int,
+                progress: Progress, say) -> RetrainTuner:
+    """The retrain's tuner with its plan: the earlier runs of the same setup resumed, of another
+    setup dropped (with a line saying so)."""
+    epochs = config["retrain"]["epochs"]
+    setup = _setup(config, hp, epochs)
+    folder = study.root / "runs" / name
+    saved = read_json(folder / "oracle.json").get("setup") if (folder / "oracle.json").is_file() else None
+    start_over = saved is not None and saved != setup
+    if start_over:
+        say(f"{name}: the runs in {folder}/ trained other values, epochs, data or network; starting over")
+    if start_over or saved is None:
+        # TensorBoard shows this retrain's runs only: another's curves would pile up under the same names.
+        shutil.rmtree(study.tensorboard_dir / name, ignore_errors=True)
+    tuner = RetrainTuner(training, config, study, name, test, progress, overwrite=start_over)
+    tuner.seeds = seeds
+    first = config["study"]["seed"]
+    tuner.oracle.plan([{**hp.values, RUN: name, RUN_SEED: first + i} for i in range(seeds)], epochs, setup)
+    tuner.save()
+    return tuner
+
+
 def _retrain(config: Config, study: Study, source: Source, hp, seeds: int, name: str, target: Path,
              export: bool, extra: dict[str, Any], out: TextIO) -> dict[str, Any]:
-    """Train `hp` `seeds` times, evaluate each once on test, write `target/` in one swap."""
+    """Train `hp` `seeds` times (or the seeds not trained yet), evaluate each once on test, and
+    write `target/` in one swap."""
     if seeds < 1:
         raise UserError(f"SEEDS/--seeds must be >= 1 (got {seeds})")
     say = printer(out)
     training = Training.prepare(config, source)
     test = source.test()
-    # One writer of `target`: a second run would delete this one's staging folder.
+    # One writer of `target` and of the runs: a second run would delete this one's staging folder.
     with locks.held(study.root, name.replace("baselines/", "baseline-")):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -204,42 +283,53 @@ def _retrain(config: Config, study: Study, source: Source, hp, seeds: int, name:
             raise UserError(f"cannot write to {study.root} ({exc.strerror or exc}); choose another --results-dir") from None
         for line in training.describe():
             say(line + (f"; test set {len(test[0])} images" if line.startswith("data:") else ""))
-        # TensorBoard shows the latest attempt only: a re-run's curves and HParams sessions would
-        # otherwise pile up beside the old ones under the same names.
-        shutil.rmtree(study.tensorboard_dir / name, ignore_errors=True)
 
         epochs = config["retrain"]["epochs"]
-        hypermodel = training.hypermodel(horizon=epochs)
-        values = hypermodel.hyperparameters(hp).as_dict()  # everything trained, searched or not
+        values = training.hypermodel(horizon=epochs).hyperparameters(hp).as_dict()  # everything trained
         started = time.monotonic()
         progress = Progress(seeds, seeds * epochs, out=out)
-        runs, kept, kept_val, kept_seed = [], None, -1.0, None
-        for i in range(seeds):
-            seed = config["study"]["seed"] + i
-            model, result = train_and_evaluate(
-                training, hypermodel, hp, test, seed, study.tensorboard_dir / name / f"seed{seed}",
-                progress, f"{name} {i + 1}/{seeds}", session=f"{name}/seed{seed}",
-            )
-            runs.append(result)
-            if result["val_accuracy"] > kept_val:  # chosen on validation, never on test
-                kept, kept_val, kept_seed = model, result["val_accuracy"], seed
+        tuner = _runs_tuner(config, study, training, name, test, hp, seeds, progress, say)
+        wanted = [tuner.oracle.key(u) for u in tuner.oracle.units[:seeds]]
+        trials = {tuner.oracle.key(t.hyperparameters.values): t for t in tuner.oracle.trials.values()}
+        done = [k for k in wanted if k in trials and trials[k].status in ENDED]
+        progress.epochs_done = len(done) * epochs
+        if done:
+            say(f"{name}: {len(done)} of {seeds} seeds trained earlier ({tuner.project_dir}/); "
+                + ("training the rest" if len(done) < seeds else "nothing left to train (delete that folder to "
+                                                                 "train them again)"))
+        search_to_the_end(tuner, training.train_set(config["study"]["seed"]), training.val_set(),
+                          [EpochReporter(progress)], epochs, out)
 
+        trials = {tuner.oracle.key(t.hyperparameters.values): t for t in tuner.oracle.trials.values()}
+        ended = [trials[k] for k in wanted]
+        completed = [t for t in ended if t.status == "COMPLETED"]
+        failed = [tuner.trial_seed(t) for t in ended if t.status != "COMPLETED"]
+        if not completed:
+            raise UserError(f"{name}: every seed failed ({failure_reason(ended[0].message)}); nothing was written. "
+                            f"Check the values it trains, or delete {tuner.project_dir} and rerun")
+        runs = [read_json(tuner.evaluation_file(t.trial_id)) for t in completed]
         metrics = {**extra, "epochs": epochs, "seeds": [r["seed"] for r in runs], "runs": runs, **summarize(runs),
-                   "data": training.splits.note}
+                   **({"failed_seeds": failed} if failed else {}), "data": training.splits.note}
+        if failed:
+            say(f"{name}: seed(s) {', '.join(map(str, failed))} failed; the summary is over the other "
+                f"{len(runs)}")
         if export:
-            kept = for_export(kept, tta=config["retrain"]["tta"])
+            best = max(range(len(runs)), key=lambda i: (runs[i]["val_accuracy"], -i))  # on validation, never test
+            kept = for_export(tuner.load_model(completed[best]), tta=config["retrain"]["tta"])
             if not export_model(kept, staging):
                 say("note: TensorFlow is not installed, so no serving/ SavedModel was exported (model.keras was); "
                     "install the tensorflow extra and rerun retrain-best for one")
-            metrics["exported_seed"], metrics["exported_tta"] = kept_seed, config["retrain"]["tta"]
+            metrics["exported_seed"], metrics["exported_tta"] = runs[best]["seed"], config["retrain"]["tta"]
             metrics["exports_verified_on_images"] = verify_exports(kept, staging, test[0][:_VERIFY_IMAGES])
-        metrics["wall_time_s"] = round(time.monotonic() - started, 1)
+        # The runs trained by earlier processes, then this process's time (its runs and the export).
+        earlier = sum(r["wall_s"] for r in runs if (name, r["seed"]) in done)
+        metrics["wall_time_s"] = round(earlier + time.monotonic() - started, 1)
         write_json_atomic(staging / "hyperparameters.json", values)
         write_json_atomic(staging / "metrics.json", metrics)
         write_provenance(staging, config, extra={"data_source": source.describe()})
         replace_dir_atomic(staging, target)
 
-        spread = f" +- {metrics['test_accuracy_std']:.4f} over {seeds} seeds" if seeds > 1 else ""
+        spread = f" +- {metrics['test_accuracy_std']:.4f} over {len(runs)} seeds" if len(runs) > 1 else ""
         say(f"\n{name}: test accuracy {metrics['test_accuracy_mean']:.4f}{spread}, "
             f"{metrics['test_accuracy_tta_mean']:.4f} with test-time mirroring (train "
             f"{metrics['train_accuracy_mean']:.4f}, val {metrics['val_accuracy_mean']:.4f}) in "

@@ -338,7 +338,7 @@ def prepare_search(study: Study, config: Config, overwrite: bool, provenance: di
 # What this tool writes in a study folder (results/README.md), dot-files being its staging names.
 STUDY_ENTRIES = {
     "study.json", "config.json", "versions.json", "tuner", "logs", "tensorboard", "best_hyperparameters.json",
-    "finalists", "finalists.json",
+    "finalists", "finalists.json", "runs",
     "search_summary.json", "best", "baselines", "report.md", "report",
 }
 

@@ -580,25 +580,31 @@ print(keras.backend.backend())
 
 
 @slow
-def test_retrain_killed_while_exporting_keeps_the_earlier_export(searched):
+def test_a_retrain_killed_mid_seed_or_mid_export_resumes_by_seed_and_keeps_the_earlier_export(searched):
     study, cwd = searched.study, searched.root
     args = ["retrain-best", "--config", searched.config, "--data-dir", searched.cifar, "--results-dir", cwd / "results"]
-    first = run_cli(*args, cwd=cwd)
+    first = run_cli(*args, "--seeds", "1", cwd=cwd)
     assert first.returncode == 0, first.stderr[-3000:]
     kept = (study / "best" / "metrics.json").read_text()
     events = lambda: len(list((study / "tensorboard" / "retrain-best").rglob("events.out.tfevents.*")))  # noqa: E731
-    written = events()
-    assert written > 0
-    _kill_when(args, cwd, "retrain-best 1/1 done")  # training over: exporting now
+    one_seed = events()
+    assert one_seed > 0
+    _kill_when([*args, "--seeds", "2"], cwd, "--- retrain-best 2/2")  # while seed 2 trains
+    assert (study / "best" / "metrics.json").read_text() == kept
+    out = _kill_when([*args, "--seeds", "2"], cwd, "retrain-best 2/2 done")  # seed 2 trained again: now exporting
+    assert "1 of 2 seeds trained earlier" in out and "retrain-best 1/2" not in out  # seed 1 is not trained again
     assert (study / "best" / "metrics.json").read_text() == kept
     import keras
 
     keras.models.load_model(study / "best" / "model.keras")  # still whole
-    again = run_cli(*args, cwd=cwd)
+    again = run_cli(*args, "--seeds", "2", cwd=cwd)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 of 2 seeds trained earlier" in again.stdout and "--- retrain-best" not in again.stdout
+    metrics = json.loads((study / "best" / "metrics.json").read_text())
+    assert metrics["seeds"] == [1, 2] and metrics["exported_seed"] in (1, 2)
     assert not list(study.glob(".best.staging-*"))
-    # A re-run replaces its TensorBoard runs instead of piling a second set beside them.
-    assert events() == written
+    # Seed 2's killed run left no second set of curves beside the one that finished.
+    assert events() == 2 * one_seed
 
 
 @slow

@@ -1,37 +1,52 @@
-"""retrain.py: the epoch a retrain keeps. The full retrain-best/baseline runs are in test_cli.py."""
+"""retrain.py: the epoch a retrain keeps, and its runs' plan. The full retrain-best/baseline runs
+are in test_cli.py."""
 
-import keras
-import numpy as np
+import math
 
-from alexnet_search.retrain import KeepBestEpoch
-
-
-def _model():
-    keras.utils.set_random_seed(1)
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    return model
+from alexnet_search.retrain import kept_epoch
 
 
-def _run(monitor, values):
-    """Feed `values` as the epochs' validation metric, with epoch k's weights all equal to k."""
-    model, keep = _model(), KeepBestEpoch(monitor)
-    keep.set_model(model)
-    keep.on_train_begin()
-    for epoch, value in enumerate(values):
-        model.set_weights([np.full(w.shape, epoch + 1.0, w.dtype) for w in model.get_weights()])
-        keep.on_epoch_end(epoch, {monitor: value})
-    keep.on_train_end()
-    return keep, model.get_weights()[0].ravel()[0]
-
-
-def test_the_best_validation_epoch_is_put_back_not_the_last():
-    keep, weight = _run("val_accuracy", [0.3, 0.6, 0.5, 0.55])
-    assert keep.best_epoch == 2 and weight == 2.0
+def test_the_kept_epoch_is_the_best_validation_epoch_not_the_last():
+    assert kept_epoch({"val_accuracy": [0.3, 0.6, 0.5, 0.6]}, "val_accuracy") == 2  # the first of a tie
 
 
 def test_for_a_loss_lower_is_better_and_non_finite_epochs_never_win():
-    keep, weight = _run("val_loss", [2.0, float("nan"), 1.2, 1.5])
-    assert keep.best_epoch == 3 and weight == 3.0
+    assert kept_epoch({"val_loss": [2.0, math.nan, 1.2, 1.5]}, "val_loss") == 3
+    assert kept_epoch({"val_loss": [math.nan, math.inf]}, "val_loss") is None
+
+
+def test_a_retrain_resumes_the_runs_of_its_own_setup_only(tmp_path, tiny_config, cifar_dir):
+    """Fewer seeds: the unstarted ones are dropped, a started one is kept on record. Other values:
+    the runs start over, in a line, instead of mixing two retrains' seeds."""
+    import io
+
+    from alexnet_search.config import load_config
+    from alexnet_search.data import source_from
+    from alexnet_search.progress import Progress
+    from alexnet_search.retrain import RUN_SEED, _runs_tuner, hyperparameters_with
+    from alexnet_search.study import study_for
+    from alexnet_search.training import Training
+
+    config = load_config(tiny_config)
+    study, training = study_for(tmp_path / "results", "tiny"), Training.prepare(config, source_from(cifar_dir))
+    said = []
+
+    def tuner(seeds, values):
+        return _runs_tuner(config, study, training, "retrain-best", None, hyperparameters_with(config, values),
+                           seeds, Progress(seeds, None, out=io.StringIO()), said.append)
+
+    first = tuner(3, {"dropout": 0.3})
+    assert [u[RUN_SEED] for u in first.oracle.units] == [1, 2, 3]
+    started = first.oracle.create_trial("tuner0")  # seed 1 starts, then the process is gone
+    assert started.hyperparameters.values[RUN_SEED] == 1 and started.hyperparameters.values["dropout"] == 0.3
+    first.oracle.create_trial("tuner1")
+    again = tuner(1, {"dropout": 0.3})
+    assert [u[RUN_SEED] for u in again.oracle.units] == [1, 2]  # seed 3 never started: dropped
+    assert len(again.oracle.trials) == 2 and not said
+    other = tuner(2, {"dropout": 0.4})
+    assert said == [f"retrain-best: the runs in {study.root / 'runs' / 'retrain-best'}/ trained other values, "
+                    f"epochs, data or network; starting over"]
+    assert not other.oracle.trials and [u["dropout"] for u in other.oracle.units] == [0.4, 0.4]
 
 
 def _study_with_best(tmp_path, values, name="cpu"):
