@@ -3,7 +3,8 @@
 #               [SEED=2 (a second study seed)] [ITERATIONS=N or MAX_TRIALS=N (extend a study)]
 #   make retrain-best [CONFIG=...] [STUDY=...] [SEEDS=3] [FROM=study or hyperparameters.json]
 #                     [POOL="study2 study3" (the best confirmed finalist of this study and those)]
-#   make baseline [CONFIG=...] [STUDY=...] [SEEDS=3] [BASELINE=name]
+#                     [WORKERS=N (the seeds side by side)]
+#   make baseline [CONFIG=...] [STUDY=...] [SEEDS=3] [BASELINE=name] [WORKERS=N]
 #   make report [CONFIG=...] [STUDY=...] [AGAINST="study2 study3" (other seeds or tuners)]
 #   make plan | make bench | make tensorboard | make test
 # BACKEND (Keras' backend: tensorflow, the default, or jax) picks the environment: .venv for
@@ -48,6 +49,7 @@ CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG))
 STUDY_ARGS := $(CONFIG_ARG) $(if $(STUDY),--study $(STUDY)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 SEED_ARG := $(if $(SEED),--seed $(SEED))
 BUDGET_ARGS := $(if $(ITERATIONS),--hyperband-iterations $(ITERATIONS)) $(if $(MAX_TRIALS),--max-trials $(MAX_TRIALS))
+WORKERS_ARG := $(if $(WORKERS),--workers $(WORKERS))
 
 .PHONY: env search retrain-best baseline report plan bench tensorboard test test-fast clean-env
 
@@ -69,13 +71,13 @@ $(JAX_STAMP): pyproject.toml
 	$(call make_env,$(JAX_VENV),$(JAX_EXTRAS))
 
 search: $(STAMP)
-	$(RUN) search $(STUDY_ARGS) $(SEED_ARG) $(BUDGET_ARGS) $(if $(WORKERS),--workers $(WORKERS))
+	$(RUN) search $(STUDY_ARGS) $(SEED_ARG) $(BUDGET_ARGS) $(WORKERS_ARG)
 
 retrain-best: $(STAMP)
-	$(RUN) retrain-best $(STUDY_ARGS) $(SEED_ARG) --seeds $(SEEDS) $(if $(FROM),--from $(FROM)) $(foreach s,$(POOL),--pool $(s))
+	$(RUN) retrain-best $(STUDY_ARGS) $(SEED_ARG) --seeds $(SEEDS) $(if $(FROM),--from $(FROM)) $(foreach s,$(POOL),--pool $(s)) $(WORKERS_ARG)
 
 baseline: $(STAMP)
-	$(RUN) baseline $(STUDY_ARGS) $(SEED_ARG) --seeds $(SEEDS) $(if $(BASELINE),--name $(BASELINE))
+	$(RUN) baseline $(STUDY_ARGS) $(SEED_ARG) --seeds $(SEEDS) $(if $(BASELINE),--name $(BASELINE)) $(WORKERS_ARG)
 
 report: $(STAMP)
 	$(RUN) report $(CONFIG_ARG) $(if $(STUDY),--study $(STUDY)) $(foreach s,$(AGAINST),--against $(s))

@@ -72,6 +72,18 @@ def _study_args(p: argparse.ArgumentParser, with_data: bool = True, with_seeds: 
                             "(give it another --study name) tells how much its result owes to chance")
 
 
+def _workers_args(p: argparse.ArgumentParser, units: str) -> None:
+    p.add_argument("--workers", type=_workers, default=0, metavar="N|auto",
+                   help=f"run Keras Tuner's distributed tuning here: one chief and N worker processes training the "
+                        f"{units}, spread over the GPUs (several share one when N is larger: each gets its part of "
+                        f"its memory); 'auto' picks N from the GPUs' memory and the cores and says why; "
+                        f"output prefixed and logged in STUDY/logs/")
+    p.add_argument("--oracle-host", default=None,
+                   help="the chief's address (default: the preset's [distributed] host, 127.0.0.1)")
+    p.add_argument("--oracle-port", type=_port, default=None,
+                   help="the chief's port (default: the preset's [distributed] port, 8000)")
+
+
 def _budget_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hyperband-iterations", type=_at_least_one, default=None, metavar="N",
                    help="Hyperband iterations, over the preset's; more than a finished study ran extends it "
@@ -173,15 +185,41 @@ def cmd_search(args) -> int:
     return 0
 
 
+def _seeds_side_by_side(args, config, study, command: str, child: list[str]) -> int | None:
+    """`--workers N` for retrain-best and baseline: launch a chief and N workers of `command` (the
+    seeds are their trials) and return its exit status. In one of those processes (or without
+    --workers): set its role and return None; a worker returns once its chief serves."""
+    from . import distribute
+
+    host, port = distribute.oracle_address(args.oracle_host, args.oracle_port, config)
+    if args.workers:
+        child = ["--config", args.config, "--study", study.name, "--results-dir", args.results_dir,
+                 "--oracle-host", host, "--oracle-port", str(port), "--seeds", str(args.seeds), *child]
+        child += ["--data-dir", args.data_dir] if args.data_dir else []
+        child += ["--seed", str(args.seed)] if args.seed is not None else []
+        return distribute.launch_local(child, args.workers, host, port, study.root / "logs", command=command)
+    distribute.set_role(False, None, host, port)  # the launcher's children: Keras Tuner's variables say which
+    distribute.leave_with_launcher()
+    if distribute.role() == "chief":
+        distribute.check_port(host, port)
+    elif distribute.role() == "worker":
+        distribute.worker_phase(host, port, meanwhile=_start_keras)
+    return None
+
+
 def cmd_retrain_best(args) -> int:
     config, study = _load(args)
+    if args.origin and args.pool:
+        raise UserError("--from and --pool both choose what to retrain; give one")
+    child = (["--from", args.origin] if args.origin else []) + [a for name in args.pool or [] for a in ("--pool", name)]
+    launched = _seeds_side_by_side(args, config, study, "retrain-best", child)
+    if launched is not None:
+        return launched
     _start_keras()
     from .data import source_from
     from .retrain import retrain_best
     from .study import study_for
 
-    if args.origin and args.pool:
-        raise UserError("--from and --pool both choose what to retrain; give one")
     retrain_best(config, study, source_from(args.data_dir), seeds=args.seeds, origin=args.origin,
                  pool=[study_for(args.results_dir, name) for name in args.pool or []])
     return 0
@@ -189,6 +227,10 @@ def cmd_retrain_best(args) -> int:
 
 def cmd_baseline(args) -> int:
     config, study = _load(args)
+    launched = _seeds_side_by_side(args, config, study, "baseline",
+                                   [a for name in args.name or [] for a in ("--name", name)])
+    if launched is not None:
+        return launched
     _start_keras()
     from .data import source_from
     from .retrain import train_baseline
@@ -302,19 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="discard the study's existing trials and start over (needed when the preset's "
                         "search space or sizes changed)")
-    p.add_argument("--workers", type=_workers, default=0, metavar="N|auto",
-                   help="run Keras Tuner's distributed tuning here: one chief and N worker processes, "
-                        "spread over the GPUs (several share one when N is larger: each gets its part of "
-                        "its memory); 'auto' picks N from the GPUs' memory and the cores and says why; "
-                        "output prefixed and logged in STUDY/logs/")
+    _workers_args(p, "trials")
     p.add_argument("--chief", action="store_true",
                    help="be the chief of a multi-host study: serve the oracle (start workers with --worker)")
     p.add_argument("--worker", metavar="ID", default=None,
                    help="be worker ID (e.g. 1, or any id without 'chief') of the chief at --oracle-host")
-    p.add_argument("--oracle-host", default=None,
-                   help="the chief's address (default: the preset's [distributed] host, 127.0.0.1)")
-    p.add_argument("--oracle-port", type=_port, default=None,
-                   help="the chief's port (default: the preset's [distributed] port, 8000)")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("retrain-best", help="retrain the adopted hyperparameters, test once, export",
@@ -328,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", action="append", default=None, metavar="STUDY",
                    help="retrain the best confirmed finalist of this study and STUDY (repeat for several studies "
                         "of the same preset, e.g. other study seeds): their answers compete on equal terms")
+    _workers_args(p, "seeds side by side (a seed per worker)")
     p.set_defaults(func=cmd_retrain_best)
 
     p = sub.add_parser("baseline", help="train the preset's named baselines on retrain-best's budget",
@@ -338,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     _study_args(p, with_seeds=True, with_seed=True)
     p.add_argument("--name", action="append", default=None, metavar="NAME",
                    help="train only this baseline (repeat for several; default: every one in the preset)")
+    _workers_args(p, "baselines' seeds side by side (a seed per worker)")
     p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("report", help="write RESULTS_DIR/STUDY/report.md with plots",

@@ -517,9 +517,10 @@ class _Process:
 
 
 def launch_local(child_args: list[str], workers: int | str, host: str, port: int, log_dir: Path,
-                 out: TextIO = sys.stdout, poll_s: float = 0.5) -> int:
-    """Run a chief and `workers` workers ("auto": `auto_workers`) of `alexnet-search search
-    CHILD_ARGS` here; return the exit status.
+                 out: TextIO = sys.stdout, poll_s: float = 0.5, command: str = "search") -> int:
+    """Run a chief and `workers` workers ("auto": `auto_workers`) of `alexnet-search COMMAND
+    CHILD_ARGS` here (search; retrain-best and baseline, whose seeds are the trials); return the
+    exit status.
 
     Workers are spread over the GPUs (`placement`): with as many GPUs, one each, N small trials
     at once instead of one trial mirrored over all of them; with more workers than GPUs, several
@@ -539,7 +540,7 @@ def launch_local(child_args: list[str], workers: int | str, host: str, port: int
     log_dir.mkdir(parents=True, exist_ok=True)
     lock = threading.Lock()
     base = {**os.environ, ORACLE_IP: host, ORACLE_PORT: str(port), "PYTHONUNBUFFERED": "1"}
-    argv = [sys.executable, "-m", "alexnet_search", "search", *child_args]
+    argv = [sys.executable, "-m", "alexnet_search", command, *child_args]
 
     def env_for(tuner_id: str, placed: dict) -> dict:
         return {**base, TUNER_ID: tuner_id, LAUNCHER_PID: str(os.getpid()), **placed}

@@ -26,6 +26,7 @@ same JSON files to `results/<study>/baselines/NAME/`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -39,7 +40,7 @@ from typing import Any, TextIO
 import keras
 import numpy as np
 
-from . import backend, locks
+from . import backend, distribute, locks
 from .config import Config
 from .confirm import FinalistsOracle, FinalistTuner, pooled_best, read_adopted
 from .console import format_duration, printer
@@ -144,25 +145,36 @@ class RetrainOracle(FinalistsOracle):
 class RetrainTuner(FinalistTuner):
     """Trains a retrain's seeds, each as a confirmation run trains (from scratch for [retrain]
     epochs, the weights of its best validation epoch kept), then evaluates it once on every split,
-    the test set included, into evaluation.json beside its checkpoint."""
+    the test set included, into evaluation.json beside its checkpoint. `project`: runs/retrain-best,
+    or runs/baselines for every baseline's seeds (one oracle, so workers go from one to the next)."""
 
-    def __init__(self, training: Training, config: Config, study: Study, name: str, test, progress: Progress,
-                 overwrite: bool = False):
+    def __init__(self, training: Training, config: Config, study: Study, project: str, test, seeds: int,
+                 progress: Progress | None, overwrite: bool = False):
         oracle = RetrainOracle(config["search"]["objective"], config["study"]["seed"])
-        super().__init__(training, config, study, progress, oracle=oracle, project=f"runs/{name}",
-                         overwrite=overwrite)
-        self.training, self.name, self.test = training, name, test
-        self.first_seed, self.seeds = config["study"]["seed"], 1
+        super().__init__(training, config, study, progress, oracle=oracle, project=project, overwrite=overwrite)
+        self.training, self.test, self.seeds = training, test, seeds
+        self.first_seed = config["study"]["seed"]
         self._model = None  # the running seed's model, kept to evaluate once it has trained
 
     def trial_seed(self, trial) -> int:
         return int(trial.hyperparameters.values[RUN_SEED])
 
     def run_name(self, trial) -> str:
-        return f"{self.name}/seed{self.trial_seed(trial)}"
+        return f"{trial.hyperparameters.values[RUN]}/seed{self.trial_seed(trial)}"
+
+    def label(self, values: dict) -> str:
+        return f"{values[RUN]} {int(values[RUN_SEED]) - self.first_seed + 1}/{self.seeds}"
 
     def evaluation_file(self, trial_id: str) -> Path:
         return Path(self.get_trial_dir(trial_id)) / "evaluation.json"
+
+    def evaluation(self, trial) -> str:
+        """A finished run's line: its test accuracy (and mirrored), validation, kept epoch, time."""
+        if trial.status != "COMPLETED":
+            return f"{trial.status.lower()}: {failure_reason(trial.message)}"
+        r = read_json(self.evaluation_file(trial.trial_id))
+        return (f"test accuracy {r['test_accuracy']:.4f} ({r['test_accuracy_tta']:.4f} with its mirror; val "
+                f"{r['val_accuracy']:.4f}, weights of epoch {r['kept_epoch']}) in {format_duration(r['train_wall_s'])}")
 
     def _try_build(self, hp):
         self._model = super()._try_build(hp)
@@ -172,8 +184,8 @@ class RetrainTuner(FinalistTuner):
         started = time.monotonic()
         histories = super().run_trial(trial, *args, **kwargs)
         model, self._model = self._model, None
-        seed = self.trial_seed(trial)
-        result = {"seed": seed, "epochs": self.epochs, "train_wall_s": round(time.monotonic() - started, 1),
+        result = {"seed": self.trial_seed(trial), "epochs": self.epochs,
+                  "train_wall_s": round(time.monotonic() - started, 1),
                   "kept_epoch": kept_epoch(histories[0].history, self.oracle.objective.name)}
         result.update(evaluate(self.training, model, self.test))
         result["wall_s"] = round(time.monotonic() - started, 1)
@@ -181,18 +193,13 @@ class RetrainTuner(FinalistTuner):
         return histories
 
     def report_begin(self, trial) -> None:
-        seed = self.trial_seed(trial)
-        self.progress.begin(f"{self.name} {seed - self.first_seed + 1}/{self.seeds}", 0, self.epochs, f"(seed {seed})")
+        v = trial.hyperparameters.values
+        self.progress.begin(self.label(v), 0, self.epochs, f"(seed {v[RUN_SEED]})")
 
     def report_end(self, trial) -> None:
         ended = self.oracle.get_trial(trial.trial_id)
-        if ended.status != "COMPLETED":
-            self.progress.end(self.epochs, f"{ended.status.lower()}: {failure_reason(ended.message or trial.message)}")
-            return
-        r = read_json(self.evaluation_file(trial.trial_id))
-        self.progress.end(self.epochs, f"test accuracy {r['test_accuracy']:.4f} ({r['test_accuracy_tta']:.4f} with its "
-                                       f"mirror; val {r['val_accuracy']:.4f}, weights of epoch {r['kept_epoch']}) in "
-                                       f"{format_duration(r['train_wall_s'])}")
+        ended.message = ended.message or trial.message  # Keras Tuner's gRPC drops it; this process has it
+        self.progress.end(self.epochs, self.evaluation(ended))
 
 
 def kept_epoch(history: dict[str, list], objective: str) -> int | None:
@@ -232,109 +239,181 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _setup(config: Config, hp, epochs: int) -> dict[str, Any]:
-    """What a retrain's runs train, as JSON reads it back: two retrains resume each other's runs
-    only when this is equal."""
-    return json.loads(json.dumps({"values": dict(hp.values), "epochs": epochs, "data": config["data"],
-                                  "model": config["model"]}, sort_keys=True, default=str))
+@dataclasses.dataclass
+class Job:
+    """One retrained configuration: `name` is its runs' and TensorBoard folder's ("retrain-best",
+    "baselines/paper"), `target` the folder its results replace in one swap."""
+
+    name: str
+    hp: Any
+    target: Path
+    export: bool
+    extra: dict[str, Any]
 
 
-def _runs_tuner(config: Config, study: Study, training: Training, name: str, test, hp, seeds: int,
-                progress: Progress, say) -> RetrainTuner:
+def _setup(config: Config, jobs: list[Job], epochs: int) -> dict[str, Any]:
+    """What a retrain's runs train, as JSON reads it back: runs are resumed only under an equal
+    one (a name's values may be new, not different)."""
+    return json.loads(json.dumps({"runs": {j.name: dict(j.hp.values) for j in jobs}, "epochs": epochs,
+                                  "data": config["data"], "model": config["model"]}, sort_keys=True, default=str))
+
+
+def _differs(saved: dict, setup: dict) -> bool:
+    return any(saved.get(k) != setup[k] for k in ("epochs", "data", "model")) or any(
+        saved.get("runs", {}).get(name, values) != values for name, values in setup["runs"].items())
+
+
+def _saved_setup(study: Study, project: str) -> dict | None:
+    path = study.root / project / "oracle.json"
+    return read_json(path).get("setup") if path.is_file() else None
+
+
+def _runs_tuner(config: Config, study: Study, training: Training, project: str, test, jobs: list[Job], seeds: int,
+                progress: Progress | None, say) -> RetrainTuner:
     """The retrain's tuner with its plan: the earlier runs of the same setup resumed, of another
     setup dropped (with a line saying so)."""
     epochs = config["retrain"]["epochs"]
-    setup = _setup(config, hp, epochs)
-    folder = study.root / "runs" / name
-    saved = read_json(folder / "oracle.json").get("setup") if (folder / "oracle.json").is_file() else None
-    start_over = saved is not None and saved != setup
+    setup, saved = _setup(config, jobs, epochs), _saved_setup(study, project)
+    start_over = saved is not None and _differs(saved, setup)
     if start_over:
-        say(f"{name}: the runs in {folder}/ trained other values, epochs, data or network; starting over")
-    if start_over or saved is None:
-        # TensorBoard shows this retrain's runs only: another's curves would pile up under the same names.
-        shutil.rmtree(study.tensorboard_dir / name, ignore_errors=True)
-    tuner = RetrainTuner(training, config, study, name, test, progress, overwrite=start_over)
-    tuner.seeds = seeds
+        say(f"the runs in {study.root / project}/ trained other values, epochs, data or network; starting over")
+    tuner = RetrainTuner(training, config, study, project, test, seeds, progress, overwrite=start_over)
+    ran = {t.hyperparameters.values[RUN] for t in tuner.oracle.trials.values()}
+    for job in jobs:
+        if job.name not in ran:  # TensorBoard shows this retrain's runs, not an earlier one's under the same name
+            shutil.rmtree(study.tensorboard_dir / job.name, ignore_errors=True)
+    if saved is not None and not start_over:
+        setup["runs"] = {**saved["runs"], **setup["runs"]}  # the record of other names' runs stays
     first = config["study"]["seed"]
-    tuner.oracle.plan([{**hp.values, RUN: name, RUN_SEED: first + i} for i in range(seeds)], epochs, setup)
+    tuner.oracle.plan([{**job.hp.values, RUN: job.name, RUN_SEED: first + i} for job in jobs for i in range(seeds)],
+                      epochs, setup)
     tuner.save()
     return tuner
 
 
-def _retrain(config: Config, study: Study, source: Source, hp, seeds: int, name: str, target: Path,
-             export: bool, extra: dict[str, Any], out: TextIO) -> dict[str, Any]:
-    """Train `hp` `seeds` times (or the seeds not trained yet), evaluate each once on test, and
-    write `target/` in one swap."""
+def _work(config: Config, study: Study, training: Training, project: str, test, jobs: list[Job], seeds: int,
+          out: TextIO) -> list[dict[str, Any]]:
+    """A worker of `--workers N`: train the seeds its chief hands out, with this preset's network,
+    which must be the one the chief planned for."""
+    saved, setup = _saved_setup(study, project), _setup(config, jobs, config["retrain"]["epochs"])
+    if saved is None or any(saved.get(k) != setup[k] for k in ("epochs", "data", "model")):
+        raise UserError(f"the chief's runs in {study.root / project}/ are planned for another preset's epochs, data "
+                        f"or network than {config.path}'s; start the workers with the chief's --config")
+    tuner = RetrainTuner(training, config, study, project, test, seeds, Progress(seeds * len(jobs), None, out=out))
+    search_to_the_end(tuner, training.train_set(config["study"]["seed"]), training.val_set(),
+                      [EpochReporter(tuner.progress)], config["retrain"]["epochs"], out)
+    printer(out)(f"worker {tuner.tuner_id}: the chief has no more seeds to train; done")
+    return []
+
+
+def _retrain(config: Config, study: Study, source: Source, jobs: list[Job], seeds: int, project: str,
+             out: TextIO) -> list[dict[str, Any]]:
+    """Train each job's configuration `seeds` times (the seeds not trained yet), evaluate each run
+    once on test, and write each job's `target/` in one swap. Returns each job's metrics.
+
+    In a distributed run (`--workers N`, `distribute.role`) the chief serves the seeds and writes
+    the results, and the workers train them (`_work`)."""
     if seeds < 1:
         raise UserError(f"SEEDS/--seeds must be >= 1 (got {seeds})")
     say = printer(out)
-    training = Training.prepare(config, source)
+    role = distribute.role()
+    # A chief trains nothing: no GPUs (it evaluates nothing either; the exports load on its CPU).
+    training = Training.prepare(config, source, several_gpus=role != "chief")
     test = source.test()
-    # One writer of `target` and of the runs: a second run would delete this one's staging folder.
-    with locks.held(study.root, name.replace("baselines/", "baseline-")):
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            restore_dir(target)
-            for stale in target.parent.glob(f".{target.name}.staging-*"):  # left by a run killed mid-write
-                shutil.rmtree(stale, ignore_errors=True)
-            staging = target.parent / f".{target.name}.staging-{os.getpid()}"
-            staging.mkdir()
-        except OSError as exc:
-            raise UserError(f"cannot write to {study.root} ({exc.strerror or exc}); choose another --results-dir") from None
+    if role == "worker":
+        return _work(config, study, training, project, test, jobs, seeds, out)
+    # One writer of the runs and the targets: a second run would delete this one's staging folders.
+    with locks.held(study.root, project.split("/", 1)[1]):
+        staging = {job.name: _stage(study, job.target) for job in jobs}
         for line in training.describe():
-            say(line + (f"; test set {len(test[0])} images" if line.startswith("data:") else ""))
-
+            if role == "single" or line.startswith("data:"):
+                say(line + (f"; test set {len(test[0])} images" if line.startswith("data:") else ""))
         epochs = config["retrain"]["epochs"]
-        values = training.hypermodel(horizon=epochs).hyperparameters(hp).as_dict()  # everything trained
         started = time.monotonic()
-        progress = Progress(seeds, seeds * epochs, out=out)
-        tuner = _runs_tuner(config, study, training, name, test, hp, seeds, progress, say)
-        wanted = [tuner.oracle.key(u) for u in tuner.oracle.units[:seeds]]
+        progress = Progress(seeds * len(jobs), seeds * len(jobs) * epochs, out=out)
+        tuner = _runs_tuner(config, study, training, project, test, jobs, seeds, progress, say)
+        wanted = [tuner.oracle.key(u) for u in tuner.oracle.units[:seeds * len(jobs)]]
         trials = {tuner.oracle.key(t.hyperparameters.values): t for t in tuner.oracle.trials.values()}
-        done = [k for k in wanted if k in trials and trials[k].status in ENDED]
+        done = {k for k in wanted if k in trials and trials[k].status in ENDED}
         progress.epochs_done = len(done) * epochs
         if done:
-            say(f"{name}: {len(done)} of {seeds} seeds trained earlier ({tuner.project_dir}/); "
-                + ("training the rest" if len(done) < seeds else "nothing left to train (delete that folder to "
-                                                                 "train them again)"))
+            say(f"{len(done)} of {len(wanted)} seeds trained earlier ({tuner.project_dir}/): "
+                + ("training the rest" if len(done) < len(wanted) else "nothing left to train (delete that "
+                                                                       "folder to train them again)"))
+        if role == "chief":
+            host, port = os.environ[distribute.ORACLE_IP], os.environ[distribute.ORACLE_PORT]
+            say(f"serving {len(wanted) - len(done)} seeds on {host}:{port} to the workers")
+            tuner.oracle.verbose = 0  # Keras Tuner's own trial display: the lines below say it in one each
+
+            def ended(trial):
+                v = trial.hyperparameters.values
+                say(f"{v[RUN]} seed {v[RUN_SEED]} {trial.status.lower()} ({tuner.runlog.runner(trial.trial_id)}): "
+                    f"{tuner.evaluation(trial)}")
+
+            tuner.oracle.on_trial_ended = ended
         search_to_the_end(tuner, training.train_set(config["study"]["seed"]), training.val_set(),
                           [EpochReporter(progress)], epochs, out)
-
         trials = {tuner.oracle.key(t.hyperparameters.values): t for t in tuner.oracle.trials.values()}
-        ended = [trials[k] for k in wanted]
-        completed = [t for t in ended if t.status == "COMPLETED"]
-        failed = [tuner.trial_seed(t) for t in ended if t.status != "COMPLETED"]
-        if not completed:
-            raise UserError(f"{name}: every seed failed ({failure_reason(ended[0].message)}); nothing was written. "
-                            f"Check the values it trains, or delete {tuner.project_dir} and rerun")
-        runs = [read_json(tuner.evaluation_file(t.trial_id)) for t in completed]
-        metrics = {**extra, "epochs": epochs, "seeds": [r["seed"] for r in runs], "runs": runs, **summarize(runs),
-                   **({"failed_seeds": failed} if failed else {}), "data": training.splits.note}
-        if failed:
-            say(f"{name}: seed(s) {', '.join(map(str, failed))} failed; the summary is over the other "
-                f"{len(runs)}")
-        if export:
-            best = max(range(len(runs)), key=lambda i: (runs[i]["val_accuracy"], -i))  # on validation, never test
-            kept = for_export(tuner.load_model(completed[best]), tta=config["retrain"]["tta"])
-            if not export_model(kept, staging):
-                say("note: TensorFlow is not installed, so no serving/ SavedModel was exported (model.keras was); "
-                    "install the tensorflow extra and rerun retrain-best for one")
-            metrics["exported_seed"], metrics["exported_tta"] = runs[best]["seed"], config["retrain"]["tta"]
-            metrics["exports_verified_on_images"] = verify_exports(kept, staging, test[0][:_VERIFY_IMAGES])
-        # The runs trained by earlier processes, then this process's time (its runs and the export).
-        earlier = sum(r["wall_s"] for r in runs if (name, r["seed"]) in done)
-        metrics["wall_time_s"] = round(earlier + time.monotonic() - started, 1)
-        write_json_atomic(staging / "hyperparameters.json", values)
-        write_json_atomic(staging / "metrics.json", metrics)
-        write_provenance(staging, config, extra={"data_source": source.describe()})
-        replace_dir_atomic(staging, target)
+        # The runs trained by earlier processes count in the wall time; this process's time is shared
+        # by its jobs, which ran side by side.
+        elapsed = time.monotonic() - started
+        return [_finish(config, tuner, job, [trials[(job.name, s)] for s in range(
+            config["study"]["seed"], config["study"]["seed"] + seeds)], staging[job.name], done, elapsed, test,
+            source, say) for job in jobs]
 
-        spread = f" +- {metrics['test_accuracy_std']:.4f} over {len(runs)} seeds" if len(runs) > 1 else ""
-        say(f"\n{name}: test accuracy {metrics['test_accuracy_mean']:.4f}{spread}, "
-            f"{metrics['test_accuracy_tta_mean']:.4f} with test-time mirroring (train "
-            f"{metrics['train_accuracy_mean']:.4f}, val {metrics['val_accuracy_mean']:.4f}) in "
-            f"{format_duration(metrics['wall_time_s'])}")
-        return metrics
+
+def _stage(study: Study, target: Path) -> Path:
+    """A fresh staging folder beside `target`, after putting back a `target` a killed swap left
+    aside and clearing what killed runs left."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        restore_dir(target)
+        for stale in target.parent.glob(f".{target.name}.staging-*"):  # left by a run killed mid-write
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = target.parent / f".{target.name}.staging-{os.getpid()}"
+        staging.mkdir()
+        return staging
+    except OSError as exc:
+        raise UserError(f"cannot write to {study.root} ({exc.strerror or exc}); choose another --results-dir") from None
+
+
+def _finish(config: Config, tuner: RetrainTuner, job: Job, ended: list, staging: Path, done: set, elapsed: float,
+            test, source: Source, say) -> dict[str, Any]:
+    """One job's metrics (and export) from its ended runs, written to its target in one swap."""
+    completed = [t for t in ended if t.status == "COMPLETED"]
+    failed = [tuner.trial_seed(t) for t in ended if t.status != "COMPLETED"]
+    if not completed:
+        raise UserError(f"{job.name}: every seed failed ({failure_reason(ended[0].message)}); nothing was written. "
+                        f"Check the values it trains, or delete {tuner.project_dir} and rerun")
+    runs = [read_json(tuner.evaluation_file(t.trial_id)) for t in completed]
+    epochs = config["retrain"]["epochs"]
+    values = tuner.hypermodel.hyperparameters(job.hp).as_dict()  # everything trained, searched or not
+    metrics = {**job.extra, "epochs": epochs, "seeds": [r["seed"] for r in runs], "runs": runs, **summarize(runs),
+               **({"failed_seeds": failed} if failed else {}), "data": tuner.training.splits.note}
+    if failed:
+        say(f"{job.name}: seed(s) {', '.join(map(str, failed))} failed; the summary is over the other {len(runs)}")
+    started = time.monotonic()
+    if job.export:
+        best = max(range(len(runs)), key=lambda i: (runs[i]["val_accuracy"], -i))  # on validation, never test
+        kept = for_export(tuner.load_model(completed[best]), tta=config["retrain"]["tta"])
+        if not export_model(kept, staging):
+            say("note: TensorFlow is not installed, so no serving/ SavedModel was exported (model.keras was); "
+                "install the tensorflow extra and rerun retrain-best for one")
+        metrics["exported_seed"], metrics["exported_tta"] = runs[best]["seed"], config["retrain"]["tta"]
+        metrics["exports_verified_on_images"] = verify_exports(kept, staging, test[0][:_VERIFY_IMAGES])
+    earlier = sum(r["wall_s"] for r in runs if (job.name, r["seed"]) in done)
+    metrics["wall_time_s"] = round(earlier + elapsed + time.monotonic() - started, 1)
+    write_json_atomic(staging / "hyperparameters.json", values)
+    write_json_atomic(staging / "metrics.json", metrics)
+    write_provenance(staging, config, extra={"data_source": source.describe()})
+    replace_dir_atomic(staging, job.target)
+
+    spread = f" +- {metrics['test_accuracy_std']:.4f} over {len(runs)} seeds" if len(runs) > 1 else ""
+    say(f"\n{job.name}: test accuracy {metrics['test_accuracy_mean']:.4f}{spread}, "
+        f"{metrics['test_accuracy_tta_mean']:.4f} with test-time mirroring (train "
+        f"{metrics['train_accuracy_mean']:.4f}, val {metrics['val_accuracy_mean']:.4f}) in "
+        f"{format_duration(metrics['wall_time_s'])}")
+    return metrics
 
 
 def hyperparameters_from(origin: str, results_dir: str | Path, config: Config) -> tuple[dict[str, Any], str]:
@@ -404,10 +483,12 @@ def retrain_best(config: Config, study: Study, source: Source, seeds: int = 1, o
                  **({"baseline": adopted["baseline"]} if adopted.get("baseline") else {})}
         where += (f", confirmed {confirmed['mean']:.4f} +- {confirmed['std']:.4f} on validation" if confirmed else "")
     print(f"hyperparameters from {where}, trained at {config.path}'s sizes:\n    {values}", file=out, flush=True)
-    metrics = _retrain(config, study, source, hyperparameters_with(config, values), seeds, "retrain-best",
-                       study.best_dir, export=True, extra=extra, out=out)
-    _say_exported(study, metrics, out)
-    return metrics
+    job = Job("retrain-best", hyperparameters_with(config, values), study.best_dir, export=True, extra=extra)
+    done = _retrain(config, study, source, [job], seeds, "runs/retrain-best", out)
+    if not done:  # a worker: its chief exports
+        return {}
+    _say_exported(study, done[0], out)
+    return done[0]
 
 
 def _say_exported(study: Study, metrics: dict[str, Any], out: TextIO) -> None:
@@ -439,13 +520,15 @@ def train_baseline(config: Config, study: Study, source: Source, seeds: int = 1,
     if unknown:
         raise UserError(f"no baseline named {', '.join(unknown)} in {config.path}; it has "
                         f"{', '.join(baselines) or 'none'} (add a [baselines.NAME] table)")
-    results = {}
+    jobs = []
     for name in names or list(baselines):
         values = baselines[name]
         shown = ", ".join(f"{k}={v}" for k, v in values.items()) or "every hyperparameter at the seed's value"
         print(f"baseline {name}: {shown}", file=out, flush=True)
-        target = study.root / "baselines" / name
-        results[name] = _retrain(config, study, source, hyperparameters_with(config, values), seeds,
-                                 f"baselines/{name}", target, export=False, extra={"baseline": name}, out=out)
-        print(f"written to {target}/: hyperparameters.json, metrics.json", file=out, flush=True)
-    return results
+        jobs.append(Job(f"baselines/{name}", hyperparameters_with(config, values), study.root / "baselines" / name,
+                        export=False, extra={"baseline": name}))
+    # One oracle for every baseline's seeds: with --workers they all train side by side.
+    results = _retrain(config, study, source, jobs, seeds, "runs/baselines", out)
+    for job in jobs[:len(results)]:
+        print(f"written to {job.target}/: hyperparameters.json, metrics.json", file=out, flush=True)
+    return {job.name.split("/", 1)[1]: metrics for job, metrics in zip(jobs, results)}

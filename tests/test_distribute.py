@@ -115,6 +115,28 @@ def test_a_chief_and_two_workers_complete_the_study(tmp_path, cifar_dir, tiny_co
 
 
 @pytest.mark.slow
+def test_retrain_seeds_train_side_by_side_on_workers_and_the_chief_exports_them(tmp_path, cifar_dir, tiny_config):
+    """retrain-best --workers 2: each seed a trial of the chief's oracle (Keras Tuner's engine, as the
+    search's), trained by the workers; the chief evaluates nothing and exports the best-validating."""
+    chosen = tmp_path / "chosen.json"
+    chosen.write_text(json.dumps({"dropout": 0.3, "lr": 0.02}))
+    result = run_cli("retrain-best", "--config", tiny_config, "--study", "side", "--from", chosen, "--seeds", 2,
+                     "--data-dir", cifar_dir, "--results-dir", tmp_path / "results", "--workers", 2,
+                     "--oracle-port", _free_port(), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-4000:]
+    study, out = tmp_path / "results" / "side", result.stdout
+    runs = _trials(study, "runs/retrain-best")
+    assert len(runs) == 2 and all(t["status"] == "COMPLETED" for t in runs.values())
+    assert {r for ran in _runners(study, "runs/retrain-best").values() for r in ran} <= {"tuner1", "tuner2"}
+    assert "[chief] serving 2 seeds on 127.0.0.1" in out and "[chief] retrain-best seed 2 completed (tuner" in out
+    assert "] --- retrain-best 1/2 (seed 1)" in out and "[chief] exported to" in out
+    metrics = json.loads((study / "best" / "metrics.json").read_text())
+    assert metrics["seeds"] == [1, 2] and metrics["exported_seed"] in (1, 2) and metrics["exports_verified_on_images"]
+    assert json.loads((study / "best" / "hyperparameters.json").read_text())["dropout"] == 0.3
+    assert (study / "logs" / "tuner2.log").is_file()
+
+
+@pytest.mark.slow
 def test_failures_in_a_row_stop_a_distributed_study_in_one_line_with_their_reason(tmp_path, cifar_dir, tiny_config):
     """Keras Tuner raised inside the chief's gRPC handler: the worker got a traceback and was
     restarted into the same failure, and the reason never crossed the wire."""

@@ -16,14 +16,15 @@ def test_for_a_loss_lower_is_better_and_non_finite_epochs_never_win():
 
 
 def test_a_retrain_resumes_the_runs_of_its_own_setup_only(tmp_path, tiny_config, cifar_dir):
-    """Fewer seeds: the unstarted ones are dropped, a started one is kept on record. Other values:
-    the runs start over, in a line, instead of mixing two retrains' seeds."""
+    """Fewer seeds: the unstarted ones are dropped, a started one is kept on record. Another name
+    (a second baseline) joins the record. Other values for a name: the runs start over, in a line,
+    instead of mixing two retrains' seeds."""
     import io
 
     from alexnet_search.config import load_config
     from alexnet_search.data import source_from
     from alexnet_search.progress import Progress
-    from alexnet_search.retrain import RUN_SEED, _runs_tuner, hyperparameters_with
+    from alexnet_search.retrain import RUN, RUN_SEED, Job, _runs_tuner, hyperparameters_with
     from alexnet_search.study import study_for
     from alexnet_search.training import Training
 
@@ -31,21 +32,26 @@ def test_a_retrain_resumes_the_runs_of_its_own_setup_only(tmp_path, tiny_config,
     study, training = study_for(tmp_path / "results", "tiny"), Training.prepare(config, source_from(cifar_dir))
     said = []
 
-    def tuner(seeds, values):
-        return _runs_tuner(config, study, training, "retrain-best", None, hyperparameters_with(config, values),
-                           seeds, Progress(seeds, None, out=io.StringIO()), said.append)
+    def tuner(seeds, **named):
+        jobs = [Job(f"baselines/{name}", hyperparameters_with(config, values), tmp_path / name, False, {})
+                for name, values in named.items()]
+        return _runs_tuner(config, study, training, "runs/baselines", None, jobs, seeds,
+                           Progress(seeds, None, out=io.StringIO()), said.append)
 
-    first = tuner(3, {"dropout": 0.3})
+    first = tuner(3, paper={"dropout": 0.3})
     assert [u[RUN_SEED] for u in first.oracle.units] == [1, 2, 3]
     started = first.oracle.create_trial("tuner0")  # seed 1 starts, then the process is gone
     assert started.hyperparameters.values[RUN_SEED] == 1 and started.hyperparameters.values["dropout"] == 0.3
     first.oracle.create_trial("tuner1")
-    again = tuner(1, {"dropout": 0.3})
+    again = tuner(1, paper={"dropout": 0.3})
     assert [u[RUN_SEED] for u in again.oracle.units] == [1, 2]  # seed 3 never started: dropped
-    assert len(again.oracle.trials) == 2 and not said
-    other = tuner(2, {"dropout": 0.4})
-    assert said == [f"retrain-best: the runs in {study.root / 'runs' / 'retrain-best'}/ trained other values, "
-                    f"epochs, data or network; starting over"]
+    both = tuner(1, paper={"dropout": 0.3}, seed={"dropout": 0.5})
+    assert [(u[RUN], u[RUN_SEED]) for u in both.oracle.units] == [("baselines/paper", 1), ("baselines/seed", 1),
+                                                                  ("baselines/paper", 2)]
+    assert len(both.oracle.trials) == 2 and not said
+    other = tuner(2, paper={"dropout": 0.4})
+    assert said == [f"the runs in {study.root / 'runs' / 'baselines'}/ trained other values, epochs, data or "
+                    f"network; starting over"]
     assert not other.oracle.trials and [u["dropout"] for u in other.oracle.units] == [0.4, 0.4]
 
 
