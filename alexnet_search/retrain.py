@@ -115,9 +115,10 @@ RUN, RUN_SEED = "retrain/name", "retrain/seed"
 
 class RetrainOracle(FinalistsOracle):
     """A retrain's seeds as planned runs (the confirmation's oracle: each handed out once, in
-    order), in results/<study>/runs/<name>/: a kill loses the seed in flight, and the same command
-    resumes with the seeds already trained. Its state also records `setup` (values, epochs, data
-    and network), so that a retrain of anything else starts over instead of mixing seeds."""
+    order), in results/<study>/runs/retrain-best/ or runs/baselines/: a kill loses the seed in
+    flight, and the same command resumes with the seeds already trained. Its state also records
+    `setup` (each name's values, the epochs, data and network), so that a retrain of anything else
+    starts over instead of mixing seeds (`_runs_tuner`)."""
 
     KEY = (RUN, RUN_SEED)
 
@@ -182,8 +183,11 @@ class RetrainTuner(FinalistTuner):
 
     def run_trial(self, trial, *args, **kwargs):
         started = time.monotonic()
-        histories = super().run_trial(trial, *args, **kwargs)
-        model, self._model = self._model, None
+        try:
+            histories = super().run_trial(trial, *args, **kwargs)
+            model = self._model
+        finally:
+            self._model = None  # a failed seed's model is not kept until the next one's
         result = {"seed": self.trial_seed(trial), "epochs": self.epochs,
                   "train_wall_s": round(time.monotonic() - started, 1),
                   "kept_epoch": kept_epoch(histories[0].history, self.oracle.objective.name)}
