@@ -745,7 +745,7 @@ def test_tensorboard_serves_every_trial_in_the_hparams_dashboard(searched, tmp_p
         finalist_runs = {f"finalists/{f['trial_id']}/seed{r['seed']}" for f in confirmed for r in f["runs"]}
         assert len(finalist_runs) == 6 and finalist_runs <= names  # every finalist seed, as its own session
         # ... and the retrain and baseline runs beside them (the module's earlier tests made them)
-        assert names - trials - finalist_runs <= {"retrain-best/seed1", "baselines/paper/seed1"}
+        assert names - trials - finalist_runs <= {"retrain-best/seed1", "retrain-best/seed2", "baselines/paper/seed1"}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
