@@ -8,10 +8,11 @@ and standard deviation over N weight-initialisation and shuffling seeds).
 Models are rebuilt through the same HyperModel (the searched architecture, not a checkpoint
 trained for a trial's short budget), trained from scratch for the full epochs, and the weights of
 the epoch that validated best kept (as the search scored its trials), then evaluated once on the
-test set. Each seed is a run of a Keras Tuner oracle (`RetrainOracle`, the confirmation's way),
-in `results/<study>/runs/<name>/`: a kill loses the seed in flight, and the same command resumes
-with the seeds trained (asked for more seeds, it trains only the new ones).
-retrain-best exports the run that validated best to `results/<study>/best/`:
+test set. Each seed is a trial of a Keras Tuner oracle (`RetrainOracle`, the confirmation's way),
+in `results/<study>/runs/retrain-best/` or `runs/baselines/`: a kill loses the seed in flight, the
+same command resumes with the seeds trained (asked for more seeds, it trains only the new ones),
+and with `--workers N` Keras Tuner's workers train the seeds side by side.
+retrain-best exports the run that validated best to `results/<study>/best/` (export.py):
 
     model.keras               Keras model; `keras.models.load_model(...).predict(uint8 images)`
     serving/                  TensorFlow SavedModel, inference-only endpoint `serve`
@@ -40,74 +41,22 @@ from typing import Any, TextIO
 import keras
 import numpy as np
 
-from . import backend, distribute, locks
+from . import distribute, locks
 from .config import Config
 from .confirm import FinalistsOracle, FinalistTuner, pooled_best, read_adopted
 from .console import format_duration, printer
 from .data import Source
 from .errors import UserError
+from .export import VERIFY_IMAGES, export_model, verify_exports
 from .files import read_json, replace_dir_atomic, restore_dir, write_json_atomic
 from .hypermodel import AlexNetHyperModel
-from .model import CIFAR_SHAPE, for_export
+from .model import for_export
 from .progress import EpochReporter, Progress
 from .search import search_to_the_end
 from .space import SEED, problems
 from .study import Study, require_same_network, require_study, study_for, write_provenance
 from .training import Training
 from .trials import ENDED, contender_name, direction, failure_reason
-
-_VERIFY_IMAGES = 512
-
-
-def export_model(model: keras.Model, folder: Path) -> bool:
-    """model.keras, and serving/ (a SavedModel whose `serve` endpoint takes uint8 (N, 32, 32, 3))
-    where TensorFlow is installed: a SavedModel is TensorFlow's format on every backend (JAX
-    exports through jax2tf). `model` is `model.for_export`'s. Returns whether serving/ was written."""
-    model.save(folder / "model.keras")
-    if not backend.has_tensorflow():
-        return False
-    import tensorflow as tf
-
-    # An explicit endpoint rather than `model.export()`: it pins the signature to uint8 CIFAR
-    # images in batches of any size and calls the model with training=False, so dropout and batch
-    # norm run in inference mode whatever the caller's Keras defaults.
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        name="serve",
-        fn=lambda images: model.call(images, training=False),
-        input_signature=[tf.TensorSpec((None, *CIFAR_SHAPE), tf.uint8, name="image")],
-    )
-    archive.write_out(str(folder / "serving"), verbose=False)
-    return True
-
-
-def verify_exports(model: keras.Model, folder: Path, images: np.ndarray, tolerance: float = 1e-4) -> int:
-    """Load the exports back; raise unless they give `model`'s probabilities and classes.
-
-    Classes are compared where the top two probabilities differ by more than `tolerance`: on a
-    near-tie, float rounding in another graph may legitimately pick the other class.
-    """
-    expected = model.predict(images, verbose=0)
-    top2 = np.sort(expected, axis=1)[:, -2:]
-    decided = (top2[:, 1] - top2[:, 0]) > tolerance
-    reloaded = keras.models.load_model(folder / "model.keras", safe_mode=True)
-    predictions = [("model.keras", reloaded.predict(images, verbose=0))]
-    if (folder / "serving").is_dir():
-        import tensorflow as tf
-
-        serving = tf.saved_model.load(str(folder / "serving"))
-        predictions.append(("serving/", serving.serve(tf.constant(images)).numpy()))
-    for name, got in predictions:
-        worst = float(np.abs(expected - got).max())
-        wrong = int((expected.argmax(1) != got.argmax(1))[decided].sum())
-        if worst > tolerance or wrong:
-            raise RuntimeError(
-                f"exported {name} disagrees with the trained model (max probability difference "
-                f"{worst:.2g}, {wrong} classes differ); the earlier export was left in place"
-            )
-    return len(images)
-
 
 # A retrain's bookkeeping in its runs' values (trials.is_bookkeeping): which retrain, which seed.
 RUN, RUN_SEED = "retrain/name", "retrain/seed"
@@ -404,7 +353,7 @@ def _finish(config: Config, tuner: RetrainTuner, job: Job, ended: list, staging:
             say("note: TensorFlow is not installed, so no serving/ SavedModel was exported (model.keras was); "
                 "install the tensorflow extra and rerun retrain-best for one")
         metrics["exported_seed"], metrics["exported_tta"] = runs[best]["seed"], config["retrain"]["tta"]
-        metrics["exports_verified_on_images"] = verify_exports(kept, staging, test[0][:_VERIFY_IMAGES])
+        metrics["exports_verified_on_images"] = verify_exports(kept, staging, test[0][:VERIFY_IMAGES])
     earlier = sum(r["wall_s"] for r in runs if (job.name, r["seed"]) in done)
     metrics["wall_time_s"] = round(earlier + elapsed + time.monotonic() - started, 1)
     write_json_atomic(staging / "hyperparameters.json", values)
