@@ -1,12 +1,15 @@
 """Progress lines for long work: trial k of n, per-epoch metrics, elapsed and time left, and the
 search's per-trial lines (`TrialReporter`).
 
-The estimate of time left is (epochs still to run) x (mean seconds per epoch seen so far in this
-process). Trials differ in width, so it is an estimate; it settles after a few trials.
+The estimate of time left is (epochs still to run) x (median seconds per epoch seen so far in this
+process). Trials differ in width, so it is an estimate; it settles after a few trials. A median,
+not a mean: one epoch stretched by a suspended process (Ctrl-Z, a laptop's sleep, a SIGSTOP) would
+otherwise inflate every later estimate, by hours for a long pause.
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from typing import Any, Callable, TextIO
@@ -62,8 +65,8 @@ class Progress:
                 f"{seconds:.1f}s  | elapsed {format_duration(self.clock() - self.start)}")
         if self.total_epochs is not None:  # None: the total is not this process's to know
             remaining = self.total_epochs - self.epochs_done - (epoch + 1 - first)
-            mean = sum(self.epoch_seconds) / len(self.epoch_seconds)
-            line += f", ~{format_duration(max(0, remaining) * mean)} left"
+            typical = statistics.median(self.epoch_seconds)
+            line += f", ~{format_duration(max(0, remaining) * typical)} left"
         self.print(line)
 
     def end(self, epochs_spent: int, summary: str) -> None:

@@ -14,7 +14,7 @@ class FakeClock:
         return self.now
 
 
-def test_time_left_is_remaining_epochs_times_mean_epoch_time():
+def test_time_left_is_remaining_epochs_times_the_median_epoch_time():
     out, clock = io.StringIO(), FakeClock()
     p = Progress(total_units=3, total_epochs=10, out=out, clock=clock)
     p.epochs_done = 2  # resumed: two epochs finished in an earlier run
@@ -26,6 +26,15 @@ def test_time_left_is_remaining_epochs_times_mean_epoch_time():
     assert "elapsed 30s" in last and "~3m 30s left" in last  # (10 - 2 - 1) epochs x 30 s
     p.end(4, "best val_accuracy 0.3")
     assert p.epochs_done == 6 and out.getvalue().splitlines()[-1].endswith("done: best val_accuracy 0.3")
+
+
+def test_a_suspended_epoch_does_not_inflate_the_time_left():
+    out = io.StringIO()
+    p = Progress(total_units=1, total_epochs=10, out=out, clock=FakeClock())
+    p.begin("trial 1/1", 0, 10)
+    for epoch, seconds in enumerate([20, 1500, 20, 22]):  # the second epoch spanned a 25-minute Ctrl-Z
+        p.epoch_end(epoch, {}, seconds=seconds)
+    assert out.getvalue().splitlines()[-1].endswith("~2m 06s left")  # 6 epochs x the median 21 s
 
 
 def test_promoted_trials_count_only_their_own_epochs():
