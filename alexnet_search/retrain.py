@@ -211,8 +211,13 @@ def _setup(config: Config, jobs: list[Job], epochs: int) -> dict[str, Any]:
                                   "data": config["data"], "model": config["model"]}, sort_keys=True, default=str))
 
 
+def _other_training(saved: dict, setup: dict) -> bool:
+    """Whether runs planned under `saved` trained another budget or network than `setup`'s."""
+    return any(saved.get(k) != setup[k] for k in ("epochs", "data", "model"))
+
+
 def _differs(saved: dict, setup: dict) -> bool:
-    return any(saved.get(k) != setup[k] for k in ("epochs", "data", "model")) or any(
+    return _other_training(saved, setup) or any(
         saved.get("runs", {}).get(name, values) != values for name, values in setup["runs"].items())
 
 
@@ -249,7 +254,7 @@ def _work(config: Config, study: Study, training: Training, project: str, test, 
     """A worker of `--workers N`: train the seeds its chief hands out, with this preset's network,
     which must be the one the chief planned for."""
     saved, setup = _saved_setup(study, project), _setup(config, jobs, config["retrain"]["epochs"])
-    if saved is None or any(saved.get(k) != setup[k] for k in ("epochs", "data", "model")):
+    if saved is None or _other_training(saved, setup):
         raise UserError(f"the chief's runs in {study.root / project}/ are planned for another preset's epochs, data "
                         f"or network than {config.path}'s; start the workers with the chief's --config")
     tuner = RetrainTuner(training, config, study, project, test, seeds, Progress(seeds * len(jobs), None, out=out))
