@@ -195,6 +195,36 @@ def test_a_seeded_search_repeats_to_the_last_bit(tmp_path, cifar_dir, tiny_confi
     assert first == metrics("b")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("tuner", ["random", "bayesian"])
+def test_random_and_bayesian_studies_train_max_trials_full_length_trials(tmp_path, cifar_dir, tiny_config, tuner):
+    """In this process: the CLI's search is run_search, and its subprocess costs a TensorFlow import."""
+    import io
+    import json
+
+    from alexnet_search.data import Source
+    from alexnet_search.report import read_scalars, write_report
+    from alexnet_search.search import run_search
+
+    preset = tmp_path / "random.toml"
+    # Bayesian: one random configuration, then the Gaussian process proposes the second.
+    extra = "initial_points = 1\n" if tuner == "bayesian" else ""
+    preset.write_text(f'extends = "{tiny_config}"\n[search]\ntuner = "{tuner}"\nmax_trials = 2\n{extra}')
+    study, out = study_for(tmp_path / "results", "random"), io.StringIO()
+    run_search(load_config(preset), study, Source(cifar_dir), out=out)
+    trials = [json.loads(p.read_text()) for p in sorted(study.tuner_dir.glob("trial_*/trial.json"))]
+    assert [t["status"] for t in trials] == ["COMPLETED", "COMPLETED"]
+    for t in trials:  # max_epochs (2) each, logged per epoch
+        run = study.root / "tensorboard" / t["trial_id"] / "execution0" / "validation"
+        assert sorted(read_scalars(run, "epoch_accuracy")) == [0, 1]
+    assert "trial 2/2" in out.getvalue() and "bracket" not in out.getvalue()
+    summary = json.loads((study.root / "search_summary.json").read_text())
+    assert (summary["trials_scheduled"], summary["epochs_scheduled"], summary["epochs_spent"]) == (2, 4, 4)
+    text = write_report(study).read_text()
+    assert f"{'Random search' if tuner == 'random' else 'Bayesian optimisation'} with" in text
+    assert "Too few trials" not in text
+
+
 def test_a_trial_id_that_would_leave_the_study_folder_is_refused(tmp_path):
     """A worker takes trial ids from the chief's unauthenticated port and deletes folders by them."""
     from alexnet_search.errors import UserError
