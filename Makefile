@@ -41,8 +41,6 @@ JAX_VENV := .venv-jax
 JAX_EXTRAS := dev,jax$(if $(GPU),$(comma)jax-cuda)
 TF_STAMP := $(TF_VENV)/.installed-$(subst $(comma),-,$(TF_EXTRAS))
 JAX_STAMP := $(JAX_VENV)/.installed-$(subst $(comma),-,$(JAX_EXTRAS))
-TF_DEPS := $(TF_VENV)/.deps-$(subst $(comma),-,$(TF_EXTRAS))
-JAX_DEPS := $(JAX_VENV)/.deps-$(subst $(comma),-,$(JAX_EXTRAS))
 
 VENV := $(if $(filter jax,$(BACKEND)),$(JAX_VENV),$(TF_VENV))
 STAMP := $(if $(filter jax,$(BACKEND)),$(JAX_STAMP),$(TF_STAMP))
@@ -57,38 +55,20 @@ WORKERS_ARG := $(if $(WORKERS),--workers $(WORKERS))
 
 env: $(STAMP)
 
-# An environment in two steps: its requirements, read from pyproject.toml without building this
-# project, then the project itself, editable and without dependencies. Only the second writes into
-# the checkout (alexnet_search.egg-info), so make test fills both environments' requirements at
-# once (make -j2) and then installs the project into each in turn.
 # $(1) venv, $(2) extras
-define make_deps
+define make_env
 	@test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
 	$(1)/bin/python -m pip install --quiet --upgrade pip
-	$(1)/bin/python alexnet_search/requirements.py $(2) > $(1)/requirements.txt
-	$(1)/bin/python -m pip install --quiet -r $(1)/requirements.txt
-	@rm -f $(1)/.deps-*
-	@touch $@
-endef
-
-# $(1) venv
-define make_env
-	$(1)/bin/python -m pip install --quiet --no-deps -e .
+	$(1)/bin/python -m pip install --quiet -e '.[$(2)]'
 	@rm -f $(1)/.installed-*
 	@touch $@
 endef
 
-$(TF_DEPS): pyproject.toml
-	$(call make_deps,$(TF_VENV),$(TF_EXTRAS))
+$(TF_STAMP): pyproject.toml
+	$(call make_env,$(TF_VENV),$(TF_EXTRAS))
 
-$(JAX_DEPS): pyproject.toml
-	$(call make_deps,$(JAX_VENV),$(JAX_EXTRAS))
-
-$(TF_STAMP): $(TF_DEPS)
-	$(call make_env,$(TF_VENV))
-
-$(JAX_STAMP): $(JAX_DEPS)
-	$(call make_env,$(JAX_VENV))
+$(JAX_STAMP): pyproject.toml
+	$(call make_env,$(JAX_VENV),$(JAX_EXTRAS))
 
 search: $(STAMP)
 	$(RUN) search $(STUDY_ARGS) $(SEED_ARG) $(BUDGET_ARGS) $(WORKERS_ARG)
@@ -119,9 +99,7 @@ tensorboard: $(STAMP)
 # themselves: a neighbour's load would stretch their clocks, and their 3-minute budget is theirs.
 PYTEST := python -m pytest -n 2 --dist loadgroup
 
-test:
-	@$(MAKE) --no-print-directory -j2 $(TF_DEPS) $(JAX_DEPS)
-	@$(MAKE) --no-print-directory -j1 $(TF_STAMP) $(JAX_STAMP)
+test: $(TF_STAMP) $(JAX_STAMP)
 	KERAS_BACKEND=tensorflow $(TF_VENV)/bin/$(PYTEST) -m "not alone"
 	KERAS_BACKEND=tensorflow $(TF_VENV)/bin/python -m pytest -m alone
 	KERAS_BACKEND=jax $(JAX_VENV)/bin/$(PYTEST) -m backends
