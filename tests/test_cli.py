@@ -199,14 +199,20 @@ def test_a_search_stopped_or_killed_at_any_point_resumes_with_its_trials_intact(
     assert runs == sorted(t["trial_id"] for t in kept.values())
 
 
-@slow
-def test_a_confirmation_killed_mid_run_resumes_losing_only_that_run(searched, tmp_path):
+def _search_only(searched, dest):
+    """A copy of the searched study as its search left it: no confirmation, adoption, retrain,
+    baseline, report or TensorBoard run. Returns `dest`."""
     import shutil
 
+    shutil.copytree(searched.study, dest, ignore=shutil.ignore_patterns(
+        "finalists*", "best*", "baselines", "runs", "report*", "tensorboard"))
+    return dest
+
+
+@slow
+def test_a_confirmation_killed_mid_run_resumes_losing_only_that_run(searched, tmp_path):
     # The searched study before its confirmation: the same search, nothing confirmed or adopted.
-    study = tmp_path / "results/tiny"
-    shutil.copytree(searched.study, study, ignore=shutil.ignore_patterns(
-        "finalists*", "best*", "baselines", "report*", "tensorboard"))
+    study = _search_only(searched, tmp_path / "results/tiny")
     args = ["search", "--config", searched.config, "--data-dir", searched.cifar, "--results-dir", tmp_path / "results"]
     _kill_when(args, tmp_path, "[finalist 2 seed 1001] epoch 1/2")  # the third of six runs, mid-way
     search_before = {p.name: p.read_bytes() for p in (study / "tuner").glob("trial_*/trial.json")}
@@ -493,11 +499,8 @@ def test_baseline_trains_a_named_set_and_the_report_compares_it(searched):
 @slow
 def test_a_finished_study_extends_with_its_trials_kept(searched, tmp_path):
     """keras-tuner#234: more budget for a study that looks promising, not a new one."""
-    import shutil
-
     # The searched study's search, extended without a confirmation ([confirm] is not the search's).
-    shutil.copytree(searched.study, tmp_path / "results" / "tiny", ignore=shutil.ignore_patterns(
-        "finalists*", "best*", "baselines", "runs", "report*"))
+    _search_only(searched, tmp_path / "results" / "tiny")
     args = ["--config", make_tiny_config(tmp_path), "--data-dir", searched.cifar, "--results-dir", tmp_path / "results"]
     tuner = tmp_path / "results" / "tiny" / "tuner"
     before = {p.parent.name: p.read_text() for p in tuner.glob("trial_*/trial.json")}

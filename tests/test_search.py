@@ -200,7 +200,6 @@ def test_a_seeded_search_repeats_to_the_last_bit(tmp_path, cifar_dir, tiny_confi
 def test_random_and_bayesian_studies_train_max_trials_full_length_trials(tmp_path, cifar_dir, tiny_config, tuner):
     """In this process: the CLI's search is run_search, and its subprocess costs a TensorFlow import."""
     import io
-    import json
 
     from alexnet_search.data import Source
     from alexnet_search.report import read_scalars, write_report
