@@ -344,13 +344,33 @@ def visible_gpus() -> list[Gpu]:
 # compiling (README, Measured: 7-11 s a new model against 0.5 s an epoch).
 WORKER_GPU_GIB = 8.0
 WORKER_CORES = 2
+# Without a GPU a worker is a core: one process training on one thread wastes less than one
+# process spreading this small network over several. On 2 AVX-512 cores, cpu.toml's recipe: two
+# one-thread workers trained 1.5x the images/s of one process on both cores (12.5 s an epoch
+# each against 8.8 s), and two processes each on both cores only 1.16x (README, Measured). Host
+# memory bounds them: a TensorFlow worker training cpu.toml peaks near 1.3 GB.
+WORKER_HOST_GIB = 2.0
+# The thread pools a CPU worker is held to: TensorFlow's two, and OpenMP's (PyTorch, BLAS).
+# JAX's XLA:CPU pool has no such switch (JAX trains this network 3x slower on CPU anyway).
+CPU_THREADS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
 
 
-def auto_workers(gpus: list[Gpu], cores: int) -> tuple[int, str]:
+def host_memory_gib() -> float:
+    """This machine's physical memory (0 where the OS will not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return 0.0
+
+
+def auto_workers(gpus: list[Gpu], cores: int, host_gib: float | None = None) -> tuple[int, str]:
     """How many workers `--workers auto` starts here, and why, in words."""
     if not gpus:
-        return 1, (f"no GPU visible: 1 worker (several would only share {cores} core(s); "
-                   f"--workers N to choose)")
+        host_gib = host_memory_gib() if host_gib is None else host_gib
+        by_memory = max(1, int(host_gib // WORKER_HOST_GIB)) if host_gib else cores
+        n = max(1, min(cores, by_memory))
+        return n, (f"no GPU visible: {n} worker(s) of {max(1, cores // n)} thread(s) each ({cores} core(s), "
+                   f"{host_gib:.0f} GiB of memory at about {WORKER_HOST_GIB:g} GiB a worker)")
     memory = sum(g.memory_gib for g in gpus)
     by_memory = max(1, sum(int(g.memory_gib // WORKER_GPU_GIB) for g in gpus))
     by_cores = max(1, (cores - 1) // WORKER_CORES)  # a core for the chief and the launcher
@@ -359,17 +379,21 @@ def auto_workers(gpus: list[Gpu], cores: int) -> tuple[int, str]:
                f"{WORKER_GPU_GIB:g} GiB each, {cores} cores feed {by_cores} at {WORKER_CORES} each")
 
 
-def placement(workers: int, gpus: list[Gpu], environ: dict | None = None) -> list[dict[str, str]]:
+def placement(workers: int, gpus: list[Gpu], environ: dict | None = None,
+              cores: int | None = None) -> list[dict[str, str]]:
     """Each worker's GPU (round robin) and, where several share one, its share of that GPU's
-    memory, set the backend's way. What the user already set in `environ` is left alone.
+    memory, set the backend's way; without a GPU, its share of the `cores` (default: this
+    process's) as thread-pool sizes. What the user already set in `environ` is left alone.
 
     JAX takes 75% of a GPU per process by default, so a second JAX worker on it would run out
     of memory: each gets an equal part of 90% (XLA_PYTHON_CLIENT_MEM_FRACTION). TensorFlow takes
     it all unless memory growth is on (TF_FORCE_GPU_ALLOW_GROWTH). PyTorch allocates as it goes.
+    On a CPU each backend would size its pools to every core, and N workers would contend for them.
     """
     environ = os.environ if environ is None else environ
     if not gpus:
-        return [{} for _ in range(workers)]
+        threads = str(max(1, (cores or len(os.sched_getaffinity(0))) // workers))
+        return [{key: threads for key in CPU_THREADS if key not in environ} for _ in range(workers)]
     sharing = -(-workers // len(gpus))  # workers on the busiest GPU
     envs = []
     for i in range(workers):
@@ -545,8 +569,11 @@ def launch_local(child_args: list[str], workers: int | str, host: str, port: int
     def env_for(tuner_id: str, placed: dict) -> dict:
         return {**base, TUNER_ID: tuner_id, LAUNCHER_PID: str(os.getpid()), **placed}
 
+    places = placement(workers, gpus)
+    threads = places[0].get("TF_NUM_INTRAOP_THREADS") if not gpus else None
     say(f"chief on {host}:{port} and {workers} worker(s)"
-        + (f" on {len(gpus)} GPU(s)" if gpus else "") + f"; logs in {log_dir}/")
+        + (f" on {len(gpus)} GPU(s)" if gpus else f" of {threads} thread(s) each" if threads else "")
+        + f"; logs in {log_dir}/")
     chief = _Process("chief", "chief", argv, env_for("chief", {"CUDA_VISIBLE_DEVICES": ""} if gpus else {}),
                      log_dir / "chief.log", out, lock)
     # Workers must not see --overwrite: only the chief may reset the study.
@@ -554,7 +581,7 @@ def launch_local(child_args: list[str], workers: int | str, host: str, port: int
     pool = [
         _Process(f"worker {i}", f"tuner{i}", worker_argv, env_for(f"tuner{i}", placed), log_dir / f"tuner{i}.log",
                  out, lock)
-        for i, placed in enumerate(placement(workers, gpus), start=1)
+        for i, placed in enumerate(places, start=1)
     ]
     # SIGTERM (a scheduler's preemption, `kill`) stops the study as Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -465,7 +465,12 @@ def test_a_workers_call_cut_by_a_dying_chief_is_made_again_when_it_is_back():
 
 def test_workers_beyond_the_gpus_share_them_each_with_its_part_of_the_memory():
     one, two = [distribute.Gpu("0", 139.8)], [distribute.Gpu("0", 80.0), distribute.Gpu("1", 80.0)]
-    assert distribute.placement(2, [], environ={}) == [{}, {}]  # no GPU: nothing to place
+    # No GPU: the workers split the cores, unless the user sized a pool.
+    assert distribute.placement(2, [], environ={}, cores=2) == [
+        {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}] * 2
+    assert distribute.placement(3, [], environ={"OMP_NUM_THREADS": "4"}, cores=8) == [
+        {"TF_NUM_INTRAOP_THREADS": "2", "TF_NUM_INTEROP_THREADS": "2"}] * 3
+    assert distribute.placement(4, [], environ={}, cores=2)[0]["TF_NUM_INTRAOP_THREADS"] == "1"  # never 0
     assert distribute.placement(2, two, environ={}) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
     shared = distribute.placement(4, one, environ={})
     assert shared == [{"CUDA_VISIBLE_DEVICES": "0", "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.225",
@@ -477,7 +482,10 @@ def test_workers_beyond_the_gpus_share_them_each_with_its_part_of_the_memory():
 
 
 def test_workers_auto_is_bounded_by_the_gpus_memory_and_the_cores_and_says_which():
-    assert distribute.auto_workers([], 16)[0] == 1
+    n, why = distribute.auto_workers([], 2, host_gib=24.0)  # a CPU: a worker per core
+    assert n == 2 and "2 worker(s) of 1 thread(s) each" in why
+    assert distribute.auto_workers([], 16, host_gib=8.0)[0] == 4  # memory is the bound
+    assert distribute.auto_workers([], 4, host_gib=1.0)[0] == 1  # never 0
     n, why = distribute.auto_workers([distribute.Gpu("0", 139.8)], 16)
     assert n == 7 and "1 GPU(s) with 140 GiB hold 17" in why and "16 cores feed 7 at 2 each" in why
     assert distribute.auto_workers([distribute.Gpu("0", 15.8)], 64)[0] == 1  # memory is the bound
