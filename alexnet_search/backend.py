@@ -244,7 +244,10 @@ def gpu_count() -> int:
 def describe_device() -> str:
     gpus = gpu_names()
     if not gpus:
-        return f"CPU ({os.cpu_count()} cores; no GPU visible to {name()})"
+        # A CPU worker of `--workers N` is held to its share of the cores (distribute.placement).
+        threads = os.environ.get("TF_NUM_INTRAOP_THREADS" if name() == "tensorflow" else "OMP_NUM_THREADS")
+        held = f", {threads} thread(s) for this process" if threads and name() != "jax" else ""
+        return f"CPU ({os.cpu_count()} cores{held}; no GPU visible to {name()})"
     return f"{len(gpus)} GPU(s): " + ", ".join(gpus)
 
 

@@ -346,8 +346,8 @@ WORKER_GPU_GIB = 8.0
 WORKER_CORES = 2
 # Without a GPU a worker is a core: one process training on one thread wastes less than one
 # process spreading this small network over several. On 2 AVX-512 cores, cpu.toml's recipe: two
-# one-thread workers trained 1.5x the images/s of one process on both cores (12.5 s an epoch
-# each against 8.8 s), and two processes each on both cores only 1.16x (README, Measured). Host
+# one-thread workers trained 1.4x the images/s of one process on both cores (12.6 s an epoch
+# each against 8.9 s), and two processes each on both cores only 1.14x (README, Measured). Host
 # memory bounds them: a TensorFlow worker training cpu.toml peaks near 1.3 GB.
 WORKER_HOST_GIB = 2.0
 # The thread pools a CPU worker is held to: TensorFlow's two, and OpenMP's (PyTorch, BLAS).

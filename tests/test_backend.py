@@ -78,3 +78,19 @@ def test_jax_processes_share_compiled_programs_and_count_them(tmp_path):
     assert first["programs"] > 0 and first["cached"] == first["programs"] and first["from_cache"] == 0
     assert second["from_cache"] == second["programs"] == first["programs"] and second["cached"] == 0
     assert list((tmp_path / "cache" / "jax").iterdir())  # under ALEXNET_SEARCH_CACHE, where every process looks
+
+
+@pytest.mark.backends
+def test_a_cpu_worker_held_to_its_share_of_the_cores_says_so(monkeypatch):
+    from alexnet_search import backend
+
+    if backend.gpu_count():
+        pytest.skip("a GPU is visible: the line names it instead")
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert "thread" not in backend.describe_device()
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    line = backend.describe_device()
+    # JAX's XLA:CPU pool has no such switch, so a JAX worker must not claim one.
+    assert ("1 thread(s) for this process" in line) == (backend.name() != "jax"), line
