@@ -348,7 +348,7 @@ WORKER_CORES = 2
 # process spreading this small network over several. On 2 AVX-512 cores, cpu.toml's recipe: two
 # one-thread workers trained 1.4x the images/s of one process on both cores (12.6 s an epoch
 # each against 8.9 s), and two processes each on both cores only 1.14x (README, Measured). Host
-# memory bounds them: a TensorFlow worker training cpu.toml peaks near 1.3 GB.
+# memory bounds them: a TensorFlow worker held about 1.0 GB through cpu.toml's search.
 WORKER_HOST_GIB = 2.0
 # The thread pools a CPU worker is held to: TensorFlow's two, and OpenMP's (PyTorch, BLAS).
 # JAX's XLA:CPU pool has no such switch (JAX trains this network 3x slower on CPU anyway).
