@@ -7,42 +7,44 @@ import pytest
 
 from conftest import REPO
 
-# One epoch of cpu.toml's network on the real input pipeline (batches built on worker threads),
-# counting the page faults it takes: the kernel work that cost a search a third of its CPU time.
+# A buffer above glibc's largest dynamic mmap threshold (32 MB on 64-bit), allocated, written and
+# freed again and again, counting the page faults of the repeats. Whether real training batches
+# fault depends on the machine (on AVX2 cores a cpu.toml search spent a third of its CPU in the
+# kernel; on AVX-512 ones glibc's own thresholds kept up): `make bench` measures that. This pins
+# the mechanism: kept, the freed memory is reused; plain, every repeat maps and faults it afresh.
 _FAULTS = """
-import os, resource, sys
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import resource, sys
 sys.path.insert(0, {repo!r})
 from alexnet_search import backend
-backend.start() if {keep} else backend.check()
+kept = backend.keep_freed_memory() if {keep} else False
 import numpy as np
-from alexnet_search.data import TrainingSet
-from alexnet_search.model import build_alexnet, compile_alexnet
-from alexnet_search.space import Hyperparameters
-
-rng = np.random.default_rng(0)
-x, y = rng.integers(0, 256, (512, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 512)
-model = compile_alexnet(build_alexnet(image_size=32, width_multiplier=0.125, conv1_kernel=3))
-train = TrainingSet(x, y, 128, seed=0)
-model.fit(train.batches(Hyperparameters()), epochs=1, verbose=0)  # traced, warmed up
+def touch():
+    a = np.empty(10_000_000, np.float32)  # 40 MB, through malloc
+    a.fill(1.0)
+    del a
+touch()  # the first one faults either way
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-model.fit(train.batches(Hyperparameters()), epochs=2, verbose=0)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+for _ in range(5):
+    touch()
+print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
-def test_training_batches_reuse_freed_memory_instead_of_faulting_it_in_again():
-    def faults(keep: bool) -> int:
+def test_freed_buffers_are_reused_instead_of_faulted_in_again():
+    def faults(keep: bool) -> tuple[str, int]:
         code = _FAULTS.format(repo=str(REPO), keep=keep)
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
-        return int(done.stdout.split()[-1])
+        kept, count = done.stdout.split()[-2:]
+        return kept, int(count)
 
-    plain, kept = faults(False), faults(True)
-    print(f"page faults over 8 batches: {plain} plain, {kept} with freed memory kept")
-    assert kept < plain / 3, (plain, kept)
+    (_, plain), (kept, reused) = faults(False), faults(True)
+    print(f"page faults over 5 repeats of a 40 MB buffer: {plain} plain, {reused} with freed memory kept")
+    assert kept == "True"  # glibc accepted the settings
+    # Each repeat faulted its memory in again: 9,800 pages at 4 KB, 20 at 2 MB (transparent huge pages).
+    assert plain >= 5 * 20, plain
+    assert reused < plain / 10, (plain, reused)
 
 
 # A process that trains one small Keras model on JAX and prints what XLA compiled and read back.
