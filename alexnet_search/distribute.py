@@ -363,13 +363,18 @@ def host_memory_gib() -> float:
         return 0.0
 
 
+def cpu_threads(cores: int, workers: int) -> int:
+    """Each CPU worker's share of the cores, in threads (never 0)."""
+    return max(1, cores // workers)
+
+
 def auto_workers(gpus: list[Gpu], cores: int, host_gib: float | None = None) -> tuple[int, str]:
     """How many workers `--workers auto` starts here, and why, in words."""
     if not gpus:
         host_gib = host_memory_gib() if host_gib is None else host_gib
         by_memory = max(1, int(host_gib // WORKER_HOST_GIB)) if host_gib else cores
         n = max(1, min(cores, by_memory))
-        return n, (f"no GPU visible: {n} worker(s) of {max(1, cores // n)} thread(s) each ({cores} core(s), "
+        return n, (f"no GPU visible: {n} worker(s) of {cpu_threads(cores, n)} thread(s) each ({cores} core(s), "
                    f"{host_gib:.0f} GiB of memory at about {WORKER_HOST_GIB:g} GiB a worker)")
     memory = sum(g.memory_gib for g in gpus)
     by_memory = max(1, sum(int(g.memory_gib // WORKER_GPU_GIB) for g in gpus))
@@ -392,7 +397,7 @@ def placement(workers: int, gpus: list[Gpu], environ: dict | None = None,
     """
     environ = os.environ if environ is None else environ
     if not gpus:
-        threads = str(max(1, (cores or len(os.sched_getaffinity(0))) // workers))
+        threads = str(cpu_threads(cores or len(os.sched_getaffinity(0)), workers))
         return [{key: threads for key in CPU_THREADS if key not in environ} for _ in range(workers)]
     sharing = -(-workers // len(gpus))  # workers on the busiest GPU
     envs = []
