@@ -240,7 +240,8 @@ class StudyTuner(keras_tuner.Hyperband):
         self._heartbeat = _Heartbeat()  # a worker's, while it trains a trial
         self._reserve = SpaceReserve(study.root / f".reserve.{self.tuner_id}")
         if self._is_worker():
-            self.oracle.stub = distribute.PatientStub(self.oracle.stub)
+            self.oracle.stub = distribute.PatientStub(distribute.worker_stub())
+            self.oracle.create_trial = distribute.paced(self.oracle.create_trial)
 
     # What differs between the search's trials and the finalists': their seed, their TensorBoard
     # run (a folder under tensorboard/), their lines.
