@@ -517,3 +517,156 @@ def test_several_devices_train_one_model_with_keras_data_parallel(tmp_path, cifa
     assert "2 devices per model (Keras DataParallel on JAX): global batch 128" in done.stdout  # 64 per device
     metrics = json.loads((tmp_path / "results" / "tiny" / "baselines" / "paper" / "metrics.json").read_text())
     assert np.isfinite(metrics["test_loss_mean"]) and 0 <= metrics["test_accuracy_mean"] <= 1
+
+
+class _Partition:
+    """A TCP relay to `port` that a test can partition: `cut()` drops every byte on the
+    connections it relays, and keeps them open (both ends' TCP still acknowledges, as a link that
+    went down and came back leaves a connection half-open), and refuses new ones until `mend()`.
+    A connection cut once stays dead: the worst case, where only a new connection gets through."""
+
+    def __init__(self, port: int):
+        import threading
+
+        self.target, self.generation, self.down = port, 0, False
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self):
+        self.generation, self.down = self.generation + 1, True
+
+    def mend(self):
+        self.down = False
+
+    def _accept(self):
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.down:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst, self.generation), daemon=True).start()
+
+    def _pump(self, src, dst, generation):
+        while True:
+            try:
+                data = src.recv(65536)
+                if not data:
+                    return
+                if generation == self.generation:
+                    dst.sendall(data)
+            except OSError:
+                return
+
+    def close(self):
+        for s in self.sockets:
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+@contextlib.contextmanager
+def _echo_server(options):
+    """A gRPC server on loopback with a unary Echo method, and its port."""
+    from concurrent import futures
+
+    import grpc
+
+    handler = grpc.method_handlers_generic_handler("t.T", {"Echo": grpc.unary_unary_rpc_method_handler(lambda r, c: r)})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handler], options=options)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(grace=None).wait()
+
+
+def test_a_call_on_a_connection_a_partition_left_half_open_goes_through_soon_after_the_partition():
+    """A worker's call made during a partition, on the connection the partition cut, gets through
+    within seconds of its end, on a new connection (keepalive pings notice the dead one): not after
+    TCP's retransmissions or Keras Tuner's 60-minute timeout, when the chief's lease on the worker
+    has long expired (test_hosts' partition, where a trial ended inside it)."""
+    import grpc
+
+    with _echo_server(distribute.SERVER_OPTIONS) as port:
+        relay = _Partition(port)
+        channel = grpc.insecure_channel(f"127.0.0.1:{relay.port}", options=distribute.WORKER_CHANNEL_OPTIONS)
+
+        class Stub:
+            Echo = channel.unary_unary("/t.T/Echo")
+
+        worker = distribute.PatientStub(Stub(), pause_s=0.2)
+        try:
+            assert worker.Echo(b"before", wait_for_ready=True, timeout=30) == b"before"
+            relay.cut()
+            result = {}
+
+            def end_trial():
+                started = time.monotonic()
+                try:
+                    result["reply"] = worker.Echo(b"during", wait_for_ready=True, timeout=30)
+                except grpc.RpcError as exc:
+                    result["reply"] = exc.code()
+                result["s"] = time.monotonic() - started
+
+            import threading
+
+            call = threading.Thread(target=end_trial)
+            call.start()
+            time.sleep(6)  # the partition: longer than a ping and its wait
+            relay.mend()
+            call.join(timeout=40)
+            assert result["reply"] == b"during"
+            assert result["s"] < 6 + 4 * distribute.KEEPALIVE_S, result  # seconds after the partition, not 30
+        finally:
+            channel.close()
+            relay.close()
+
+
+def test_the_chief_accepts_a_workers_keepalive_pings_while_it_trains():
+    """Between calls (a worker trains for minutes between them) its pings are allowed: a gRPC
+    server's default closes a connection pinging more than once per 5 minutes (too_many_pings),
+    and each reconnection would be a call's wait."""
+    import grpc
+
+    with _echo_server(distribute.SERVER_OPTIONS) as port:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=distribute.WORKER_CHANNEL_OPTIONS)
+        states = []
+        channel.subscribe(states.append, try_to_connect=True)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=10)
+            time.sleep(5 * distribute.KEEPALIVE_S)  # idle: only pings on the connection
+            assert channel.unary_unary("/t.T/Echo")(b"x", timeout=10) == b"x"
+            ready = states.index(grpc.ChannelConnectivity.READY)
+            assert states[ready:] == [grpc.ChannelConnectivity.READY], states  # never dropped
+        finally:
+            channel.close()
+
+
+def test_a_worker_told_to_wait_asks_again_after_a_pause_not_at_once():
+    answers = iter(["IDLE", "IDLE", "RUNNING"])
+    asked = []
+
+    class Trial:
+        def __init__(self, status):
+            self.status = status
+
+    def create_trial(tuner_id):
+        asked.append(time.monotonic())
+        return Trial(next(answers))
+
+    create = distribute.paced(create_trial, pause_s=0.2)
+    statuses = [create("tuner1").status for _ in range(3)]
+    returned = time.monotonic()
+    assert statuses == ["IDLE", "IDLE", "RUNNING"]
+    assert asked[1] - asked[0] >= 0.2 and asked[2] - asked[1] >= 0.2
+    assert returned - asked[2] < 0.1  # a trial to run is run at once
