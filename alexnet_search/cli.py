@@ -275,8 +275,11 @@ def cmd_plan(args) -> int:
     c, epochs = config["confirm"], config["retrain"]["epochs"]
     if c["finalists"]:
         against = f" and baseline {', '.join(c['baselines'])}" if c["baselines"] else ""
+        race = max(0, c["leader_seeds"] - c["seeds"])
         print(f"then the finalists: the best {c['finalists']} configurations{against} trained again with "
-              f"{c['seeds']} seeds each for {epochs} epochs: {finalist_epochs(config)} epochs")
+              f"{c['seeds']} seeds each for {epochs} epochs"
+              + (f", the best mean then with {race} more (again for each new leader)" if race else "")
+              + f": {finalist_epochs(config)} epochs" + (" or more" if race else ""))
     else:
         print("then no confirmation ([confirm] finalists = 0): the search's best trial is adopted")
     print(f"then retrain-best: {epochs} epochs per seed")

@@ -73,6 +73,7 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
     "confirm": {
         "finalists": _NONNEG_INT,
         "seeds": _POSITIVE_INT,
+        "leader_seeds": _POSITIVE_INT,
         "baselines": ((list,), lambda v: all(isinstance(n, str) for n in v) and len(set(v)) == len(v),
                       'a list of [baselines.NAME] names, each once, e.g. ["paper"]'),
     },
@@ -321,6 +322,8 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
     confirm = data.setdefault("confirm", {})
     confirm.setdefault("finalists", 3)
     confirm.setdefault("seeds", 2)
+    # One more than the others: the adopted contender's mean is never two lucky draws (confirm.py).
+    confirm.setdefault("leader_seeds", confirm["seeds"] + 1)
     confirm.setdefault("baselines", [])
     data["data"].setdefault("parallel_map", True)
     data["data"].setdefault("prefetch", True)
@@ -340,4 +343,10 @@ def load_config(path: str | Path) -> Config:
         check_image_size(data["data"]["image_size"], data.get("model", {}).get("conv1_kernel", SEED_CONV1_KERNEL))
     except UserError as exc:
         raise UserError(f"{path}: data.{exc} (or a smaller model.conv1_kernel)") from None
-    return Config(_with_defaults(data), str(path))
+    config = Config(_with_defaults(data), str(path))
+    c = config["confirm"]
+    if c["leader_seeds"] < c["seeds"]:
+        raise UserError(f"{path}: confirm.leader_seeds = {c['leader_seeds']} is below confirm.seeds = {c['seeds']}: "
+                        f"the adopted contender runs at least as many seeds as every other; raise it to "
+                        f"{c['seeds']} or more")
+    return config

@@ -12,6 +12,17 @@ the recipe rather than a lucky draw. The contender with the best mean is adopted
 best_hyperparameters.json, which retrain-best trains. A contender with a failed run (its loss
 diverged) is not adopted.
 
+Two seeds cannot see a configuration that collapses one run in three (the paper's recipe on
+cpu.toml: 0.6939, 0.6841, 0.6038 on test; its two confirmation seeds drew 0.7125 and 0.7185 and it
+was adopted over a configuration that tests 0.6884 +- 0.0048). So the lead is raced: once every
+contender has run its `[confirm] seeds`, the best mean runs one more seed, and again, until it has
+`[confirm] leader_seeds`; a leader that falls behind hands the lead on, and the new leader does the
+same. The adopted contender has the best mean and never fewer than leader_seeds runs; a contender
+that drew two poor seeds is not run again (a pick that is too cautious costs less than a lucky one).
+That is one more run when the leader holds, where a third seed for everyone would be one per
+contender. On workers, a worker with nothing else to do runs the next contender's extra seed while
+the leader's is still training (`next_race_run`): if the leader falls, the runner-up is ready.
+
 Each (finalist, seed) is a trial of a second Keras Tuner oracle, `FinalistsOracle`, kept in
 results/<study>/finalists/: crash-safe and resumable like the search's (a kill loses the run in
 flight), with a TensorBoard run and HParams session each (tensorboard/finalists/<trial>/seed<N>).
@@ -19,7 +30,7 @@ In a distributed study the chief serves it on its port + 1 once the search's tri
 and the same workers train the finalists (Keras Tuner's engine hands out trials, whatever oracle
 decides them).
 
-The seeds are CONFIRM_SEED + 1, + 2, ... in every study, so finalists of different studies (another
+The seeds are CONFIRM_SEED + 1, + 2, ... in every study (the leader's extra ones continue them), so finalists of different studies (another
 study seed) meet on equal terms (`pooled_best`), and none is a seed retrain-best trains with (the
 study seed + i): the retrain that tests the adopted configuration is an independent run.
 """
@@ -28,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import statistics
 import sys
@@ -50,7 +62,7 @@ from .search import StudyTuner, model_epochs, ranked_trials, search_to_the_end
 from .space import SEED as SEED_VALUES
 from .study import Study, same_training
 from .training import Training
-from .trials import ENDED, contender_name, direction, failure_reason, rank_finalists, searched_values
+from .trials import ENDED, FAILED, contender_name, direction, failure_reason, rank_finalists, run_seeds, searched_values
 
 CONFIRM_SEED = 1000
 # A finalist's bookkeeping in its trials' values (see trials.is_bookkeeping). A baseline contender's
@@ -101,14 +113,17 @@ def contender(values: dict) -> str:
 
 
 class FinalistsOracle(StudyOracle, keras_tuner.Oracle):
-    """Hands out each planned (finalist, seed) run once, in order; then stops.
+    """Hands out each planned (finalist, seed) run once, in order; then races the lead
+    (`next_race_run`) until the leader has `leader_seeds` runs; then stops.
 
     The plan lives in the oracle's state (oracle.json), so a resumed confirmation hands out what is
     left of the same runs; `plan` adds runs (a study extended, a larger [confirm]) and never drops
-    one that ran. `KEY` names the values that tell runs apart (retrain.RetrainOracle has its own).
+    one that ran, and the race's runs join the plan as they are handed out. `KEY` names the values
+    that tell runs apart (retrain.RetrainOracle has its own).
     """
 
     KEY = (TRIAL, SEED)
+    leader_seeds = 0  # `plan` sets it: the preset's [confirm] leader_seeds
 
     def __init__(self, objective: str, seed: int):
         # Failures are verdicts on finalists here (a diverging configuration is not adopted), not a
@@ -118,7 +133,7 @@ class FinalistsOracle(StudyOracle, keras_tuner.Oracle):
         self.units: list[dict[str, Any]] = []
         self.epochs: int | None = None
 
-    def plan(self, units: list[dict[str, Any]], epochs: int) -> None:
+    def plan(self, units: list[dict[str, Any]], epochs: int, leader_seeds: int = 0) -> None:
         if self.epochs is not None and self.epochs != epochs and self.trials:
             raise UserError(f"this study's finalists were confirmed at {self.epochs} epochs and [retrain] epochs is "
                             f"now {epochs}: their scores would not compare. Set it back to {self.epochs}, or delete "
@@ -130,7 +145,7 @@ class FinalistsOracle(StudyOracle, keras_tuner.Oracle):
                                 f"(the preset's [baselines.{unit[TRIAL]}]?): its scores would mix two configurations. "
                                 f"Set them back, or delete {self._project_dir} to confirm again")
         self.units += [u for u in units if self.key(u) not in known]
-        self.epochs = epochs
+        self.epochs, self.leader_seeds = epochs, leader_seeds
         self.save()
 
     def key(self, values: dict) -> tuple:
@@ -141,14 +156,66 @@ class FinalistsOracle(StudyOracle, keras_tuner.Oracle):
         for unit in self.units:
             if self.key(unit) not in started:
                 return {"status": TrialStatus.RUNNING, "values": dict(unit)}
+        unit = self.next_race_run()
+        if unit is not None:
+            self.units.append(unit)  # saved with the trial (Keras Tuner saves the oracle then)
+            return {"status": TrialStatus.RUNNING, "values": dict(unit)}
+        if self.leader_seeds and any(t.status not in ENDED for t in self.trials.values()):
+            return {"status": TrialStatus.IDLE, "values": None}  # the lead is decided once those end
         return {"status": TrialStatus.STOPPED, "values": None}
 
+    def standings(self) -> dict[str, dict]:
+        """Each contender's planned runs, completed scores, and whether a run is still to end
+        ("busy") or failed ("out": not adopted, so not raced)."""
+        trials = {self.key(t.hyperparameters.values): t for t in self.trials.values()}
+        table: dict[str, dict] = {}
+        for unit in self.units:
+            entry = table.setdefault(unit[TRIAL], {"units": [], "scores": [], "busy": False, "out": False})
+            entry["units"].append(unit)
+            trial = trials.get(self.key(unit))
+            if trial is None or trial.status not in ENDED:
+                entry["busy"] = True
+            elif trial.status in FAILED:
+                entry["out"] = True
+            else:
+                entry["scores"].append(trial.score)
+        return table
+
+    def next_race_run(self) -> dict[str, Any] | None:
+        """The next run of the race for the lead, or None.
+
+        Among contenders with no run still to end: the best mean with fewer than leader_seeds
+        runs, if it beats every contender that has leader_seeds (ties go to the one with more).
+        A single process asks only when nothing is running, so this is the leader itself; a worker
+        may ask while others train, and then runs the best of those settled, which is the lead's
+        next contender if a running one falls."""
+        if not self.leader_seeds:  # no race (a plan without one, retrain.RetrainOracle's)
+            return None
+        sign = 1.0 if self.objective.direction == "max" else -1.0
+        settled = [e for e in self.standings().values() if not e["busy"] and not e["out"] and e["scores"]]
+        bar = max((sign * statistics.fmean(e["scores"]) for e in settled if len(e["units"]) >= self.leader_seeds),
+                  default=-math.inf)
+        chasing = [e for e in settled if len(e["units"]) < self.leader_seeds and sign * statistics.fmean(e["scores"]) > bar]
+        if not chasing:
+            return None
+        best = max(chasing, key=lambda e: sign * statistics.fmean(e["scores"]))  # the first (best rank) on a tie
+        return {**best["units"][-1], SEED: CONFIRM_SEED + len(best["units"]) + 1}
+
+    def expected_runs(self) -> int:
+        """Runs planned so far plus the fewest the race still adds: what progress counts on. More
+        when the lead changes hands."""
+        if not self.leader_seeds:
+            return len(self.units)
+        raced = max((len(e["units"]) for e in self.standings().values() if not e["out"]), default=self.leader_seeds)
+        return len(self.units) + max(0, self.leader_seeds - raced)
+
     def get_state(self):
-        return {**super().get_state(), "units": self.units, "epochs": self.epochs}
+        return {**super().get_state(), "units": self.units, "epochs": self.epochs, "leader_seeds": self.leader_seeds}
 
     def set_state(self, state):
         super().set_state(state)
         self.units, self.epochs = state.get("units", []), state.get("epochs")
+        self.leader_seeds = state.get("leader_seeds", 0)  # `plan` sets the preset's again
 
 
 class FinalistTuner(StudyTuner):
@@ -162,6 +229,7 @@ class FinalistTuner(StudyTuner):
                          project or study.finalists_dir.name, config["distributed"]["lease_s"],
                          overwrite=overwrite, distribution_strategy=training.strategy)
         self.epochs = config["retrain"]["epochs"]
+        self.seeds = config["confirm"]["seeds"]
         self.progress = progress
         self.names = list(config.space)  # the preset's order: values come back from JSON sorted
 
@@ -182,8 +250,11 @@ class FinalistTuner(StudyTuner):
             shown = " ".join(f"{k}={short(v[k])}" for k in self.names if k in v)
             origin = (f"the preset's [baselines.{v[BASELINE]}]" if v.get(BASELINE) else
                       f"search trial {v[TRIAL]}, {self.oracle.objective.name} {v[SCORE]:.4f} after {v[EPOCHS]} epochs")
+            if v[SEED] > CONFIRM_SEED + self.seeds:
+                origin += "; an extra seed, racing for the lead"
+            run = int(trial.trial_id) + 1
             self.progress.begin(f"{contender(v)} seed {v[SEED]}", 0, self.epochs,
-                                f"(run {int(trial.trial_id) + 1}/{self.progress.total_units}; {origin})\n    {shown}")
+                                f"(run {run}/{max(run, self.progress.total_units)}; {origin})\n    {shown}")
 
     def report_end(self, trial) -> None:
         if self.progress:
@@ -224,26 +295,34 @@ def _confirm(config: Config, study: Study, training: Training, ranked: list, rol
     epochs = config["retrain"]["epochs"]
     units = finalist_units(ranked, c["finalists"], c["seeds"], config["search"]["max_epochs"])
     units += baseline_units(config, c["seeds"])
-    progress = Progress(len(units), None if role == "worker" else len(units) * epochs, out=out)
+    race = max(0, c["leader_seeds"] - c["seeds"])  # the fewest runs the race for the lead adds
+    progress = Progress(len(units) + race, None if role == "worker" else (len(units) + race) * epochs, out=out)
     tuner = FinalistTuner(training, config, study, progress=progress if role != "chief" else None)
     if role != "worker":
-        tuner.oracle.plan(units, epochs)
-        progress.total_units = len(tuner.oracle.units)
-        progress.total_epochs = len(tuner.oracle.units) * epochs
+        tuner.oracle.plan(units, epochs, c["leader_seeds"])
+
+        def count() -> None:
+            progress.total_units = tuner.oracle.expected_runs()
+            progress.total_epochs = progress.total_units * epochs
+
+        count()
         done = [t for t in tuner.oracle.trials.values() if t.status in ENDED]
         progress.epochs_done = len(done) * epochs
-        runs = len(tuner.oracle.units)
+        runs = progress.total_units
         finalists = len({u[TRIAL] for u in tuner.oracle.units if not u.get(BASELINE)})
         baselines = list(dict.fromkeys(u[TRIAL] for u in tuner.oracle.units if u.get(BASELINE)))
         say(f"\nconfirming {finalists} finalists" + (f" against baseline {', '.join(baselines)}" if baselines else "")
             + ": each trained again with seeds "
             f"{', '.join(map(str, confirm_seeds(c['seeds'])))} for {epochs} epochs and scored on validation"
+            + (f", then the best mean again with seed {', '.join(map(str, confirm_seeds(c['leader_seeds'])[c['seeds']:]))} "
+               f"(a leader that falls behind hands the lead on)" if race else "")
             + (f"; {len(done)} of {runs} runs done" if done else "")
             + ("" if role == "single" else f" (finalists' oracle on port {os.environ[distribute.ORACLE_PORT]})"))
         clock = _WallClock(study.finalists_file)
 
         def ended(trial):
             write_finalists(study, tuner.oracle, epochs, wall=clock.total())
+            count()
             if role == "chief":  # the workers print the epochs; the chief, each run as it ends
                 runner = tuner.runlog.runner(trial.trial_id)
                 v, score = trial.hyperparameters.values, f"{trial.score:.4f}" if trial.status == "COMPLETED" else \
@@ -305,20 +384,23 @@ def write_finalists(study: Study, oracle: FinalistsOracle, epochs: int, finished
         entry["complete"] = len(scores) == len(runs[trial_id])
         entry["mean"] = statistics.fmean(scores) if scores else None
         entry["std"] = statistics.stdev(scores) if len(scores) > 1 else 0.0 if scores else None
+    # "seeds": those every contender ran, where their means compare (the race adds some: each
+    # finalist's runs say which).
+    every = set.intersection(*({r["seed"] for r in r_} for r_ in runs.values())) if runs else set()
     summary = {"objective": oracle.objective.name, "epochs": epochs, "finished": finished, "wall_time_s": wall,
-               "seeds": sorted({u[SEED] for u in oracle.units}),
+               "seeds": sorted(every), "leader_seeds": oracle.leader_seeds,
                "finalists": rank_finalists(list(finalists.values()), oracle.objective.direction)}
     write_json_atomic(study.finalists_file, summary)
     return summary
 
 
 def finalists_table(summary: dict) -> str:
-    seeds = summary["seeds"]
+    seeds = run_seeds(summary["finalists"])
     header = ["finalist", "search score", *(f"seed {s}" for s in seeds), "mean", "std"]
     rows = []
     for f in summary["finalists"]:
         by_seed = {r["seed"]: r for r in f["runs"]}
-        cells = [f"{r['score']:.4f}" if r.get("score") is not None else r["status"].lower() if r else "-"
+        cells = ["-" if r is None else f"{r['score']:.4f}" if r.get("score") is not None else r["status"].lower()
                  for r in (by_seed.get(s) for s in seeds)]
         origin = "baseline" if f.get("baseline") else f"{f['search_score']:.4f} ({f['search_epochs']} ep)"
         rows.append([f"{f['study']}/{f['trial_id']}", origin, *cells,
@@ -356,7 +438,7 @@ def adopt(study: Study, config: Config, summary: dict | None = None, search_best
                                  + (f" and baseline {', '.join(against)}" if against else "")
                                  + (": no finalist beat this baseline" if best.get("baseline") else ""),
                    **({"baseline": best["baseline"]} if best.get("baseline") else {}),
-                   "confirmed": {"seeds": summary["seeds"], "epochs": summary["epochs"],
+                   "confirmed": {"seeds": [r["seed"] for r in best["runs"]], "epochs": summary["epochs"],
                                  "scores": [r["score"] for r in best["runs"]], "mean": best["mean"], "std": best["std"]}}
     write_json_atomic(study.adopted_file, adopted)
     values = " ".join(f"{k}={short(v)}" for k, v in adopted["hyperparameters"].items())

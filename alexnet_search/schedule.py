@@ -86,11 +86,14 @@ def search_schedule(s: dict) -> Schedule:
 
 def finalist_epochs(config) -> int:
     """Epochs the finalists' confirmation trains (`confirm`): (finalists + baselines) x seeds x
-    retrain epochs. Fewer when the search completed fewer distinct configurations than [confirm]
-    finalists; none without finalists."""
+    retrain epochs, plus the leader's extra seeds (leader_seeds - seeds runs): the fewest, when the
+    first leader holds; each change of lead adds up to as many again. Fewer when the search
+    completed fewer distinct configurations than [confirm] finalists; none without finalists."""
     c = config["confirm"]
-    contenders = c["finalists"] + len(c["baselines"]) if c["finalists"] else 0
-    return contenders * c["seeds"] * config["retrain"]["epochs"]
+    if not c["finalists"]:
+        return 0
+    runs = (c["finalists"] + len(c["baselines"])) * c["seeds"] + max(0, c["leader_seeds"] - c["seeds"])
+    return runs * config["retrain"]["epochs"]
 
 
 TUNER_NAMES = {"hyperband": "Hyperband", "random": "Random search", "bayesian": "Bayesian optimisation"}

@@ -68,10 +68,15 @@ def rank_key(score: float, trial_id: str, direction: str) -> tuple:
 
 def rank_finalists(finalists: list[dict], way: str) -> list[dict]:
     """finalists.json's finalists (`confirm`), best first: complete ones by mean score (`way`: "max"
-    or "min"; ties to the better search rank), then the rest."""
+    or "min"; ties to more runs, then the better search rank), then the rest."""
     sign = -1.0 if way == "max" else 1.0
     return sorted(finalists, key=lambda f: (not f["complete"], sign * f["mean"] if f["complete"] else 0.0,
-                                            f["study"], f["rank"]))
+                                            -len(f.get("runs", ())), f["study"], f["rank"]))
+
+
+def run_seeds(finalists: list[dict]) -> list[int]:
+    """Every seed any of `finalists` (finalists.json's) ran: a table's columns."""
+    return sorted({r["seed"] for f in finalists for r in f["runs"]})
 
 
 def contender_name(entry: dict) -> str:

@@ -189,6 +189,93 @@ def test_a_larger_plan_adds_runs_and_another_epoch_count_is_refused(confirming):
         tuner.oracle.plan(more, 40)
 
 
+def _race(oracle, scores: dict, tuner_id="tuner0"):
+    """Run the oracle to its end in one process, each run scored by `scores`; the runs, in order."""
+    order = []
+    while (trial := oracle.create_trial(tuner_id)).status != "STOPPED":
+        assert trial.status == "RUNNING"  # one process: never told to wait
+        v = trial.hyperparameters.values
+        oracle.update_trial(trial.trial_id, {"val_accuracy": scores[(v["finalist/trial"], v["finalist/seed"])]})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+        order.append((v["finalist/trial"], v["finalist/seed"]))
+    return order
+
+
+BASE = {("0003", 1001): 0.70, ("0003", 1002): 0.71, ("0001", 1001): 0.70, ("0001", 1002): 0.69,
+        ("0000", 1001): 0.68, ("0000", 1002): 0.69}
+
+
+def test_the_leader_runs_one_more_seed_and_is_adopted_if_it_still_leads(confirming):
+    tuner = confirming.tuner()
+    tuner.oracle.plan(confirming.units, 30, leader_seeds=3)
+    assert tuner.oracle.expected_runs() == 7
+    order = _race(tuner.oracle, {**BASE, ("0003", 1003): 0.70})
+    assert order == [*BASE, ("0003", 1003)]  # one run more: the leader's
+    summary = write_finalists(confirming.study, tuner.oracle, 30, finished=True)
+    assert summary["seeds"] == [1001, 1002] and summary["leader_seeds"] == 3  # the seeds every contender ran
+    assert [(f["trial_id"], len(f["runs"])) for f in summary["finalists"]] == [("0003", 3), ("0001", 2), ("0000", 2)]
+    assert re.search(r"^ *s/0000 .* 0\.6800 +0\.6900 +- +0\.6850 ", finalists_table(summary), re.M)  # not run: "-"
+    adopted = adopt(confirming.study, confirming.config, summary=summary)
+    assert adopted["trial_id"] == "0003" and adopted["confirmed"]["seeds"] == [1001, 1002, 1003]
+    assert adopted["confirmed"]["mean"] == pytest.approx(0.70333, abs=1e-4)
+
+
+def test_a_leader_that_falls_behind_on_its_extra_seed_hands_the_lead_on(confirming):
+    """The paper's recipe on cpu.toml: two lucky draws, then a collapse on the third."""
+    tuner = confirming.tuner()
+    tuner.oracle.plan(confirming.units, 30, leader_seeds=3)
+    collapse = {**BASE, ("0003", 1003): 0.60, ("0001", 1003): 0.69}
+    order = _race(tuner.oracle, collapse)
+    assert order == [*BASE, ("0003", 1003), ("0001", 1003)]  # 0000 (0.685) never led: not run again
+    summary = write_finalists(confirming.study, tuner.oracle, 30, finished=True)
+    assert [f["trial_id"] for f in summary["finalists"]] == ["0001", "0000", "0003"]
+    assert adopt(confirming.study, confirming.config, summary=summary)["trial_id"] == "0001"
+
+
+def test_a_race_run_interrupted_is_run_again_on_resume_and_a_finished_race_adds_nothing(confirming):
+    first = confirming.tuner()
+    first.oracle.plan(confirming.units, 30, leader_seeds=3)
+    for key in BASE:
+        _run(first.oracle, BASE[key])
+    interrupted = first.oracle.create_trial("tuner0")  # the leader's third seed; the process dies in it
+    assert interrupted.hyperparameters.values["finalist/seed"] == 1003
+    again = confirming.tuner()  # reloaded: the race's run is part of the plan now
+    again.oracle.plan(confirming.units, 30, leader_seeds=3)
+    assert len(again.oracle.units) == 7
+    assert _race(again.oracle, {**BASE, ("0003", 1003): 0.70}) == [("0003", 1003)]
+    done = confirming.tuner().oracle
+    done.plan(confirming.units, 30, leader_seeds=3)
+    assert _race(done, {}) == []  # decided: a rerun of `make search` trains nothing
+
+
+def test_on_workers_an_idle_worker_runs_the_next_contenders_extra_seed_and_then_waits(confirming):
+    oracle = confirming.tuner().oracle
+    oracle.plan(confirming.units, 30, leader_seeds=3)
+
+    def end(trial, score):
+        oracle.update_trial(trial.trial_id, {"val_accuracy": score})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+
+    def key(trial):
+        return trial.hyperparameters.values["finalist/trial"], trial.hyperparameters.values["finalist/seed"]
+
+    for k in list(BASE)[:5]:
+        _run(oracle, BASE[k])
+    last = oracle.create_trial("tuner1")  # 0000 seed 1002, still training
+    assert key(last) == ("0000", 1002)
+    lead = oracle.create_trial("tuner2")  # meanwhile: the best settled mean, 0003
+    assert key(lead) == ("0003", 1003)
+    end(last, 0.69)
+    runner_up = oracle.create_trial("tuner1")  # 0001 ran beside the leader's: ready if the leader falls
+    assert key(runner_up) == ("0001", 1003)
+    end(runner_up, 0.69)
+    assert oracle.create_trial("tuner1").status == "IDLE"  # 0000 is behind 0001's three: wait for 0003's
+    end(lead, 0.70)
+    assert oracle.create_trial("tuner1").status == "STOPPED"  # 0003 leads on three seeds
+
+
 def _confirmed(study, config, scores: dict[str, float], seeds=(1001, 1002), finished=True):
     """A study of `config` whose finalists (trial id -> score on every seed) have been confirmed."""
     prepare_search(study, config, overwrite=False)

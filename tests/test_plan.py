@@ -16,6 +16,6 @@ def test_estimates_count_every_epoch_and_the_final_evaluations():
     assert estimate_retrain_seconds(cpu, timing) == pytest.approx(30 * 8.2 + 2.0)
     # The finalists: 2 configurations and the paper's recipe x 2 seeds x 30 epochs, validated every
     # epoch, none tested.
-    assert estimate_finalists_seconds(cpu, timing) == pytest.approx(3 * 2 * 30 * 8.2)
+    assert estimate_finalists_seconds(cpu, timing) == pytest.approx((3 * 2 + 1) * 30 * 8.2)  # and the leader's third
     none = cpu.with_overrides({"confirm": {"finalists": 0}})
     assert estimate_finalists_seconds(none, timing) == 0

@@ -26,7 +26,7 @@ from ..errors import UserError
 from ..files import restore_dir, write_text_atomic
 from ..schedule import TUNER_NAMES, describe_search, search_schedule
 from ..study import Study, require_study, same_training
-from ..trials import FAILED, contender_name, direction, failure_reason, rank_finalists
+from ..trials import FAILED, contender_name, direction, failure_reason, rank_finalists, run_seeds
 from .analysis import SPREAD_RULE, difference, edge, outside_fit, warnings  # noqa: F401  (edge: public)
 from .importance import FORESTS, MIN_TRIALS, importance
 from .load import Trial, curve, fit_seconds, load_baselines, load_trials, ranked, read, read_scalars  # noqa: F401
@@ -91,14 +91,17 @@ def _finalists(study: Study, others: list[Study], adopted: dict | None, tuned: d
                             f"{adopted.get('trial_id')}.", ""]
         return lines + [f"The finalists have not been confirmed yet: `{commands['search']}` resumes the study, "
                         f"and confirms them once its search ends.", ""]
-    seeds = mine["seeds"]
     pool = [{**f, "study": name} for name, summary in summaries.items() if summary for f in summary["finalists"]]
     ranked = rank_finalists(pool, direction(mine["objective"]))
+    seeds = run_seeds(pool)
+    raced = [s for s in seeds if s not in mine["seeds"]]
     lines += [f"After the search, its best configurations were trained again from scratch with seeds "
-              f"{', '.join(map(str, seeds))} for {mine['epochs']} epochs each and scored on validation "
+              f"{', '.join(map(str, mine['seeds']))} for {mine['epochs']} epochs each and scored on validation "
               f"({mine['objective']} at the best epoch; never on test)"
               + (", beside the preset's baselines named in `[confirm] baselines`, trained the same way"
                  if any(f.get("baseline") for f in mine["finalists"]) else "")
+              + (f"; then the best mean again with seed {', '.join(map(str, raced))}, the lead passing on when "
+                 f"it fell behind (`[confirm] leader_seeds`)" if raced else "")
               + ". The best complete mean is adopted."
               + ("" if mine.get("finished") else " **Not finished:** some runs are still to do."), ""]
     rows = []
