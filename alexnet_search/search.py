@@ -260,6 +260,9 @@ class StudyTuner(keras_tuner.Hyperband):
     def search(self, *fit_args, **fit_kwargs):
         if distribute.role() == "chief":  # Keras Tuner's chief, serving this oracle until its trials are done
             self.oracle.lease_s = self.lease_s
+            # Keras Tuner's own table per trial ("Search: Running Trial #8", every value): the chief's
+            # lines, and each worker's, report instead (on_search_begin, where a process trains).
+            self.oracle.verbose = 0
             self.save()
             distribute.serve_oracle(self.oracle)
             return

@@ -115,6 +115,7 @@ def test_a_chief_and_two_workers_complete_the_study(tmp_path, cifar_dir, tiny_co
     confirmed = json.loads((study / "finalists.json").read_text())
     assert confirmed["finished"] and len(confirmed["finalists"][0]["runs"]) == 3  # the adopted one ran 3 seeds
     assert "an extra seed, racing for the lead" in out
+    assert "Running Trial" not in out  # Keras Tuner's own per-trial tables: the chief's lines say it
     adopted = json.loads((study / "best_hyperparameters.json").read_text())
     assert adopted["trial_id"] == confirmed["finalists"][0]["trial_id"]
 
