@@ -296,7 +296,9 @@ def _confirm(config: Config, study: Study, training: Training, ranked: list, rol
     units = finalist_units(ranked, c["finalists"], c["seeds"], config["search"]["max_epochs"])
     units += baseline_units(config, c["seeds"])
     race = max(0, c["leader_seeds"] - c["seeds"])  # the fewest runs the race for the lead adds
-    progress = Progress(len(units) + race, None if role == "worker" else (len(units) + race) * epochs, out=out)
+    # A worker has no ranking to plan from (the chief plans): it counts what the preset plans.
+    planned = len(units) if role != "worker" else (c["finalists"] + len(c["baselines"])) * c["seeds"]
+    progress = Progress(planned + race, None if role == "worker" else (planned + race) * epochs, out=out)
     tuner = FinalistTuner(training, config, study, progress=progress if role != "chief" else None)
     if role != "worker":
         tuner.oracle.plan(units, epochs, c["leader_seeds"])

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -111,6 +112,8 @@ def test_a_chief_and_two_workers_complete_the_study(tmp_path, cifar_dir, tiny_co
     assert len(finalists) in (5, 6) and all(t["status"] == "COMPLETED" for t in finalists.values())  # and the paper's
     assert {r for runs in _runners(study, "finalists").values() for r in runs} <= {"tuner1", "tuner2"}
     assert "[chief] finalist 1 seed 1001 completed (tuner" in out and "[worker 2] --- finalist" in out
+    # A worker counts the preset's plan: 1 finalist and the recipe x 2 seeds, and the leader's third.
+    assert re.search(r"\[worker \d\] --- \S+ \S+ seed 100[12] \(run [1-4]/5; ", out), out[-3000:]
     assert "[chief] baseline paper seed 1002 completed (tuner" in out
     confirmed = json.loads((study / "finalists.json").read_text())
     assert confirmed["finished"] and len(confirmed["finalists"][0]["runs"]) == 3  # the adopted one ran 3 seeds
