@@ -59,6 +59,7 @@ from .files import read_json, write_json_atomic
 from .oracle import StudyOracle
 from .progress import EpochReporter, Progress
 from .search import StudyTuner, model_epochs, ranked_trials, search_to_the_end
+from .schedule import finalist_runs
 from .space import SEED as SEED_VALUES
 from .study import Study, same_training
 from .training import Training
@@ -192,13 +193,16 @@ class FinalistsOracle(StudyOracle, keras_tuner.Oracle):
         if not self.leader_seeds:  # no race (a plan without one, retrain.RetrainOracle's)
             return None
         sign = 1.0 if self.objective.direction == "max" else -1.0
+
+        def mean(entry) -> float:  # higher is better, whichever the objective's direction
+            return sign * statistics.fmean(entry["scores"])
+
         settled = [e for e in self.standings().values() if not e["busy"] and not e["out"] and e["scores"]]
-        bar = max((sign * statistics.fmean(e["scores"]) for e in settled if len(e["units"]) >= self.leader_seeds),
-                  default=-math.inf)
-        chasing = [e for e in settled if len(e["units"]) < self.leader_seeds and sign * statistics.fmean(e["scores"]) > bar]
+        bar = max((mean(e) for e in settled if len(e["units"]) >= self.leader_seeds), default=-math.inf)
+        chasing = [e for e in settled if len(e["units"]) < self.leader_seeds and mean(e) > bar]
         if not chasing:
             return None
-        best = max(chasing, key=lambda e: sign * statistics.fmean(e["scores"]))  # the first (best rank) on a tie
+        best = max(chasing, key=mean)  # the first (best rank) on a tie
         return {**best["units"][-1], SEED: CONFIRM_SEED + len(best["units"]) + 1}
 
     def expected_runs(self) -> int:
@@ -297,8 +301,8 @@ def _confirm(config: Config, study: Study, training: Training, ranked: list, rol
     units += baseline_units(config, c["seeds"])
     race = max(0, c["leader_seeds"] - c["seeds"])  # the fewest runs the race for the lead adds
     # A worker has no ranking to plan from (the chief plans): it counts what the preset plans.
-    planned = len(units) if role != "worker" else (c["finalists"] + len(c["baselines"])) * c["seeds"]
-    progress = Progress(planned + race, None if role == "worker" else (planned + race) * epochs, out=out)
+    runs = len(units) + race if role != "worker" else finalist_runs(config)
+    progress = Progress(runs, None if role == "worker" else runs * epochs, out=out)
     tuner = FinalistTuner(training, config, study, progress=progress if role != "chief" else None)
     if role != "worker":
         tuner.oracle.plan(units, epochs, c["leader_seeds"])

@@ -84,16 +84,20 @@ def search_schedule(s: dict) -> Schedule:
     return Schedule((Round(bracket=0, round=0, trials=n, epochs=epochs, new_configs=n, epochs_spent=n * epochs),), 1)
 
 
-def finalist_epochs(config) -> int:
-    """Epochs the finalists' confirmation trains (`confirm`): (finalists + baselines) x seeds x
-    retrain epochs, plus the leader's extra seeds (leader_seeds - seeds runs): the fewest, when the
-    first leader holds; each change of lead adds up to as many again. Fewer when the search
-    completed fewer distinct configurations than [confirm] finalists; none without finalists."""
+def finalist_runs(config) -> int:
+    """Runs the finalists' confirmation trains (`confirm`): (finalists + baselines) x seeds, plus
+    the leader's extra seeds (leader_seeds - seeds): the fewest, when the first leader holds; each
+    change of lead adds up to as many again. Fewer when the search completed fewer distinct
+    configurations than [confirm] finalists; none without finalists."""
     c = config["confirm"]
     if not c["finalists"]:
         return 0
-    runs = (c["finalists"] + len(c["baselines"])) * c["seeds"] + max(0, c["leader_seeds"] - c["seeds"])
-    return runs * config["retrain"]["epochs"]
+    return (c["finalists"] + len(c["baselines"])) * c["seeds"] + max(0, c["leader_seeds"] - c["seeds"])
+
+
+def finalist_epochs(config) -> int:
+    """Epochs of `finalist_runs`, each the retrain's."""
+    return finalist_runs(config) * config["retrain"]["epochs"]
 
 
 TUNER_NAMES = {"hyperband": "Hyperband", "random": "Random search", "bayesian": "Bayesian optimisation"}
