@@ -18,10 +18,11 @@ was adopted over a configuration that tests 0.6884 +- 0.0048). So the lead is ra
 contender has run its `[confirm] seeds`, the best mean runs one more seed, and again, until it has
 `[confirm] leader_seeds`; a leader that falls behind hands the lead on, and the new leader does the
 same. The adopted contender has the best mean and never fewer than leader_seeds runs; a contender
-that drew two poor seeds is not run again (a pick that is too cautious costs less than a lucky one).
-That is one more run when the leader holds, where a third seed for everyone would be one per
-contender. On workers, a worker with nothing else to do runs the next contender's extra seed while
-the leader's is still training (`next_race_run`): if the leader falls, the runner-up is ready.
+whose first seeds were poor is not run again (a pick that is too cautious costs less than a lucky
+one). With seeds = 2 that is one more run when the leader holds, where a third seed for everyone
+would be one per contender; cpu.toml races from one seed (seeds = 1, leader_seeds = 3). On
+workers, a worker with nothing else to do runs the leader's next seed beside the one in flight,
+or once the leader has all its runs, the runner-up's (`next_race_run`): ready if the leader falls.
 
 Each (finalist, seed) is a trial of a second Keras Tuner oracle, `FinalistsOracle`, kept in
 results/<study>/finalists/: crash-safe and resumable like the search's (a kill loses the run in
@@ -63,7 +64,8 @@ from .schedule import finalist_runs
 from .space import SEED as SEED_VALUES
 from .study import Study, same_training
 from .training import Training
-from .trials import ENDED, FAILED, contender_name, direction, failure_reason, rank_finalists, run_seeds, searched_values
+from .trials import (ENDED, FAILED, contender_name, direction, failure_reason, first_raced, rank_finalists, run_seeds,
+                     searched_values)
 
 CONFIRM_SEED = 1000
 # A finalist's bookkeeping in its trials' values (see trials.is_bookkeeping). A baseline contender's
@@ -185,11 +187,12 @@ class FinalistsOracle(StudyOracle, keras_tuner.Oracle):
     def next_race_run(self) -> dict[str, Any] | None:
         """The next run of the race for the lead, or None.
 
-        Among contenders with no run still to end: the best mean with fewer than leader_seeds
-        runs, if it beats every contender that has leader_seeds (ties go to the one with more).
-        A single process asks only when nothing is running, so this is the leader itself; a worker
-        may ask while others train, and then runs the best of those settled, which is the lead's
-        next contender if a running one falls."""
+        The best mean so far with fewer than leader_seeds runs planned, if it beats every settled
+        contender that has leader_seeds (ties go to the one with more). A single process asks only
+        when nothing is running, so this is the leader itself. A worker may ask while others train:
+        it runs the leader's next seed beside the one in flight (both are needed if the leader
+        holds), else, once the leader has all its runs, the best of the rest, which is ready if
+        the leader falls."""
         if not self.leader_seeds:  # no race (a plan without one, retrain.RetrainOracle's)
             return None
         sign = 1.0 if self.objective.direction == "max" else -1.0
@@ -197,9 +200,10 @@ class FinalistsOracle(StudyOracle, keras_tuner.Oracle):
         def mean(entry) -> float:  # higher is better, whichever the objective's direction
             return sign * statistics.fmean(entry["scores"])
 
-        settled = [e for e in self.standings().values() if not e["busy"] and not e["out"] and e["scores"]]
-        bar = max((mean(e) for e in settled if len(e["units"]) >= self.leader_seeds), default=-math.inf)
-        chasing = [e for e in settled if len(e["units"]) < self.leader_seeds and mean(e) > bar]
+        scored = [e for e in self.standings().values() if not e["out"] and e["scores"]]
+        bar = max((mean(e) for e in scored if not e["busy"] and len(e["units"]) >= self.leader_seeds),
+                  default=-math.inf)
+        chasing = [e for e in scored if len(e["units"]) < self.leader_seeds and mean(e) > bar]
         if not chasing:
             return None
         best = max(chasing, key=mean)  # the first (best rank) on a tie
@@ -389,7 +393,7 @@ def write_finalists(study: Study, oracle: FinalistsOracle, epochs: int, finished
         entry["runs"] = runs[trial_id]
         entry["complete"] = len(scores) == len(runs[trial_id])
         entry["mean"] = statistics.fmean(scores) if scores else None
-        entry["std"] = statistics.stdev(scores) if len(scores) > 1 else 0.0 if scores else None
+        entry["std"] = statistics.stdev(scores) if len(scores) > 1 else None
     # "seeds": those every contender ran, where their means compare (the race adds some: each
     # finalist's runs say which).
     every = set.intersection(*({r["seed"] for r in r_} for r_ in runs.values())) if runs else set()
@@ -410,7 +414,7 @@ def finalists_table(summary: dict) -> str:
                  for r in (by_seed.get(s) for s in seeds)]
         origin = "baseline" if f.get("baseline") else f"{f['search_score']:.4f} ({f['search_epochs']} ep)"
         rows.append([f"{f['study']}/{f['trial_id']}", origin, *cells,
-                     f"{f['mean']:.4f}" if f["complete"] else "-", f"{f['std']:.4f}" if f["complete"] else "-"])
+                     f"{f['mean']:.4f}" if f["complete"] else "-", f"{f['std']:.4f}" if f["std"] is not None else "-"])
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [header] + rows)
 
@@ -431,11 +435,10 @@ def adopt(study: Study, config: Config, summary: dict | None = None, search_best
                    "hyperparameters": searched_values(best.hyperparameters.values),
                    "adopted_by": "the search's best score ([confirm] finalists = 0: not confirmed)"}
     else:
-        complete = [f for f in summary["finalists"] if f["complete"]]
-        if not complete:
+        best = first_raced(summary["finalists"], summary.get("leader_seeds", 0))
+        if best is None:
             raise UserError(f"no finalist of study {study.name} completed all its runs (see {study.finalists_file}); "
                             f"nothing was adopted. Check the failures, widen [confirm] finalists, and rerun the search")
-        best = complete[0]
         searched = sum(not f.get("baseline") for f in summary["finalists"])
         against = [f["trial_id"] for f in summary["finalists"] if f.get("baseline")]
         adopted = {"study": best["study"], "trial_id": best["trial_id"], objective: best["search_score"],
@@ -481,14 +484,16 @@ def pooled_best(study: Study, others: list[Study]) -> tuple[dict, list[dict]]:
         if not summary or not summary.get("finished"):
             raise UserError(f"--pool {member.name}: its finalists' confirmation has not finished; rerun its "
                             f"`make search` (the same command resumes it)")
-        theirs = (summary["objective"], summary["epochs"], summary["seeds"])
+        theirs = (summary["objective"], summary["epochs"], summary["seeds"], summary.get("leader_seeds", 0))
         if settings is not None and theirs != settings:
             raise UserError(f"--pool {member.name}: its finalists were confirmed with {theirs[0]} over seeds "
-                            f"{theirs[2]} at {theirs[1]} epochs, {study.name}'s with {settings[0]} over seeds "
-                            f"{settings[2]} at {settings[1]} epochs: the scores do not compare")
+                            f"{theirs[2]} at {theirs[1]} epochs, leader raced to {theirs[3]} seeds; {study.name}'s "
+                            f"with {settings[0]} over seeds {settings[2]} at {settings[1]} epochs, raced to "
+                            f"{settings[3]}: the scores do not compare")
         settings = theirs
         pool += [{**f, "study": member.name} for f in summary["finalists"]]  # the folder's name, even if renamed
     ranked = rank_finalists(pool, direction(settings[0]))
-    if not ranked or not ranked[0]["complete"]:
+    best = first_raced(ranked, settings[3])
+    if best is None:
         raise UserError(f"no finalist of {', '.join(s.name for s in [study, *others])} completed all its runs")
-    return ranked[0], ranked
+    return best, ranked

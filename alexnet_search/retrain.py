@@ -56,7 +56,7 @@ from .search import search_to_the_end
 from .space import SEED, problems
 from .study import Study, require_same_network, require_study, study_for, write_provenance
 from .training import Training
-from .trials import ENDED, contender_name, direction, failure_reason
+from .trials import ENDED, contender_name, direction, failure_reason, mean_spread
 
 # A retrain's bookkeeping in its runs' values (trials.is_bookkeeping): which retrain, which seed.
 RUN, RUN_SEED = "retrain/name", "retrain/seed"
@@ -439,7 +439,7 @@ def retrain_best(config: Config, study: Study, source: Source, seeds: int = 1, o
                  **({"confirmed_mean": confirmed["mean"], "confirmed_std": confirmed["std"]} if confirmed else {}),
                  **({"pool": [s.name for s in [study, *pool]]} if pool else {}),
                  **({"baseline": adopted["baseline"]} if adopted.get("baseline") else {})}
-        where += (f", confirmed {confirmed['mean']:.4f} +- {confirmed['std']:.4f} on validation" if confirmed else "")
+        where += (f", confirmed {mean_spread(confirmed['mean'], confirmed['std'], '+-')} on validation" if confirmed else "")
     print(f"hyperparameters from {where}, trained at {config.path}'s sizes:\n    {values}", file=out, flush=True)
     job = Job("retrain-best", hyperparameters_with(config, values), study.best_dir, export=True, extra=extra)
     done = _retrain(config, study, source, [job], seeds, "runs/retrain-best", out)

@@ -74,6 +74,18 @@ def rank_finalists(finalists: list[dict], way: str) -> list[dict]:
                                             -len(f.get("runs", ())), f["study"], f["rank"]))
 
 
+def first_raced(ranked: list[dict], leader_seeds: int) -> dict | None:
+    """The best of `ranked` (rank_finalists') that may be adopted: complete, on at least
+    `leader_seeds` runs. A finished race leaves its best mean there anyway; where studies are
+    pooled, another study's runner-up on one lucky seed must not outrank a raced pick."""
+    return next((f for f in ranked if f["complete"] and len(f["runs"]) >= leader_seeds), None)
+
+
+def mean_spread(mean: float, std: float | None, pm: str = "±") -> str:
+    """A confirmed mean and its standard deviation; one run has none."""
+    return f"{mean:.4f} {pm} {std:.4f}" if std is not None else f"{mean:.4f} (one run)"
+
+
 def run_seeds(finalists: list[dict]) -> list[int]:
     """Every seed any of `finalists` (finalists.json's) ran: a table's columns."""
     return sorted({r["seed"] for f in finalists for r in f["runs"]})

@@ -114,8 +114,10 @@ epochs = 2
 
 [confirm]
 # 0: the search's best is adopted at once (tests of the search alone); 2: 2 finalists and the paper's
-# recipe (cpu.toml's [confirm] baselines) x 2 seeds x 2 epochs
+# recipe (cpu.toml's [confirm] baselines) x 2 seeds x 2 epochs, then the leader's third (cpu.toml
+# races from 1 seed: test_distribute's study and test_confirm's oracle tests run that)
 finalists = {finalists}
+seeds = 2
 """
 
 

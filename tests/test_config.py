@@ -36,7 +36,7 @@ def test_presets_load_and_share_one_search_space():
     assert paper["data"]["image_size"] == 128 and paper["retrain"]["epochs"] == 64
     assert paper["data"]["train_size"] == 10000
     assert cpu["data"]["image_size"] == 32 and (cpu["search"]["max_epochs"], cpu["search"]["factor"]) == (9, 3)
-    assert (cpu["confirm"]["finalists"], cpu["confirm"]["seeds"], cpu["confirm"]["baselines"]) == (2, 2, ["paper"])
+    assert (cpu["confirm"]["finalists"], cpu["confirm"]["seeds"], cpu["confirm"]["baselines"]) == (2, 1, ["paper"])
     assert cpu["confirm"]["leader_seeds"] == paper["confirm"]["leader_seeds"] == 3
     assert load_config(REPO / "tuning" / "cpu-quick.toml")["confirm"]["finalists"] == 0
     assert paper.name == "paper" and cpu.name == "cpu"

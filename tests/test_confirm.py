@@ -58,14 +58,14 @@ def confirming(tmp_path, cifar_dir):
               _trial("0000", 0.50, lr=0.01, dropout=0.5)]
     units = finalist_units(search, 3, 2, config["search"]["max_epochs"])
 
-    def tuner():
+    def tuner(planned=units):
         t = FinalistTuner(training, config, study)
         t.oracle.verbose = 0
-        t.oracle.plan(units, config["retrain"]["epochs"])
+        t.oracle.plan(planned, config["retrain"]["epochs"])
         t.save()  # as run_finalists does: reloadable from here on
         return t
 
-    return SimpleNamespace(config=config, study=study, tuner=tuner, units=units)
+    return SimpleNamespace(config=config, study=study, tuner=tuner, units=units, search=search)
 
 
 def _run(oracle, score=None):
@@ -274,6 +274,49 @@ def test_on_workers_an_idle_worker_runs_the_next_contenders_extra_seed_and_then_
     assert oracle.create_trial("tuner1").status == "IDLE"  # 0000 is behind 0001's three: wait for 0003's
     end(lead, 0.70)
     assert oracle.create_trial("tuner1").status == "STOPPED"  # 0003 leads on three seeds
+
+
+def test_a_race_from_one_seed_runs_the_leaders_next_seeds_side_by_side_on_workers(confirming):
+    """cpu.toml's confirmation: 1 seed each, then the leader up to 3. A worker that asks while the
+    leader's second seed trains runs its third beside it; once the leader has all its runs, the
+    runner-up's next, ready if the leader falls."""
+    units = finalist_units(confirming.search, 3, 1, 9)
+    oracle = confirming.tuner(units).oracle
+    oracle.plan(units, 30, leader_seeds=3)
+    assert oracle.expected_runs() == 5
+
+    def end(trial, score):
+        oracle.update_trial(trial.trial_id, {"val_accuracy": score})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+
+    def key(trial):
+        return trial.hyperparameters.values["finalist/trial"], trial.hyperparameters.values["finalist/seed"]
+
+    first = [oracle.create_trial(f"tuner{i}") for i in (1, 2)]
+    assert [key(t) for t in first] == [("0003", 1001), ("0001", 1001)]
+    end(first[0], 0.70)
+    third = oracle.create_trial("tuner1")  # the last planned run: 0000's
+    assert key(third) == ("0000", 1001)
+    end(first[1], 0.71)
+    second = oracle.create_trial("tuner2")  # 0001 leads on its one seed
+    assert key(second) == ("0001", 1002)
+    end(third, 0.68)
+    beside = oracle.create_trial("tuner1")  # the leader's third, beside its second
+    assert key(beside) == ("0001", 1003)
+    end(second, 0.69)
+    end(beside, 0.69)  # 0001 falls to 0.6967: 0003 (0.70) leads and runs its two
+    chase = [oracle.create_trial(f"tuner{i}") for i in (1, 2)]
+    assert [key(t) for t in chase] == [("0003", 1002), ("0003", 1003)]
+    assert oracle.create_trial("tuner3").status == "IDLE"  # 0000 (0.68) is behind both: wait
+    end(chase[0], 0.71)
+    end(chase[1], 0.70)
+    assert oracle.create_trial("tuner1").status == "STOPPED"
+    summary = write_finalists(confirming.study, oracle, 30, finished=True)
+    assert summary["seeds"] == [1001]
+    assert [(f["trial_id"], len(f["runs"])) for f in summary["finalists"]] == [("0003", 3), ("0001", 3), ("0000", 1)]
+    assert re.search(r"^ *s/0000 .* 0\.6800 +- +- +0\.6800 +-$", finalists_table(summary), re.M)  # one run: no std
+    assert adopt(confirming.study, confirming.config, summary=summary)["trial_id"] == "0003"
 
 
 def _confirmed(study, config, scores: dict[str, float], seeds=(1001, 1002), finished=True):

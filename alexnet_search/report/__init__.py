@@ -26,7 +26,7 @@ from ..errors import UserError
 from ..files import restore_dir, write_text_atomic
 from ..schedule import TUNER_NAMES, describe_search, search_schedule
 from ..study import Study, require_study, same_training
-from ..trials import FAILED, contender_name, direction, failure_reason, rank_finalists, run_seeds
+from ..trials import FAILED, contender_name, direction, failure_reason, first_raced, mean_spread, rank_finalists, run_seeds
 from .analysis import SPREAD_RULE, difference, edge, outside_fit, warnings  # noqa: F401  (edge: public)
 from .importance import FORESTS, MIN_TRIALS, importance
 from .load import Trial, curve, fit_seconds, load_baselines, load_trials, ranked, read, read_scalars  # noqa: F401
@@ -93,6 +93,7 @@ def _finalists(study: Study, others: list[Study], adopted: dict | None, tuned: d
                         f"and confirms them once its search ends.", ""]
     pool = [{**f, "study": name} for name, summary in summaries.items() if summary for f in summary["finalists"]]
     ranked = rank_finalists(pool, direction(mine["objective"]))
+    winner = first_raced(ranked, mine.get("leader_seeds", 0))
     seeds = run_seeds(pool)
     raced = [s for s in seeds if s not in mine["seeds"]]
     lines += [f"After the search, its best configurations were trained again from scratch with seeds "
@@ -110,7 +111,7 @@ def _finalists(study: Study, others: list[Study], adopted: dict | None, tuned: d
         marks = []
         if adopted and (f["study"], f["trial_id"]) == (adopted.get("study"), adopted.get("trial_id")):
             marks.append("adopted")
-        if others and f is ranked[0] and f["complete"]:
+        if others and f is winner:
             marks.append("wins the pool")
         if tuned and (f["study"], f["trial_id"]) == (tuned.get("trial_study"), tuned.get("trial_id")):
             marks.append("retrained")
@@ -119,7 +120,7 @@ def _finalists(study: Study, others: list[Study], adopted: dict | None, tuned: d
         rows.append([f"`{f['study']}` {f['trial_id']}", origin,
                      *(f"{by_seed[s]['score']:.4f}" if s in by_seed and by_seed[s]["score"] is not None
                        else (by_seed[s]["status"].lower() if s in by_seed else "-") for s in seeds),
-                     f"{f['mean']:.4f} ± {f['std']:.4f}" if f["complete"] else "incomplete", ", ".join(marks)])
+                     mean_spread(f["mean"], f["std"]) if f["complete"] else "incomplete", ", ".join(marks)])
     lines += table(["finalist", "search score", *(f"seed {s}" for s in seeds), "mean ± std", ""], rows)
     if others:
         lines += ["", f"With {', '.join(f'`{o.name}`' for o in others)} pooled, every finalist was confirmed with "
@@ -233,7 +234,7 @@ def _adopted_text(adopted: dict | None) -> str:
     if not adopted:
         return "nothing yet"
     confirmed = adopted.get("confirmed")
-    return contender_name(adopted) + (f", {confirmed['mean']:.4f} ± {confirmed['std']:.4f}" if confirmed else "")
+    return contender_name(adopted) + (f", {mean_spread(confirmed['mean'], confirmed['std'])}" if confirmed else "")
 
 
 def _other_studies(study: Study, config: dict, tuned: dict | None, others: list[Study]) -> list[str]:
@@ -319,8 +320,8 @@ def write_report(study: Study, others: list[Study] = ()) -> Path:
     lines = [f"# Study `{study.name}`", "",
              f"{TUNER_NAMES[s['tuner']]} with `{preset}`: best {objective} **{best.score:.4f}** (trial {best.id}, "
              f"{best.epochs} epochs); {len(order)} of {len(trials)} trials completed. "
-             + (f"Adopted: {contender_name(adopted)}" + (f", confirmed at {confirmed['mean']:.4f} ± "
-                f"{confirmed['std']:.4f} over {len(confirmed['seeds'])} seeds" if confirmed else "") + "."
+             + (f"Adopted: {contender_name(adopted)}" + (f", confirmed at {mean_spread(confirmed['mean'], confirmed['std'])}"
+                f" over {len(confirmed['seeds'])} seeds" if confirmed else "") + "."
                 if adopted else "Nothing adopted yet."), "",
              "## Warnings", "", *([f"- {w}" for w in found] or ["No warnings."]), "",
              *_comparison(tuned, baselines, planned, commands),
