@@ -277,7 +277,7 @@ def cmd_plan(args) -> int:
         against = f" and baseline {', '.join(c['baselines'])}" if c["baselines"] else ""
         race = max(0, c["leader_seeds"] - c["seeds"])
         print(f"then the finalists: the best {c['finalists']} configurations{against} trained again with "
-              f"{c['seeds']} seeds each for {epochs} epochs"
+              f"{c['seeds']} seed{'s' if c['seeds'] > 1 else ''} each for {epochs} epochs"
               + (f", the best mean then with {race} more (again for each new leader)" if race else "")
               + f": {finalist_epochs(config)} epochs" + (" or more" if race else ""))
     else:

@@ -31,6 +31,10 @@ In a distributed study the chief serves it on its port + 1 once the search's tri
 and the same workers train the finalists (Keras Tuner's engine hands out trials, whatever oracle
 decides them).
 
+A baseline's run does not depend on the search: where a study beside this one (the same results
+folder) completed it with the same values, seed, epochs, data, network and backend, it is reused
+(`reusable_baseline_runs`), recorded in finalists.json with where it came from, not trained again.
+
 The seeds are CONFIRM_SEED + 1, + 2, ... in every study (the leader's extra ones continue them), so finalists of different studies (another
 study seed) meet on equal terms (`pooled_best`), and none is a seed retrain-best trains with (the
 study seed + i): the retrain that tests the adopted configuration is an independent run.
@@ -57,7 +61,7 @@ from .console import format_duration, printer, short
 from .data import Source
 from .errors import UserError
 from .files import read_json, write_json_atomic
-from .oracle import StudyOracle
+from .oracle import StudyOracle, locked
 from .progress import EpochReporter, Progress
 from .search import StudyTuner, model_epochs, ranked_trials, search_to_the_end
 from .schedule import finalist_runs
@@ -110,6 +114,43 @@ def baseline_units(config: Config, seeds: int) -> list[dict[str, Any]]:
     return units
 
 
+def reusable_baseline_runs(study: Study, config: Config) -> dict[tuple, dict]:
+    """Completed runs of the preset's baselines in the studies beside `study` (the same results
+    folder) that trained what this confirmation would: the same data and network, epochs,
+    objective and backend (the values and seed are checked per run, `FinalistsOracle.take_reused`).
+
+    A baseline does not depend on the search, and on one-thread workers its run repeats digit for
+    digit across studies (the recipe's 0.7055 and 0.6390 on seeds 1001 and 1002, in each of three
+    study seeds): a second study of a preset takes its runs instead of a round of training. The
+    first study beside it wins (by name); a sibling whose files cannot be read is passed over."""
+    from . import backend
+    from .study import search_identity
+
+    mine, runs = search_identity(config), {}
+    names = set(config["confirm"]["baselines"])
+    siblings = study.root.parent.iterdir() if study.root.parent.is_dir() else ()
+    for sibling in sorted(p for p in siblings if p.is_dir() and p != study.root):
+        try:
+            summary = read_json(sibling / "finalists.json")
+            identity = read_json(sibling / "study.json")["identity"]
+            theirs = read_json(sibling / "versions.json").get("backend")
+        except (OSError, UserError, KeyError, TypeError):
+            continue
+        if (same_training(mine, identity) or theirs != backend.version() or summary.get("epochs") !=
+                config["retrain"]["epochs"] or summary.get("objective") != config["search"]["objective"]):
+            continue
+        for f in summary.get("finalists", []):
+            if f.get("baseline") not in names:
+                continue
+            for r in f["runs"]:
+                if r.get("status") == "COMPLETED" and r.get("score") is not None:
+                    runs.setdefault((f["baseline"], r["seed"]), {
+                        "trial": f["baseline"], "seed": r["seed"], "score": r["score"], "best_epoch": r.get("best_epoch"),
+                        "hyperparameters": f["hyperparameters"],
+                        "from": r.get("reused_from") or f"{sibling.name}/{r['run']}"})
+    return runs
+
+
 def contender(values: dict) -> str:
     """How progress lines name a confirmation run's configuration."""
     return f"baseline {values[BASELINE]}" if values.get(BASELINE) else f"finalist {values[RANK]}"
@@ -127,6 +168,16 @@ class FinalistsOracle(StudyOracle, keras_tuner.Oracle):
 
     KEY = (TRIAL, SEED)
     leader_seeds = 0  # `plan` sets it: the preset's [confirm] leader_seeds
+    # _confirm sets it: (TRIAL, SEED) -> a completed run of the same baseline in a sibling study
+    # (`reusable_baseline_runs`). Not saved: looked up again at every start.
+    reusable: dict[tuple, dict] = {}
+    on_reused = None  # called with each run taken from `reusable` after `plan`
+    # A worker runs another contender's seed beside the leader's last runs only if those were handed
+    # out less than this share of a run ago: if the leader holds (3 of the 4 races measured), the
+    # extra run holds the study's end by up to a run (4 minutes once, handed out as the leader's
+    # run was ending); if it falls, it saves up to a run. A quarter is where the two cancel at 3 in 4.
+    SPECULATE_WITHIN = 0.25
+    clock = staticmethod(time.monotonic)
 
     def __init__(self, objective: str, seed: int):
         # Failures are verdicts on finalists here (a diverging configuration is not adopted), not a
@@ -135,6 +186,11 @@ class FinalistsOracle(StudyOracle, keras_tuner.Oracle):
                          max_consecutive_failed_trials=10**6)
         self.units: list[dict[str, Any]] = []
         self.epochs: int | None = None
+        self.reused: dict[tuple, dict] = {}  # (TRIAL, SEED) -> the reusable run taken for it
+        # This process's view of run lengths, for SPECULATE_WITHIN: when each trial was handed out,
+        # and how long each completed one took. Not saved: a resumed chief speculates once it knows.
+        self.handed: dict[str, float] = {}
+        self.took: list[float] = []
 
     def plan(self, units: list[dict[str, Any]], epochs: int, leader_seeds: int = 0) -> None:
         if self.epochs is not None and self.epochs != epochs and self.trials:
@@ -149,7 +205,20 @@ class FinalistsOracle(StudyOracle, keras_tuner.Oracle):
                                 f"Set them back, or delete {self._project_dir} to confirm again")
         self.units += [u for u in units if self.key(u) not in known]
         self.epochs, self.leader_seeds = epochs, leader_seeds
+        started = {self.key(t.hyperparameters.values) for t in self.trials.values()}
+        for unit in self.units:
+            if self.key(unit) not in started:
+                self.take_reused(unit)
         self.save()
+
+    def take_reused(self, unit: dict) -> bool:
+        """Whether `unit` is (now) a reused run: one of `reusable` with the same values."""
+        key = self.key(unit)
+        if key not in self.reused and (run := self.reusable.get(key)) and run["hyperparameters"] == searched_values(unit):
+            self.reused[key] = run
+            if self.on_reused:
+                self.on_reused(run)
+        return key in self.reused
 
     def key(self, values: dict) -> tuple:
         return tuple(values[name] for name in self.KEY)
@@ -157,15 +226,38 @@ class FinalistsOracle(StudyOracle, keras_tuner.Oracle):
     def populate_space(self, trial_id):
         started = {self.key(t.hyperparameters.values) for t in self.trials.values()}
         for unit in self.units:
-            if self.key(unit) not in started:
+            if self.key(unit) not in started and self.key(unit) not in self.reused:
+                self.handed[trial_id] = self.clock()
                 return {"status": TrialStatus.RUNNING, "values": dict(unit)}
-        unit = self.next_race_run()
-        if unit is not None:
+        while (unit := self.next_race_run()) is not None:
             self.units.append(unit)  # saved with the trial (Keras Tuner saves the oracle then)
-            return {"status": TrialStatus.RUNNING, "values": dict(unit)}
+            if not self.take_reused(unit):
+                self.handed[trial_id] = self.clock()
+                return {"status": TrialStatus.RUNNING, "values": dict(unit)}
+            self.save()  # no trial to save it with: the reused run's score decides the next
         if self.leader_seeds and any(t.status not in ENDED for t in self.trials.values()):
             return {"status": TrialStatus.IDLE, "values": None}  # the lead is decided once those end
         return {"status": TrialStatus.STOPPED, "values": None}
+
+    @locked
+    def end_trial(self, trial):
+        super().end_trial(trial)
+        known = self.trials.get(trial.trial_id)
+        started = self.handed.get(trial.trial_id)
+        if known is not None and known.status == "COMPLETED" and started is not None:
+            self.took.append(self.clock() - started)
+            del self.handed[trial.trial_id]
+
+    def _just_started(self, entries: list[dict]) -> bool:
+        """Whether every run of `entries` still training was handed out here less than
+        SPECULATE_WITHIN of a typical run ago (the median of those completed here); False when
+        that is not known."""
+        if not self.took:
+            return False
+        trials = {self.key(t.hyperparameters.values): t for t in self.trials.values() if t.status not in ENDED}
+        ages = [self.clock() - self.handed.get(trials[self.key(u)].trial_id, -math.inf)
+                for e in entries for u in e["units"] if self.key(u) in trials]
+        return all(age < self.SPECULATE_WITHIN * statistics.median(self.took) for age in ages)
 
     def standings(self) -> dict[str, dict]:
         """Each contender's planned runs, completed scores, and whether a run is still to end
@@ -176,7 +268,9 @@ class FinalistsOracle(StudyOracle, keras_tuner.Oracle):
             entry = table.setdefault(unit[TRIAL], {"units": [], "scores": [], "busy": False, "out": False})
             entry["units"].append(unit)
             trial = trials.get(self.key(unit))
-            if trial is None or trial.status not in ENDED:
+            if self.key(unit) in self.reused:
+                entry["scores"].append(self.reused[self.key(unit)]["score"])
+            elif trial is None or trial.status not in ENDED:
                 entry["busy"] = True
             elif trial.status in FAILED:
                 entry["out"] = True
@@ -207,23 +301,29 @@ class FinalistsOracle(StudyOracle, keras_tuner.Oracle):
         if not chasing:
             return None
         best = max(chasing, key=mean)  # the first (best rank) on a tie
+        ahead = [e for e in scored if e["busy"] and len(e["units"]) >= self.leader_seeds and mean(e) > mean(best)]
+        if ahead and not self._just_started(ahead):
+            return None  # the leader's runs end soon: wait for them (SPECULATE_WITHIN)
         return {**best["units"][-1], SEED: CONFIRM_SEED + len(best["units"]) + 1}
 
     def expected_runs(self) -> int:
-        """Runs planned so far plus the fewest the race still adds: what progress counts on. More
-        when the lead changes hands."""
+        """Runs to train, planned so far (less those reused) plus the fewest the race still adds:
+        what progress counts on. More when the lead changes hands."""
+        planned = len(self.units) - len(self.reused)
         if not self.leader_seeds:
-            return len(self.units)
+            return planned
         raced = max((len(e["units"]) for e in self.standings().values() if not e["out"]), default=self.leader_seeds)
-        return len(self.units) + max(0, self.leader_seeds - raced)
+        return planned + max(0, self.leader_seeds - raced)
 
     def get_state(self):
-        return {**super().get_state(), "units": self.units, "epochs": self.epochs, "leader_seeds": self.leader_seeds}
+        return {**super().get_state(), "units": self.units, "epochs": self.epochs, "leader_seeds": self.leader_seeds,
+                "reused": list(self.reused.values())}
 
     def set_state(self, state):
         super().set_state(state)
         self.units, self.epochs = state.get("units", []), state.get("epochs")
         self.leader_seeds = state.get("leader_seeds", 0)  # `plan` sets the preset's again
+        self.reused = {(r["trial"], r["seed"]): r for r in state.get("reused", [])}
 
 
 class FinalistTuner(StudyTuner):
@@ -304,11 +404,15 @@ def _confirm(config: Config, study: Study, training: Training, ranked: list, rol
     units = finalist_units(ranked, c["finalists"], c["seeds"], config["search"]["max_epochs"])
     units += baseline_units(config, c["seeds"])
     race = max(0, c["leader_seeds"] - c["seeds"])  # the fewest runs the race for the lead adds
-    # A worker has no ranking to plan from (the chief plans): it counts what the preset plans.
-    runs = len(units) + race if role != "worker" else finalist_runs(config)
+    reusable = reusable_baseline_runs(study, config)
+    # A worker has no ranking to plan from (the chief plans): it counts what the preset plans, less
+    # the baseline runs the chief will reuse (those it can see: on the chief's machine, all).
+    runs = len(units) + race if role != "worker" else \
+        finalist_runs(config) - sum((u[TRIAL], u[SEED]) in reusable for u in units if u.get(BASELINE))
     progress = Progress(runs, None if role == "worker" else runs * epochs, out=out)
     tuner = FinalistTuner(training, config, study, progress=progress if role != "chief" else None)
     if role != "worker":
+        tuner.oracle.reusable = reusable
         tuner.oracle.plan(units, epochs, c["leader_seeds"])
 
         def count() -> None:
@@ -322,12 +426,15 @@ def _confirm(config: Config, study: Study, training: Training, ranked: list, rol
         finalists = len({u[TRIAL] for u in tuner.oracle.units if not u.get(BASELINE)})
         baselines = list(dict.fromkeys(u[TRIAL] for u in tuner.oracle.units if u.get(BASELINE)))
         say(f"\nconfirming {finalists} finalists" + (f" against baseline {', '.join(baselines)}" if baselines else "")
-            + ": each trained again with seeds "
-            f"{', '.join(map(str, confirm_seeds(c['seeds'])))} for {epochs} epochs and scored on validation"
-            + (f", then the best mean again with seed {', '.join(map(str, confirm_seeds(c['leader_seeds'])[c['seeds']:]))} "
+            + f": each trained again with {_seeds_text(confirm_seeds(c['seeds']))} for {epochs} epochs and scored on "
+            f"validation"
+            + (f", then the best mean again with {_seeds_text(confirm_seeds(c['leader_seeds'])[c['seeds']:])} "
                f"(a leader that falls behind hands the lead on)" if race else "")
             + (f"; {len(done)} of {runs} runs done" if done else "")
             + ("" if role == "single" else f" (finalists' oracle on port {os.environ[distribute.ORACLE_PORT]})"))
+        for run in tuner.oracle.reused.values():
+            say(_reused_line(run))
+        tuner.oracle.on_reused = lambda run: say(_reused_line(run))  # a race run, from here on
         clock = _WallClock(study.finalists_file)
 
         def ended(trial):
@@ -351,6 +458,15 @@ def _confirm(config: Config, study: Study, training: Training, ranked: list, rol
     summary = write_finalists(study, tuner.oracle, epochs, finished=True, wall=clock.total())
     say(f"finalists confirmed in {format_duration(time.monotonic() - started)}:\n" + finalists_table(summary))
     return adopt(study, config, summary=summary, out=out)
+
+
+def _seeds_text(seeds: list[int]) -> str:
+    return ("seeds " if len(seeds) > 1 else "seed ") + ", ".join(map(str, seeds))
+
+
+def _reused_line(run: dict) -> str:
+    return (f"baseline {run['trial']} seed {run['seed']}: {run['score']:.4f}, reused from {run['from']} (the same "
+            f"values, seed, epochs, data, network and backend; not trained again)")
 
 
 class _WallClock:
@@ -377,12 +493,16 @@ def write_finalists(study: Study, oracle: FinalistsOracle, epochs: int, finished
     finalists = {}
     for unit in oracle.units:
         trial = trials.get(oracle.key(unit))
+        reused = oracle.reused.get(oracle.key(unit))
         finalists.setdefault(unit[TRIAL], {
             "study": study.name, "trial_id": unit[TRIAL], "rank": unit[RANK], "search_score": unit.get(SCORE),
             "search_epochs": unit.get(EPOCHS), "hyperparameters": searched_values(unit),
             **({"baseline": unit[BASELINE]} if unit.get(BASELINE) else {}),
         })
         runs.setdefault(unit[TRIAL], []).append({
+            "seed": unit[SEED], "run": None, "status": "COMPLETED", "score": reused["score"],
+            "best_epoch": reused["best_epoch"], "reused_from": reused["from"],
+        } if reused else {
             "seed": unit[SEED], "run": trial.trial_id if trial else None,
             "status": trial.status if trial else "PLANNED",
             "score": trial.score if trial is not None and trial.status == "COMPLETED" else None,

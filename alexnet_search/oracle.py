@@ -31,7 +31,7 @@ from .runlog import failure_message
 from .trials import ENDED, FAILED, direction
 
 
-def _locked(method):
+def locked(method):
     """Keras Tuner's `synchronized` (the same lock, so its own methods still exclude these), with
     the lock released however the call ends. Its decorator releases it only on return: a call
     that raised (a disk full as the oracle saves, a report it cannot score) left the oracle
@@ -82,7 +82,7 @@ class StudyOracle:
         if n and run >= n:
             self.stopped = self.trials[self.end_order[-1]].message or ""
 
-    @_locked
+    @locked
     def create_trial(self, tuner_id):
         self._heard_from(tuner_id)
         if self.stopped is None or tuner_id in self.ongoing_trials:  # a restarted worker finishes its trial
@@ -111,7 +111,7 @@ class StudyOracle:
         self._heard_from(self._owner(trial_id))  # a worker's heartbeat is a GetTrial of its trial
         return super().get_trial(trial_id)
 
-    @_locked
+    @locked
     def update_trial(self, trial_id, metrics, step=0):
         # update_trial and end_trial take anything a caller on the port sends and never raise: an
         # exception inside Keras Tuner's `synchronized` never releases the oracle's lock, and every
@@ -127,7 +127,7 @@ class StudyOracle:
         self._heard_from(self._owner(trial_id))
         return super().update_trial(trial_id, metrics, step=step)
 
-    @_locked
+    @locked
     def expire_leases(self) -> list[tuple[str, str | None]]:
         """(tuner id, its trial id or None) for each worker silent for `lease_s`, now given up:
         its trial goes back to the queue, and the chief no longer waits for it. A worker with that
@@ -154,7 +154,7 @@ class StudyOracle:
     def save(self):
         write_json_atomic(self._get_oracle_fname(), self.get_state())
 
-    @_locked
+    @locked
     def end_trial(self, trial):
         known = self.trials.get(trial.trial_id)
         if known is None or trial.status not in ENDED:

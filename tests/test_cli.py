@@ -275,6 +275,28 @@ def _copy_study(searched, results, name, seed=None, scores=None, space_edit=None
 
 
 @slow
+def test_a_second_study_of_the_preset_reuses_the_recipes_runs_and_trains_its_own_finalists(searched, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    _copy_study(searched, results, "tiny")
+    first = json.loads((results / "tiny/finalists.json").read_text())
+    recipe = next(f for f in first["finalists"] if f.get("baseline") == "paper")
+    result = run_cli("search", "--config", searched.config, "--data-dir", searched.cifar, "--results-dir", results,
+                     "--study", "tiny-s2", "--seed", 2, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    for run in recipe["runs"]:
+        assert f"baseline paper seed {run['seed']}: {run['score']:.4f}, reused from tiny/{run['run']} " in out
+        assert f"--- baseline paper seed {run['seed']}" not in out
+    assert "--- finalist 1 seed 1001" in out  # trained: its own search's
+    second = json.loads((results / "tiny-s2/finalists.json").read_text())
+    again = {r["seed"]: r for f in second["finalists"] if f.get("baseline") == "paper" for r in f["runs"]}
+    for run in recipe["runs"]:  # (a seed the first study did not race is trained if the recipe leads here)
+        assert again[run["seed"]]["score"] == run["score"] and again[run["seed"]]["reused_from"] == f"tiny/{run['run']}"
+    assert second["finished"] and (results / "tiny-s2/best_hyperparameters.json").is_file()
+
+
+@slow
 def test_retrain_best_pools_the_finalists_of_studies_of_one_space(searched, tmp_path):
     results = tmp_path / "results"
     results.mkdir()

@@ -14,6 +14,7 @@ import pytest
 from alexnet_search.config import load_config
 from alexnet_search.confirm import (
     CONFIRM_SEED, FinalistTuner, adopt, baseline_units, finalist_units, finalists_table, pooled_best, read_adopted,
+    reusable_baseline_runs,
     write_finalists,
 )
 from alexnet_search.data import Source
@@ -261,14 +262,18 @@ def test_on_workers_an_idle_worker_runs_the_next_contenders_extra_seed_and_then_
     def key(trial):
         return trial.hyperparameters.values["finalist/trial"], trial.hyperparameters.values["finalist/seed"]
 
+    now = [0.0]
+    oracle.clock = lambda: now[0]
     for k in list(BASE)[:5]:
         _run(oracle, BASE[k])
+    oracle.took = [100.0]  # a run takes 100 s here
     last = oracle.create_trial("tuner1")  # 0000 seed 1002, still training
     assert key(last) == ("0000", 1002)
     lead = oracle.create_trial("tuner2")  # meanwhile: the best settled mean, 0003
     assert key(lead) == ("0003", 1003)
+    now[0] = 10
     end(last, 0.69)
-    runner_up = oracle.create_trial("tuner1")  # 0001 ran beside the leader's: ready if the leader falls
+    runner_up = oracle.create_trial("tuner1")  # 0001 runs beside the leader's: ready if the leader falls
     assert key(runner_up) == ("0001", 1003)
     end(runner_up, 0.69)
     assert oracle.create_trial("tuner1").status == "IDLE"  # 0000 is behind 0001's three: wait for 0003's
@@ -278,45 +283,125 @@ def test_on_workers_an_idle_worker_runs_the_next_contenders_extra_seed_and_then_
 
 def test_a_race_from_one_seed_runs_the_leaders_next_seeds_side_by_side_on_workers(confirming):
     """cpu.toml's confirmation: 1 seed each, then the leader up to 3. A worker that asks while the
-    leader's second seed trains runs its third beside it; once the leader has all its runs, the
-    runner-up's next, ready if the leader falls."""
+    leader's second seed trains runs its third beside it. Once the leader has all its runs, another
+    contender's next runs beside them only if they were handed out less than a quarter of a run
+    ago; later, the worker waits: the leader's end is near."""
     units = finalist_units(confirming.search, 3, 1, 9)
     oracle = confirming.tuner(units).oracle
     oracle.plan(units, 30, leader_seeds=3)
     assert oracle.expected_runs() == 5
+    now = [0.0]
+    oracle.clock = lambda: now[0]  # every run below takes 100 s
+
+    def ask(tuner):
+        trial = oracle.create_trial(tuner)
+        return trial, (trial.hyperparameters.values["finalist/trial"], trial.hyperparameters.values["finalist/seed"]) \
+            if trial.status == "RUNNING" else trial.status
 
     def end(trial, score):
         oracle.update_trial(trial.trial_id, {"val_accuracy": score})
         trial.status = "COMPLETED"
         oracle.end_trial(trial)
 
-    def key(trial):
-        return trial.hyperparameters.values["finalist/trial"], trial.hyperparameters.values["finalist/seed"]
-
-    first = [oracle.create_trial(f"tuner{i}") for i in (1, 2)]
-    assert [key(t) for t in first] == [("0003", 1001), ("0001", 1001)]
-    end(first[0], 0.70)
-    third = oracle.create_trial("tuner1")  # the last planned run: 0000's
-    assert key(third) == ("0000", 1001)
-    end(first[1], 0.71)
-    second = oracle.create_trial("tuner2")  # 0001 leads on its one seed
-    assert key(second) == ("0001", 1002)
-    end(third, 0.68)
-    beside = oracle.create_trial("tuner1")  # the leader's third, beside its second
-    assert key(beside) == ("0001", 1003)
-    end(second, 0.69)
-    end(beside, 0.69)  # 0001 falls to 0.6967: 0003 (0.70) leads and runs its two
-    chase = [oracle.create_trial(f"tuner{i}") for i in (1, 2)]
-    assert [key(t) for t in chase] == [("0003", 1002), ("0003", 1003)]
-    assert oracle.create_trial("tuner3").status == "IDLE"  # 0000 (0.68) is behind both: wait
-    end(chase[0], 0.71)
-    end(chase[1], 0.70)
-    assert oracle.create_trial("tuner1").status == "STOPPED"
+    (a, ka), (b, kb) = ask("tuner1"), ask("tuner2")
+    assert (ka, kb) == (("0003", 1001), ("0001", 1001))
+    now[0] = 100
+    end(a, 0.70)
+    c, kc = ask("tuner1")
+    assert kc == ("0000", 1001)  # the last planned run
+    end(b, 0.71)
+    d, kd = ask("tuner2")
+    assert kd == ("0001", 1002)  # 0001 leads on its one seed
+    now[0] = 200
+    end(c, 0.698)
+    e, ke = ask("tuner1")
+    assert ke == ("0001", 1003)  # the leader's third, beside its second
+    end(d, 0.70)
+    f, kf = ask("tuner2")
+    assert kf == ("0003", 1002)  # 0001 (0.705) has all its runs, its last just handed out: 0003's next
+    now[0] = 260
+    assert ask("tuner3")[1] == "IDLE"  # 0001's last run is 60% through: too late to start another
+    now[0] = 300
+    end(e, 0.68)  # 0001 falls to 0.6967
+    end(f, 0.71)  # 0003: 0.705 on two seeds, ready to lead
+    g, kg = ask("tuner1")
+    h, kh = ask("tuner2")
+    assert (kg, kh) == (("0003", 1003), ("0000", 1002))  # 0003's last, and beside it 0000's next
+    now[0] = 400
+    end(g, 0.70)
+    end(h, 0.69)
+    assert ask("tuner1")[1] == "STOPPED"
     summary = write_finalists(confirming.study, oracle, 30, finished=True)
-    assert summary["seeds"] == [1001]
-    assert [(f["trial_id"], len(f["runs"])) for f in summary["finalists"]] == [("0003", 3), ("0001", 3), ("0000", 1)]
-    assert re.search(r"^ *s/0000 .* 0\.6800 +- +- +0\.6800 +-$", finalists_table(summary), re.M)  # one run: no std
+    assert summary["seeds"] == [1001, 1002]  # those every contender ran
+    assert [(f["trial_id"], len(f["runs"])) for f in summary["finalists"]] == [("0003", 3), ("0001", 3), ("0000", 2)]
     assert adopt(confirming.study, confirming.config, summary=summary)["trial_id"] == "0003"
+
+
+def test_a_single_run_has_no_spread(confirming):
+    units = finalist_units(confirming.search, 3, 1, 9)
+    oracle = confirming.tuner(units).oracle
+    for score in (0.70, 0.71, 0.68):
+        _run(oracle, score)
+    summary = write_finalists(confirming.study, oracle, 30, finished=True)
+    assert all(f["std"] is None for f in summary["finalists"])
+    assert re.search(r"^ *s/0000 .* 0\.6800 +0\.6800 +-$", finalists_table(summary), re.M)
+
+
+def _sibling_with_baseline(confirming, name="first", scores=None, **changes):
+    """A study beside `confirming.study` whose confirmation ran the paper's recipe: `scores` by seed."""
+    config = confirming.config.with_overrides(changes) if changes else confirming.config
+    sibling = study_for(confirming.study.root.parent, name)
+    prepare_search(sibling, config, overwrite=False)
+    values = searched_values(baseline_units(config, 1)[0])
+    runs = [{"seed": seed, "run": f"000{i}", "status": "COMPLETED", "score": score, "best_epoch": 30}
+            for i, (seed, score) in enumerate((scores or {1001: 0.7055, 1002: 0.6390}).items())]
+    sibling.finalists_file.write_text(json.dumps({
+        "objective": "val_accuracy", "epochs": config["retrain"]["epochs"], "seeds": [1001], "finished": True,
+        "finalists": [{"study": name, "trial_id": "paper", "baseline": "paper", "rank": 0, "search_score": None,
+                       "hyperparameters": values, "complete": True, "mean": 0.7, "std": None, "runs": runs}]}))
+    return sibling
+
+
+def test_a_baselines_runs_in_a_sibling_study_of_the_same_training_are_reused_not_trained_again(confirming):
+    _sibling_with_baseline(confirming)
+    config = confirming.config
+    reusable = reusable_baseline_runs(confirming.study, config)
+    assert sorted(reusable) == [("paper", 1001), ("paper", 1002)] and reusable["paper", 1001]["from"] == "first/0000"
+    oracle = confirming.tuner().oracle
+    oracle.reusable = reusable
+    oracle.plan(baseline_units(config, 2), 30)
+    assert sorted(oracle.reused) == [("paper", 1001), ("paper", 1002)]
+    assert oracle.expected_runs() == 6  # the finalists' 3 x 2: none of the recipe's
+    handed = {_run(oracle, 0.6) for _ in range(6)}
+    assert _run(oracle) is None and not any(trial == "paper" for trial, _ in handed)
+    summary = write_finalists(confirming.study, oracle, 30, finished=True)
+    paper = next(f for f in summary["finalists"] if f.get("baseline"))
+    assert paper["complete"] and paper["mean"] == pytest.approx((0.7055 + 0.6390) / 2)
+    assert [r["reused_from"] for r in paper["runs"]] == ["first/0000", "first/0001"]
+    again = confirming.tuner().oracle  # resumed: the reused runs are part of the study's state
+    assert again.reused == oracle.reused and _run(again) is None
+
+
+def test_only_the_same_training_is_reused_and_the_race_reuses_a_leading_baselines_extra_seed(confirming):
+    _sibling_with_baseline(confirming, "longer", retrain={"epochs": 40})
+    _sibling_with_baseline(confirming, "smaller", data={"train_size": 128})
+    changed = _sibling_with_baseline(confirming, "other", {1001: 0.5})
+    changed.finalists_file.write_text(changed.finalists_file.read_text().replace('"dropout": 0.5', '"dropout": 0.4'))
+    oracle = confirming.tuner().oracle
+    oracle.reusable = reusable_baseline_runs(confirming.study, confirming.config)
+    oracle.plan(baseline_units(confirming.config, 2), 30)
+    assert oracle.reused == {}  # other epochs, other data, other values
+    (confirming.study.root.parent / "other").rename(confirming.study.root.parent / "gone")
+    _sibling_with_baseline(confirming, "first", {1001: 0.75, 1002: 0.75, 1003: 0.74})
+    oracle = confirming.tuner().oracle
+    oracle.reusable = reusable_baseline_runs(confirming.study, confirming.config)
+    oracle.plan(baseline_units(confirming.config, 2), 30, leader_seeds=3)
+    taken = []
+    oracle.on_reused = taken.append
+    order = _race(oracle, BASE)  # the recipe leads on its two reused seeds: its third is reused too
+    assert order == list(BASE) and [(r["trial"], r["seed"]) for r in taken] == [("paper", 1003)]
+    assert adopt(confirming.study, confirming.config,
+                 summary=write_finalists(confirming.study, oracle, 30, finished=True))["trial_id"] == "paper"
 
 
 def _confirmed(study, config, scores: dict[str, float], seeds=(1001, 1002), finished=True):

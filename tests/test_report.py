@@ -307,7 +307,10 @@ def test_a_baseline_adopted_over_the_finalists_is_named_as_one(tmp_path):
     paper = {**confirmed["finalists"][0], "trial_id": "paper", "rank": 0, "search_score": None, "search_epochs": None,
              "baseline": "paper", "hyperparameters": {"lr": 0.01, "momentum": 0.9}, "mean": 0.70,
              "runs": [{**r, "score": score} for r, score in zip(confirmed["finalists"][0]["runs"], (0.69, 0.71))]}
+    paper["runs"][0] = {**paper["runs"][0], "run": None, "reused_from": "cpu/0004"}  # taken from a sibling study
     confirmed["finalists"].insert(0, paper)
+    runner_up = confirmed["finalists"][-1]  # raced from one seed: it ran only its first
+    runner_up.update(runs=runner_up["runs"][:1], mean=runner_up["runs"][0]["score"], std=None)
     study.finalists_file.write_text(json.dumps(confirmed))
     study.adopted_file.write_text(json.dumps({"study": "s", "trial_id": "paper", "baseline": "paper",
                                               "hyperparameters": paper["hyperparameters"],
@@ -319,6 +322,8 @@ def test_a_baseline_adopted_over_the_finalists_is_named_as_one(tmp_path):
     rows = [line for line in finalists.splitlines() if line.startswith("| `s`")]
     assert rows[0].startswith("| `s` paper | baseline `paper` | 0.6900 | 0.7100 | 0.7000 ± 0.0141 | adopted")
     assert rows[1].startswith("| `s` 0004 | 0.6000 (3 epochs) |") and "adopted" not in rows[1]
+    assert rows[2].startswith("| `s` 0005 | 0.5000 (3 epochs) | 0.6100 | - | 0.6100 (one run) |")
+    assert "not trained again: baseline paper seed 1001 from `cpu/0004`." in finalists
 
 
 def _ranked_trials(n: int, score) -> list:

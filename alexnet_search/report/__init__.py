@@ -122,6 +122,11 @@ def _finalists(study: Study, others: list[Study], adopted: dict | None, tuned: d
                        else (by_seed[s]["status"].lower() if s in by_seed else "-") for s in seeds),
                      mean_spread(f["mean"], f["std"]) if f["complete"] else "incomplete", ", ".join(marks)])
     lines += table(["finalist", "search score", *(f"seed {s}" for s in seeds), "mean ± std", ""], rows)
+    reused = [f"{contender_name(f)} seed {r['seed']} from `{r['reused_from']}`"
+              for f in ranked for r in f["runs"] if r.get("reused_from")]
+    if reused:
+        lines += ["", "Reused from a study beside this one that trained the same thing (values, seed, epochs, data, "
+                      "network, backend), not trained again: " + ", ".join(reused) + "."]
     if others:
         lines += ["", f"With {', '.join(f'`{o.name}`' for o in others)} pooled, every finalist was confirmed with "
                       f"the same seeds and epochs, so their means compare directly; `make retrain-best "
