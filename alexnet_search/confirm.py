@@ -22,7 +22,8 @@ whose first seeds were poor is not run again (a pick that is too cautious costs 
 one). With seeds = 2 that is one more run when the leader holds, where a third seed for everyone
 would be one per contender; cpu.toml races from one seed (seeds = 1, leader_seeds = 3). On
 workers, a worker with nothing else to do runs the leader's next seed beside the one in flight,
-or once the leader has all its runs, the runner-up's (`next_race_run`): ready if the leader falls.
+or once the leader has all its runs, the runner-up's (`next_race_run`): ready if the leader falls,
+but only while the leader's runs are young (SPECULATE_WITHIN); otherwise it waits.
 
 Each (finalist, seed) is a trial of a second Keras Tuner oracle, `FinalistsOracle`, kept in
 results/<study>/finalists/: crash-safe and resumable like the search's (a kill loses the run in
