@@ -23,7 +23,7 @@ one). With seeds = 2 that is one more run when the leader holds, where a third s
 would be one per contender; cpu.toml races from one seed (seeds = 1, leader_seeds = 3). On
 workers, a worker with nothing else to do runs the leader's next seed beside the one in flight,
 or once the leader has all its runs, the runner-up's (`next_race_run`): ready if the leader falls,
-but only while the leader's runs are young (SPECULATE_WITHIN); otherwise it waits.
+but only while the runs that decide it are young (SPECULATE_WITHIN); otherwise it waits.
 
 Each (finalist, seed) is a trial of a second Keras Tuner oracle, `FinalistsOracle`, kept in
 results/<study>/finalists/: crash-safe and resumable like the search's (a kill loses the run in
@@ -173,10 +173,11 @@ class FinalistsOracle(StudyOracle, keras_tuner.Oracle):
     # (`reusable_baseline_runs`). Not saved: looked up again at every start.
     reusable: dict[tuple, dict] = {}
     on_reused = None  # called with each run taken from `reusable` after `plan`
-    # A worker runs another contender's seed beside the leader's last runs only if those were handed
-    # out less than this share of a run ago: if the leader holds (3 of the 4 races measured), the
-    # extra run holds the study's end by up to a run (4 minutes once, handed out as the leader's
-    # run was ending); if it falls, it saves up to a run. A quarter is where the two cancel at 3 in 4.
+    # A worker runs a race run beside the runs that decide whether it is needed (the leader's last
+    # ones, or its own contender's in flight) only if those were handed out less than this share of
+    # a run ago: an unneeded run holds the study's end by up to a run (4 minutes once, handed out as
+    # the leader's run was ending; 7 once, the next seed of a leader that fell on the one in
+    # flight), a needed one saves up to a run. A quarter is where the two cancel at 3 in 4.
     SPECULATE_WITHIN = 0.25
     clock = staticmethod(time.monotonic)
 
@@ -287,7 +288,8 @@ class FinalistsOracle(StudyOracle, keras_tuner.Oracle):
         when nothing is running, so this is the leader itself. A worker may ask while others train:
         it runs the leader's next seed beside the one in flight (both are needed if the leader
         holds), else, once the leader has all its runs, the best of the rest, which is ready if
-        the leader falls."""
+        the leader falls; either only while the runs in flight that decide whether it is needed
+        are young (SPECULATE_WITHIN), else None: the worker waits for them."""
         if not self.leader_seeds:  # no race (a plan without one, retrain.RetrainOracle's)
             return None
         sign = 1.0 if self.objective.direction == "max" else -1.0
@@ -302,9 +304,12 @@ class FinalistsOracle(StudyOracle, keras_tuner.Oracle):
         if not chasing:
             return None
         best = max(chasing, key=mean)  # the first (best rank) on a tie
-        ahead = [e for e in scored if e["busy"] and len(e["units"]) >= self.leader_seeds and mean(e) > mean(best)]
-        if ahead and not self._just_started(ahead):
-            return None  # the leader's runs end soon: wait for them (SPECULATE_WITHIN)
+        # Runs whose outcome decides whether this one is needed: best's own still training, and a
+        # leader's with all its runs handed out.
+        pending = [e for e in scored if e["busy"] and (e is best or (len(e["units"]) >= self.leader_seeds
+                                                                    and mean(e) > mean(best)))]
+        if pending and not self._just_started(pending):
+            return None  # they end soon: wait for them (SPECULATE_WITHIN)
         return {**best["units"][-1], SEED: CONFIRM_SEED + len(best["units"]) + 1}
 
     def expected_runs(self) -> int:

@@ -283,9 +283,9 @@ def test_on_workers_an_idle_worker_runs_the_next_contenders_extra_seed_and_then_
 
 def test_a_race_from_one_seed_runs_the_leaders_next_seeds_side_by_side_on_workers(confirming):
     """cpu.toml's confirmation: 1 seed each, then the leader up to 3. A worker that asks while the
-    leader's second seed trains runs its third beside it. Once the leader has all its runs, another
-    contender's next runs beside them only if they were handed out less than a quarter of a run
-    ago; later, the worker waits: the leader's end is near."""
+    leader's second seed trains runs its third beside it; once the leader has all its runs, another
+    contender's next. Either only while the runs that decide it were handed out less than a
+    quarter of a run ago; later, the worker waits: their end is near."""
     units = finalist_units(confirming.search, 3, 1, 9)
     oracle = confirming.tuner(units).oracle
     oracle.plan(units, 30, leader_seeds=3)
@@ -312,22 +312,23 @@ def test_a_race_from_one_seed_runs_the_leaders_next_seeds_side_by_side_on_worker
     end(b, 0.71)
     d, kd = ask("tuner2")
     assert kd == ("0001", 1002)  # 0001 leads on its one seed
+    now[0] = 110
+    e, ke = ask("tuner3")
+    assert ke == ("0001", 1003)  # the leader's third, beside its second (10 s old)
+    now[0] = 115
+    f, kf = ask("tuner4")
+    assert kf == ("0003", 1002)  # 0001 (0.71) has all its runs, all young: 0003's next beside them
     now[0] = 200
     end(c, 0.698)
-    e, ke = ask("tuner1")
-    assert ke == ("0001", 1003)  # the leader's third, beside its second
     end(d, 0.70)
-    f, kf = ask("tuner2")
-    assert kf == ("0003", 1002)  # 0001 (0.705) has all its runs, its last just handed out: 0003's next
-    now[0] = 260
-    assert ask("tuner3")[1] == "IDLE"  # 0001's last run is 60% through: too late to start another
-    now[0] = 300
+    assert ask("tuner1")[1] == "IDLE"  # 0003's and 0001's runs in flight are most of the way: wait
+    now[0] = 210
     end(e, 0.68)  # 0001 falls to 0.6967
-    end(f, 0.71)  # 0003: 0.705 on two seeds, ready to lead
+    end(f, 0.71)  # 0003: 0.705 on two seeds, the lead
     g, kg = ask("tuner1")
     h, kh = ask("tuner2")
     assert (kg, kh) == (("0003", 1003), ("0000", 1002))  # 0003's last, and beside it 0000's next
-    now[0] = 400
+    now[0] = 310
     end(g, 0.70)
     end(h, 0.69)
     assert ask("tuner1")[1] == "STOPPED"
