@@ -130,14 +130,14 @@ def reusable_baseline_runs(study: Study, config: Config) -> dict[tuple, dict]:
     mine, runs = search_identity(config), {}
     names = set(config["confirm"]["baselines"])
     siblings = study.root.parent.iterdir() if study.root.parent.is_dir() else ()
-    for sibling in sorted(p for p in siblings if p.is_dir() and p != study.root):
+    for sibling in [Study(p) for p in sorted(siblings) if p.is_dir() and p != study.root]:
+        _, identity = sibling.saved_identity()
         try:
-            summary = read_json(sibling / "finalists.json")
-            identity = read_json(sibling / "study.json")["identity"]
-            theirs = read_json(sibling / "versions.json").get("backend")
-        except (OSError, UserError, KeyError, TypeError):
+            summary = read_json(sibling.finalists_file)
+            theirs = read_json(sibling.root / "versions.json").get("backend")
+        except (OSError, UserError, AttributeError):
             continue
-        if (same_training(mine, identity) or theirs != backend.version() or summary.get("epochs") !=
+        if (identity is None or same_training(mine, identity) or theirs != backend.version() or summary.get("epochs") !=
                 config["retrain"]["epochs"] or summary.get("objective") != config["search"]["objective"]):
             continue
         for f in summary.get("finalists", []):
