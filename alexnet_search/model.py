@@ -22,6 +22,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from .batchnorm import BatchNormalization, to_keras_layers
 from .geometry import POOL, POOL_STRIDE, check_image_size, conv1_stride
 from .space import BOUNDS, SEED_BN_MOMENTUM, SEED_CONV1_KERNEL, Hyperparameters
 
@@ -62,12 +63,13 @@ def build_alexnet(
     if image_size != CIFAR_SHAPE[0]:
         x = layers.Resizing(image_size, image_size, name="resize", **prec)(x)
 
-    # Batch norm sits where the paper had local response normalisation: after conv1 and conv2.
+    # Batch norm sits where the paper had local response normalisation: after conv1 and conv2;
+    # Keras' layer, through one fused kernel on TensorFlow (`batchnorm`).
     x = layers.Conv2D(width(hp.conv1_filters), conv1_kernel, strides=stride, activation="relu", name="conv1", **prec)(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, name="bn1", **prec)(x)
+    x = BatchNormalization(momentum=bn_momentum, name="bn1", **prec)(x)
     x = layers.MaxPooling2D(POOL, strides=POOL_STRIDE, name="pool1", **prec)(x)
     x = layers.Conv2D(width(hp.conv2_filters), 5, padding="same", activation="relu", name="conv2", **prec)(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, name="bn2", **prec)(x)
+    x = BatchNormalization(momentum=bn_momentum, name="bn2", **prec)(x)
     x = layers.MaxPooling2D(POOL, strides=POOL_STRIDE, name="pool2", **prec)(x)
     x = layers.Conv2D(width(hp.conv3_filters), 3, padding="same", activation="relu", name="conv3", **prec)(x)
     x = layers.Conv2D(width(hp.conv4_filters), 3, padding="same", activation="relu", name="conv4", **prec)(x)
@@ -136,14 +138,16 @@ class SmoothedCrossentropy(keras.losses.Loss):
 
 
 def for_export(model: keras.Model, tta: bool = False) -> keras.Model:
-    """The trained `model` as it is exported: recompiled (in place) with the plain cross-entropy, so
-    it loads with Keras alone (no custom loss; no optimizer state: it is for inference and
-    evaluation), and with `tta` wrapped in a model averaging the class probabilities of each
-    image and its mirror image (test-time augmentation).
+    """The trained `model` as it is exported: with Keras' own batch norm layers (`batchnorm.to_keras_layers`)
+    and compiled with the plain cross-entropy, so it loads with Keras alone (no custom layer or
+    loss; no optimizer state: it is for inference and evaluation), and with `tta` wrapped in a
+    model averaging the class probabilities of each image and its mirror image (test-time
+    augmentation). `model` itself is left as it was.
 
     The mirror is built from Keras' own layers (a fixed width-reversing Dense between two
     Permutes), not a Lambda, so the export loads with `safe_mode=True` on every backend.
     """
+    model = to_keras_layers(model)
     # Every model in the file carries its compile config, the wrapped one included.
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     exported = model
