@@ -148,11 +148,11 @@ def test_bench_runs_each_variant_in_its_own_process_and_the_backends_side_by_sid
     backends = ["tensorflow"] + (["jax"] if importlib.util.find_spec("jax") else [])
     # The tiny preset's 5-trial study: cpu-quick.toml's 23 trials on each backend took minutes here.
     _, args = _parse("--images", 32, "--image-size", 32, "--batch-size", 16, "--steps", 2, "--trials-memory", 2,
-                     "--study-images", 32, "--config", tiny_config, "--data-dir", cifar_dir, "--output",
+                     "--study-images", 32, "--config", tiny_config, "--data-dir", cifar_dir, "--batchnorm-steps", 2, "--output",
                      tmp_path / "bench.json", "--backends", ",".join(backends))
     assert bench.run(args) == 0
     out = capsys.readouterr().out
-    phases = 2 * len(backends) + 2
+    phases = 3 * len(backends) + 2
     assert f"[1/{phases}] seed's way" in out and f"[2/{phases}] ours" in out and "ours/seed:" in out
     assert "ours: uint8 + numpy batches, resize in model on tensorflow, glibc's default malloc" in out
     assert "freed memory kept / glibc's default:" in out
@@ -174,8 +174,25 @@ def test_bench_runs_each_variant_in_its_own_process_and_the_backends_side_by_sid
         assert all(0 <= t["outside_fit"] <= t["outside_steps"] <= 1 for t in trials)
         assert sum(t["wall_s"] for t in trials) == pytest.approx(study["search_s"])
         assert 0 < study["first_step_s"] < study["search_s"]
+        norm = figures["batchnorm"]
+        assert norm["backend"] == name and norm["steps"] == 2 and norm["keras_step_s"] > 0 and norm["fused_step_s"] > 0
+        assert norm["ratio"] == pytest.approx(norm["fused_step_s"] / norm["keras_step_s"])
+        assert f"batch norm on {name} ({tiny_config}'s network, batch 16, median of 2 steps)" in out
     if len(backends) > 1:
-        assert f"[{phases}/{phases}] Hyperband study through run_search on jax" in out and "backends (1st steps" in out
+        assert f"[{phases}/{phases}] batch norm, Keras' layer against the fused one, on jax" in out
+        assert "backends (1st steps" in out
     with pytest.raises(UserError, match="--backends torch: torch not installed"):
         bench.run(_parse("--backends", "torch")[1])
 
+
+
+def test_batchnorm_bench_times_both_layers_on_the_presets_network(tiny_config):
+    from alexnet_search.bench import batchnorm
+
+    lines = []
+    result = batchnorm.measure_batchnorm(tiny_config, steps=2, batch_size=8, say=lines.append)
+    assert result["steps"] == 2 and result["batch_size"] == 8 and result["image_size"] == 32
+    assert result["keras_step_s"] > 0 and result["fused_step_s"] > 0
+    assert result["ratio"] == pytest.approx(result["fused_step_s"] / result["keras_step_s"])
+    assert "2 steps of each, in turn" in lines[0]
+    assert batchnorm.format_batchnorm(result).endswith(f"{result['ratio']:.2f}x the time")

@@ -1,4 +1,5 @@
-"""`alexnet-search bench`: our input pipeline against the seed's, and what a search spends outside `fit`.
+"""`alexnet-search bench`: our input pipeline against the seed's, what a search spends outside `fit`,
+and the fused batch norm against Keras' own.
 
 1. Throughput and memory (`pipeline`): the seed's way (upfront resize, float32 arrays, in-model
    augmentation) against ours (uint8 numpy batches, resize in the model), same model and steps,
@@ -8,7 +9,10 @@
    `backend.keep_freed_memory`), with the page faults per step of both.
 2. A search's overhead (`overhead`): a tiny Hyperband study through `search.run_search`, per
    trial inside and outside `fit`, and memory after each trial.
-Both run on every installed backend (--backends), side by side.
+3. Batch norm (`batchnorm`): the preset's network with Keras' batch norm against the fused one,
+   a training step of each in turn in one process, and the ratio of their median step times.
+All run on every installed backend (--backends), side by side; `--skip-variants --skip-search`
+leaves the batch norm alone (under a minute).
 
 Reading the tables: "1st epoch" images/s is what a user waits through (graph tracing and the data
 adapter's set-up included); "steady" is a batch over the median step time, leaving out the first
@@ -39,11 +43,12 @@ from pathlib import Path
 from .common import IMPORTED, columns, secs  # noqa: F401, I001  (first: IMPORTED is taken before Keras loads)
 from ..errors import UserError
 from ..console import format_duration, printer
+from .batchnorm import format_batchnorm, measure_batchnorm
 from .overhead import format_study, run_study
 from .pipeline import VARIANTS, ceiling_images_per_s, format_malloc, format_table, measure_variant
 
 _CHILD_FLAGS = ("images", "image_size", "batch_size", "steps", "width", "config", "data_dir",
-                "trials_memory", "study_images", "study_full")
+                "trials_memory", "study_images", "study_full", "batchnorm_steps")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "every installed one of tensorflow and jax); the seed's way runs on the first")
     arg("--skip-search", action="store_true", help="skip the study (first step, time outside fit, memory)")
     arg("--skip-variants", action="store_true", help="skip the seed-vs-ours throughput runs")
+    arg("--skip-batchnorm", action="store_true", help="skip Keras' batch norm against the fused one")
+    arg("--batchnorm-steps", type=int, default=30,
+        help="training steps of each batch norm variant, at --config's network and --batch-size (default 30)")
     arg("--output", default=None, help="JSON file for every figure (default: results/bench-<timestamp>.json)")
 
 
@@ -126,7 +134,7 @@ def _child_argv(args) -> list[str]:
 
 def _resolve(args) -> None:
     """Refuse sizes that cannot run; fill in the default step count."""
-    for flag in ("images", "image_size", "batch_size", "steps", "trials_memory", "study_images"):
+    for flag in ("images", "image_size", "batch_size", "steps", "trials_memory", "study_images", "batchnorm_steps"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1 (got {getattr(args, flag)})")
     if args.steps is None:
@@ -152,7 +160,8 @@ def run(args) -> int:
         f"{args.steps} steps per variant, width {args.width}; backends {', '.join(backends)}; data: "
         f"{source.describe() if source.folder else 'random images (no --data-dir or $CIFAR10_DIR)'}")
     started, phase, tables = time.monotonic(), 0, []
-    phases = (0 if args.skip_variants else 2 + len(backends)) + (0 if args.skip_search else len(backends))
+    phases = ((0 if args.skip_variants else 2 + len(backends)) + (0 if args.skip_search else len(backends))
+              + (0 if args.skip_batchnorm else len(backends)))
     report: dict = {"settings": {k: getattr(args, k) for k in _CHILD_FLAGS},
                     "written": datetime.now().isoformat(timespec="seconds"), "backends": {b: {} for b in backends}}
     if not args.skip_variants:
@@ -180,6 +189,13 @@ def run(args) -> int:
             tables.append(f"study on {b} failed: {study['error']}" if "error" in study
                           else f"on {b}: " + format_study(study))
         report["study"] = report["backends"][backends[0]]["study"]
+    if not args.skip_batchnorm:
+        for b in backends:
+            phase += 1
+            say(f"[{phase}/{phases}] batch norm, Keras' layer against the fused one, on {b} (own process) ...")
+            result = report["backends"][b]["batchnorm"] = run_child("batchnorm", _child_argv(args), say, b)
+            tables.append(f"batch norm on {b} failed: {result['error']}" if "error" in result
+                          else format_batchnorm(result))
     if len(backends) > 1:
         tables.append(format_backends(report))
     output = Path(args.output or f"results/bench-{datetime.now():%Y%m%d-%H%M%S}.json")
@@ -194,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m alexnet_search.bench`: the whole bench, or (--child) one measurement as JSON."""
     parser = argparse.ArgumentParser(prog="python -m alexnet_search.bench", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
-    parser.add_argument("--child", choices=("seed", "ours", "study"),
+    parser.add_argument("--child", choices=("seed", "ours", "study", "batchnorm"),
                         help="internal: run one measurement in this process and print its JSON")
     args = parser.parse_args(argv)
     try:
@@ -205,9 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         _resolve(args)
         backend.start()
         say = printer()
-        result = run_study(args, say) if args.child == "study" else measure_variant(
-            args.child, args.images, args.image_size, args.batch_size, args.steps, args.width,
-            args.data_dir, say)
+        if args.child == "study":
+            result = run_study(args, say)
+        elif args.child == "batchnorm":
+            result = measure_batchnorm(args.config, args.batchnorm_steps, args.batch_size, say)
+        else:
+            result = measure_variant(args.child, args.images, args.image_size, args.batch_size, args.steps,
+                                     args.width, args.data_dir, say)
         print(json.dumps(result), flush=True)
         return 0
     except UserError as exc:
