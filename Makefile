@@ -6,7 +6,7 @@
 #                     [WORKERS=N (the seeds side by side)]
 #   make baseline [CONFIG=...] [STUDY=...] [SEEDS=3] [BASELINE=name] [WORKERS=N]
 #   make report [CONFIG=...] [STUDY=...] [AGAINST="study2 study3" (other seeds or tuners)]
-#   make plan | make bench | make tensorboard | make test
+#   make plan [CONFIG=...] [WORKERS=N or auto (estimated side by side)] | make bench | make tensorboard | make test
 # BACKEND (Keras' backend: tensorflow, the default, or jax) picks the environment: .venv for
 # TensorFlow, .venv-jax for JAX (no TensorFlow in it). make test runs the suite in both.
 
@@ -83,7 +83,7 @@ report: $(STAMP)
 	$(RUN) report $(CONFIG_ARG) $(if $(STUDY),--study $(STUDY)) $(foreach s,$(AGAINST),--against $(s))
 
 plan: $(STAMP)
-	$(RUN) plan $(CONFIG_ARG) $(BUDGET_ARGS)
+	$(RUN) plan $(CONFIG_ARG) $(BUDGET_ARGS) $(WORKERS_ARG)
 
 # BENCH_ARGS, e.g. "--images 10000" for the memory comparison at the seed's scale.
 bench: $(STAMP)

@@ -255,10 +255,11 @@ def cmd_plan(args) -> int:
     from .config import load_config
     from .console import format_duration
     from .plan import (
-        estimate_finalists_seconds, estimate_retrain_seconds, estimate_seconds, time_training_steps,
+        confirmation_rounds, estimate_finalists_seconds, estimate_retrain_seconds, estimate_seconds, hold_threads,
+        time_training_steps,
     )
     from .schedule import describe_search, finalist_epochs, format_schedule, search_schedule
-    from . import backend
+    from . import backend, distribute
 
     config = load_config(_config_path(args)).with_overrides({"search": {
         "hyperband_iterations": args.hyperband_iterations, "max_trials": args.max_trials}})
@@ -286,16 +287,30 @@ def cmd_plan(args) -> int:
     if args.no_estimate:
         return 0
     _start_keras()
+    workers, threads = 1, None
+    if args.workers:
+        gpus = distribute.visible_gpus()
+        workers, why = (distribute.auto_workers(gpus, len(os.sched_getaffinity(0))) if args.workers == "auto"
+                        else (args.workers, f"{args.workers} worker(s)"))
+        print(f"\n--workers {args.workers}: {why}")
+        if not gpus and "TF_NUM_INTRAOP_THREADS" not in os.environ:  # as the launcher holds each worker
+            threads = distribute.cpu_threads(len(os.sched_getaffinity(0)), workers)
+            hold_threads(threads)
     timing = time_training_steps(config)
-    search_s = estimate_seconds(config, timing, schedule)
-    finalists_s = estimate_finalists_seconds(config, timing)
+    search_s = estimate_seconds(config, timing, schedule, workers)
+    finalists_s = estimate_finalists_seconds(config, timing, workers)
     retrain_s = estimate_retrain_seconds(config, timing)
-    print(f"\nmeasured on {backend.describe_device()}, Keras backend {backend.version()}: "
+    held = f" on {threads} thread(s), a worker's share" if threads else ""
+    print(f"\nmeasured on {backend.describe_device()}{held}, Keras backend {backend.version()}: "
           f"{1 / timing.train_s_per_image:.0f} training images/s, "
           f"{1 / timing.eval_s_per_image:.0f} inference images/s (default hyperparameters)")
-    print(f"estimated: make search {format_duration(search_s + finalists_s)} (the search "
-          f"{format_duration(search_s)}, its finalists {format_duration(finalists_s)}), retrain-best "
-          f"{format_duration(retrain_s)} per seed "
+    rounds = confirmation_rounds(config, workers)
+    side_by_side = (f" with {workers} workers side by side (the search at least "
+                    f"{format_duration(search_s)}: a Hyperband round waits for its last trial" if workers > 1 else
+                    f" (the search {format_duration(search_s)}")
+    print(f"estimated: make search {format_duration(search_s + finalists_s)}{side_by_side}, its finalists "
+          f"{format_duration(finalists_s)}" + (f" in {rounds} rounds" if workers > 1 and finalists_s else "")
+          + f"), retrain-best {format_duration(retrain_s)} per seed "
           f"(widths vary by trial; failed trials shorten the search)")
     return 0
 
@@ -395,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"preset TOML file (default: {GPU_CONFIG} where the backend sees a GPU, else {CPU_CONFIG})")
     _budget_args(p)
     p.add_argument("--no-estimate", action="store_true", help="skip the timed training steps")
+    p.add_argument("--workers", type=_workers, default=0, metavar="N|auto",
+                   help="estimate for N workers side by side, as `search --workers N` runs them (auto: as many as "
+                        "`search --workers auto` starts here); each timed at its share of the cores")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("predict", help="classify image files with a study's exported model",

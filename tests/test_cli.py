@@ -695,6 +695,13 @@ def test_plan_prints_the_schedule_and_an_estimate(tmp_path, tiny_confirmed_confi
     assert "training images/s" in result.stdout and "estimated: make search" in result.stdout
     assert re.search(r"\(the search \d+s, its finalists \d+s\)", result.stdout)
     assert result.stdout.startswith("paper.toml's space at CPU size")  # the preset's description
+    two = run_cli("plan", "--config", tiny_confirmed_config, "--workers", "2", cwd=tmp_path)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "--workers 2: 2 worker(s)" in two.stdout
+    if "tensorflow" in two.stdout and "TF_NUM_INTRAOP_THREADS" not in os.environ:  # TensorFlow's pools are held to a worker's share; JAX has no such switch
+        assert "thread(s), a worker's share" in two.stdout
+    assert re.search(r"with 2 workers side by side \(the search at least \d+s: a Hyperband round waits for its last "
+                     r"trial, its finalists \d+s in 4 rounds\)", two.stdout)
 
 
 @slow
