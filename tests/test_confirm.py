@@ -338,6 +338,57 @@ def test_a_race_from_one_seed_runs_the_leaders_next_seeds_side_by_side_on_worker
     assert adopt(confirming.study, confirming.config, summary=summary)["trial_id"] == "0003"
 
 
+def test_a_worker_waits_for_a_rivals_run_about_to_end_before_the_leaders_next_seed(confirming):
+    """Study seed 2's first round: the first run to end made its contender the leader, whose next
+    seed took the free worker 43 s before the other contender's run ended on a better score; its
+    two seeds then needed a round more. A run in its last quarter is now waited for."""
+    units = finalist_units(confirming.search, 3, 1, 9)
+    oracle = confirming.tuner(units).oracle
+    oracle.plan(units, 30, leader_seeds=3)
+    now = [0.0]
+    oracle.clock = lambda: now[0]
+
+    def ask(tuner):
+        trial = oracle.create_trial(tuner)
+        return trial, (trial.hyperparameters.values["finalist/trial"], trial.hyperparameters.values["finalist/seed"]) \
+            if trial.status == "RUNNING" else trial.status
+
+    def end(trial, score):
+        oracle.update_trial(trial.trial_id, {"val_accuracy": score})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+
+    (a, _), (b, kb), (c, kc) = ask("tuner1"), ask("tuner2"), ask("tuner3")
+    assert (kb, kc) == (("0001", 1001), ("0000", 1001))
+    now[0] = 100
+    end(a, 0.70)  # a run takes 100 s: 0001's and 0000's, as old, end within a quarter of one
+    assert ask("tuner1")[1] == "IDLE"  # not 0003's second seed yet
+    now[0] = 101
+    end(b, 0.72)
+    assert ask("tuner2")[1] == "IDLE"  # 0001 leads, but 0000's score is seconds away
+    now[0] = 102
+    end(c, 0.69)
+    (d, kd), (e, ke) = ask("tuner1"), ask("tuner2")
+    assert (kd, ke) == (("0001", 1002), ("0001", 1003))  # the leader's two seeds side by side: one round
+
+
+def test_rivals_runs_this_process_did_not_see_start_are_not_waited_for(confirming):
+    """A chief restarted mid-confirmation does not know when the runs in flight began, so not when
+    they end: the leader's next seed goes ahead, as before the rule."""
+    units = finalist_units(confirming.search, 3, 1, 9)
+    oracle = confirming.tuner(units).oracle
+    oracle.plan(units, 30, leader_seeds=3)
+    now = [0.0]
+    oracle.clock = lambda: now[0]
+    first = [oracle.create_trial(f"tuner{i}") for i in (1, 2, 3)]
+    now[0] = 100
+    oracle.update_trial(first[0].trial_id, {"val_accuracy": 0.70})
+    first[0].status = "COMPLETED"
+    oracle.end_trial(first[0])
+    oracle.handed.clear()
+    assert oracle.create_trial("tuner1").hyperparameters.values["finalist/seed"] == 1002
+
+
 def test_a_single_run_has_no_spread(confirming):
     units = finalist_units(confirming.search, 3, 1, 9)
     oracle = confirming.tuner(units).oracle
