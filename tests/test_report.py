@@ -323,7 +323,7 @@ def test_a_baseline_adopted_over_the_finalists_is_named_as_one(tmp_path):
     assert rows[0].startswith("| `s` paper | baseline `paper` | 0.6900 | 0.7100 | 0.7000 ± 0.0141 | adopted")
     assert rows[1].startswith("| `s` 0004 | 0.6000 (3 epochs) |") and "adopted" not in rows[1]
     assert rows[2].startswith("| `s` 0005 | 0.5000 (3 epochs) | 0.6100 | - | 0.6100 (one run) |")
-    assert "not trained again: baseline paper seed 1001 from `cpu/0004`." in finalists
+    assert "not trained again: baseline paper seed 1001 of `s` from `cpu/0004`." in finalists
 
 
 def _ranked_trials(n: int, score) -> list:

@@ -122,7 +122,7 @@ def _finalists(study: Study, others: list[Study], adopted: dict | None, tuned: d
                        else (by_seed[s]["status"].lower() if s in by_seed else "-") for s in seeds),
                      mean_spread(f["mean"], f["std"]) if f["complete"] else "incomplete", ", ".join(marks)])
     lines += table(["finalist", "search score", *(f"seed {s}" for s in seeds), "mean ± std", ""], rows)
-    reused = [f"{contender_name(f)} seed {r['seed']} from `{r['reused_from']}`"
+    reused = [f"{contender_name(f)} seed {r['seed']} of `{f['study']}` from `{r['reused_from']}`"  # pooled: several
               for f in ranked for r in f["runs"] if r.get("reused_from")]
     if reused:
         lines += ["", "Reused from a study beside this one that trained the same thing (values, seed, epochs, data, "
