@@ -22,8 +22,12 @@ from __future__ import annotations
 import keras
 
 
+@keras.saving.register_keras_serializable(package="alexnet_search")
 class BatchNormalization(keras.layers.BatchNormalization):
-    """`keras.layers.BatchNormalization` (same arguments), through TensorFlow's fused kernel where it applies."""
+    """`keras.layers.BatchNormalization` (same arguments), through TensorFlow's fused kernel where it applies.
+
+    Registered, so a model saved straight from `model.build_alexnet` loads where this package is
+    imported, like any model with a custom layer; exports (`model.for_export`) need only Keras."""
 
     def _fusable(self, inputs, mask) -> bool:
         return (keras.backend.backend() == "tensorflow" and mask is None and len(inputs.shape) == 4

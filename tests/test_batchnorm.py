@@ -99,6 +99,15 @@ def test_exports_carry_keras_own_layer_and_predict_the_same(tmp_path):
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-5, atol=1e-6)
 
 
+def test_a_model_saved_straight_from_the_builder_loads_back_with_this_package(tmp_path):
+    images = np.random.default_rng(5).integers(0, 256, (4, 32, 32, 3), dtype="uint8")
+    model = build_alexnet(TINY_NET, image_size=32, conv1_kernel=3)
+    model.save(tmp_path / "raw.keras")
+    reloaded = keras.models.load_model(tmp_path / "raw.keras", safe_mode=True)
+    assert isinstance(reloaded.get_layer("bn1"), batchnorm.BatchNormalization)
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-5, atol=1e-6)
+
+
 def test_a_model_without_the_fused_layer_is_returned_as_it_is():
     plain = keras.Sequential([keras.Input((4, 4, 2)), keras.layers.BatchNormalization()])
     assert to_keras_layers(plain) is plain
