@@ -196,7 +196,7 @@ def run(args) -> int:
             result = report["backends"][b]["batchnorm"] = run_child("batchnorm", _child_argv(args), say, b)
             tables.append(f"batch norm on {b} failed: {result['error']}" if "error" in result
                           else format_batchnorm(result))
-    if len(backends) > 1:
+    if len(backends) > 1 and not (args.skip_variants and args.skip_search):  # else a table of dashes
         tables.append(format_backends(report))
     output = Path(args.output or f"results/bench-{datetime.now():%Y%m%d-%H%M%S}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
