@@ -4,6 +4,7 @@ The runs here are Keras Tuner trials ended through the oracle's own calls with t
 chooses; test_cli.py trains them for real (a kill in the middle, and a pool of two studies).
 """
 
+import functools
 import json
 import re
 from types import SimpleNamespace
@@ -281,6 +282,19 @@ def test_on_workers_an_idle_worker_runs_the_next_contenders_extra_seed_and_then_
     assert oracle.create_trial("tuner1").status == "STOPPED"  # 0003 leads on three seeds
 
 
+def _ask(oracle, tuner):
+    """A worker's request: the trial, and its (finalist, seed) when it runs, else its status (IDLE, STOPPED)."""
+    trial = oracle.create_trial(tuner)
+    return trial, (trial.hyperparameters.values["finalist/trial"], trial.hyperparameters.values["finalist/seed"]) \
+        if trial.status == "RUNNING" else trial.status
+
+
+def _end(oracle, trial, score):
+    oracle.update_trial(trial.trial_id, {"val_accuracy": score})
+    trial.status = "COMPLETED"
+    oracle.end_trial(trial)
+
+
 def test_a_race_from_one_seed_runs_the_leaders_next_seeds_side_by_side_on_workers(confirming):
     """cpu.toml's confirmation: 1 seed each, then the leader up to 3. A worker that asks while the
     leader's second seed trains runs its third beside it; once the leader has all its runs, another
@@ -293,15 +307,7 @@ def test_a_race_from_one_seed_runs_the_leaders_next_seeds_side_by_side_on_worker
     now = [0.0]
     oracle.clock = lambda: now[0]  # every run below takes 100 s
 
-    def ask(tuner):
-        trial = oracle.create_trial(tuner)
-        return trial, (trial.hyperparameters.values["finalist/trial"], trial.hyperparameters.values["finalist/seed"]) \
-            if trial.status == "RUNNING" else trial.status
-
-    def end(trial, score):
-        oracle.update_trial(trial.trial_id, {"val_accuracy": score})
-        trial.status = "COMPLETED"
-        oracle.end_trial(trial)
+    ask, end = functools.partial(_ask, oracle), functools.partial(_end, oracle)
 
     (a, ka), (b, kb) = ask("tuner1"), ask("tuner2")
     assert (ka, kb) == (("0003", 1001), ("0001", 1001))
@@ -348,15 +354,7 @@ def test_a_worker_waits_for_a_rivals_run_about_to_end_before_the_leaders_next_se
     now = [0.0]
     oracle.clock = lambda: now[0]
 
-    def ask(tuner):
-        trial = oracle.create_trial(tuner)
-        return trial, (trial.hyperparameters.values["finalist/trial"], trial.hyperparameters.values["finalist/seed"]) \
-            if trial.status == "RUNNING" else trial.status
-
-    def end(trial, score):
-        oracle.update_trial(trial.trial_id, {"val_accuracy": score})
-        trial.status = "COMPLETED"
-        oracle.end_trial(trial)
+    ask, end = functools.partial(_ask, oracle), functools.partial(_end, oracle)
 
     (a, _), (b, kb), (c, kc) = ask("tuner1"), ask("tuner2"), ask("tuner3")
     assert (kb, kc) == (("0001", 1001), ("0000", 1001))
@@ -382,9 +380,7 @@ def test_rivals_runs_this_process_did_not_see_start_are_not_waited_for(confirmin
     oracle.clock = lambda: now[0]
     first = [oracle.create_trial(f"tuner{i}") for i in (1, 2, 3)]
     now[0] = 100
-    oracle.update_trial(first[0].trial_id, {"val_accuracy": 0.70})
-    first[0].status = "COMPLETED"
-    oracle.end_trial(first[0])
+    _end(oracle, first[0], 0.70)
     oracle.handed.clear()
     assert oracle.create_trial("tuner1").hyperparameters.values["finalist/seed"] == 1002
 
