@@ -81,14 +81,14 @@ def keep_compiled_programs() -> None:
     process compiled for the same layer widths.
     """
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_dir() / "jax"))
-    # Every program, however quick its compile (JAX's default skips those under 1 s): a tiny
-    # study's rerun compiled 2.3 s instead of 12.0 s on CPU (README, Measured). XLA's GPU autotuning
+    # Every program, however quick its compile (JAX's default skips those under 1 s): a rerun then
+    # compiles nothing (docs/experiments/2026-11-28-jax-persistent-compilation-cache-cpu.md). XLA's GPU autotuning
     # results are kept beside them, JAX's default; its kernel cache ("all") stays off until a GPU
     # run has measured it (it needs nvlink, which pip-installed CUDA may lack: jax#28247).
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     # Unbounded, as JAX's default. JAX bounds it only in its LRU mode (JAX_COMPILATION_CACHE_MAX_SIZE,
     # with the filelock package), which warned on every write into a cache made before: its
-    # entries lack the access-time files that mode reads (seen in make test, 0b49f10).
+    # entries lack the access-time files that mode reads (seen in make test).
 
 
 class Compiles:
@@ -244,7 +244,7 @@ def gpu_count() -> int:
 def describe_device() -> str:
     gpus = gpu_names()
     if not gpus:
-        # A CPU worker of `--workers N` is held to its share of the cores (distribute.placement).
+        # A CPU worker of `--workers N` is held to its share of the cores (launcher.placement).
         threads = os.environ.get("TF_NUM_INTRAOP_THREADS" if name() == "tensorflow" else "OMP_NUM_THREADS")
         held = f", {threads} thread(s) for this process" if threads and name() != "jax" else ""
         return f"CPU ({os.cpu_count()} cores{held}; no GPU visible to {name()})"

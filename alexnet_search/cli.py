@@ -1,4 +1,5 @@
-"""`alexnet-search`: the command line. Each subcommand is a thin layer over one module.
+"""`alexnet-search`: the command line. Each command parses its flags, then calls one function
+(`commands` for search, retrain-best and baseline).
 
 Errors a user can fix print one line, `error: ...`, and exit with status 2; Ctrl-C exits with 130
 and leaves the study resumable.
@@ -7,7 +8,6 @@ and leaves the study resumable.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 from pathlib import Path
@@ -93,16 +93,10 @@ def _budget_args(p: argparse.ArgumentParser) -> None:
                         "than a finished study ran extends it")
 
 
-@functools.cache
 def _start_keras() -> None:
-    """Import Keras on its backend (seconds: TensorFlow alone takes 5 to 10 on 2 cores), once.
+    from .commands import start_keras
 
-    Commands that read a preset call this after the preset and the study are checked, so that a
-    mistyped key or a study of another search is refused at once, not after the import.
-    """
-    from . import backend
-
-    backend.start()
+    start_keras()
 
 
 def _config_path(args) -> str:
@@ -133,110 +127,60 @@ def _load(args):
     return config, study_for(args.results_dir, config.name if args.study is None else args.study)
 
 
+def _child_args(args, study, host: str, port: int, flags: tuple[str, ...]) -> list[str]:
+    """The command line a launched chief and its workers get: this one's study, address and `flags`
+    (attribute names, given where set), so that each of them resolves the same preset and study."""
+    child = ["--config", args.config, "--study", study.name, "--results-dir", args.results_dir,
+             "--oracle-host", host, "--oracle-port", str(port)]
+    child += ["--data-dir", args.data_dir] if args.data_dir else []
+    for flag in flags:
+        value = getattr(args, flag)
+        if value is not None and value is not False:
+            child += ["--" + flag.replace("_", "-")] + ([] if value is True else [str(value)])
+    return child
+
+
 def cmd_search(args) -> int:
-    from . import distribute
+    from . import cluster, commands
 
     config, study = _load(args)
-    host, port = distribute.oracle_address(args.oracle_host, args.oracle_port, config)
-    serves = args.workers or args.chief or "chief" in os.environ.get(distribute.TUNER_ID, "")
-    if serves and not distribute.is_loopback(host):
+    host, port = cluster.oracle_address(args.oracle_host, args.oracle_port, config)
+    serves = args.workers or args.chief or "chief" in os.environ.get(cluster.TUNER_ID, "")
+    if serves and not cluster.is_loopback(host):
         print(f"warning: serving Keras Tuner's oracle on {host}:{port}, which other hosts can reach; its gRPC "
               f"port has no authentication, so anyone there can read and steer this study", file=sys.stderr)
     if args.workers:
         if args.chief or args.worker is not None:
             raise UserError("--workers starts its own chief and workers; drop --chief/--worker")
-        child = ["--config", args.config, "--study", study.name, "--results-dir", args.results_dir,
-                 "--oracle-host", host, "--oracle-port", str(port)]
-        child += ["--data-dir", args.data_dir] if args.data_dir else []
-        child += ["--overwrite"] if args.overwrite else []
-        for flag in ("seed", "hyperband_iterations", "max_trials"):
-            if getattr(args, flag) is not None:
-                child += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
-        return distribute.launch_local(child, args.workers, host, port, study.root / "logs")
-
-    distribute.set_role(args.chief, args.worker, host, port)
-    distribute.leave_with_launcher()
-    if distribute.role() == "chief":
-        distribute.check_ports(host, port)  # both oracles' ports, before the seconds of importing Keras
-    from .study import require_chiefs_search, require_chiefs_versions
-
-    phase = "search"
-    if distribute.role() == "worker":
-        # Before Keras' import: a worker started before its chief says at once that it waits (and
-        # imports Keras while it does), and one of another search is refused at once. A worker
-        # restarted after the search ended joins the finalists' confirmation directly.
-        phase = distribute.worker_phase(host, port, meanwhile=_start_keras)
-        require_chiefs_search(study, config)
-    _start_keras()
-    from .confirm import run_finalists
-    from .data import source_from
-    from .search import run_search
-
-    source = source_from(args.data_dir)
-    if distribute.role() == "worker":
-        require_chiefs_versions(study)
-    if phase == "search":
-        tuner = run_search(config, study, source, overwrite=args.overwrite)
-        if distribute.role() == "worker" and config["confirm"]["finalists"]:
-            distribute.await_finalists(host, port)
-        run_finalists(config, study, source, tuner.oracle)
-    else:
-        run_finalists(config, study, source)
-    return 0
-
-
-def _seeds_side_by_side(args, config, study, command: str, child: list[str]) -> int | None:
-    """`--workers N` for retrain-best and baseline: launch a chief and N workers of `command` (the
-    seeds are their trials) and return its exit status. In one of those processes (or without
-    --workers): set its role and return None; a worker returns once its chief serves."""
-    from . import distribute
-
-    host, port = distribute.oracle_address(args.oracle_host, args.oracle_port, config)
-    if args.workers:
-        child = ["--config", args.config, "--study", study.name, "--results-dir", args.results_dir,
-                 "--oracle-host", host, "--oracle-port", str(port), "--seeds", str(args.seeds), *child]
-        child += ["--data-dir", args.data_dir] if args.data_dir else []
-        child += ["--seed", str(args.seed)] if args.seed is not None else []
-        return distribute.launch_local(child, args.workers, host, port, study.root / "logs", command=command)
-    distribute.set_role(False, None, host, port)  # the launcher's children: Keras Tuner's variables say which
-    distribute.leave_with_launcher()
-    if distribute.role() == "chief":
-        distribute.check_port(host, port)
-    elif distribute.role() == "worker":
-        distribute.worker_phase(host, port, meanwhile=_start_keras)
-    return None
+        child = _child_args(args, study, host, port, ("overwrite", "seed", "hyperband_iterations", "max_trials"))
+        return commands.launch("search", child, args.workers, host, port, study)
+    return commands.search(config, study, args.data_dir, args.overwrite, args.chief, args.worker, host, port)
 
 
 def cmd_retrain_best(args) -> int:
+    from . import cluster, commands
+
     config, study = _load(args)
     if args.origin and args.pool:
         raise UserError("--from and --pool both choose what to retrain; give one")
-    child = (["--from", args.origin] if args.origin else []) + [a for name in args.pool or [] for a in ("--pool", name)]
-    launched = _seeds_side_by_side(args, config, study, "retrain-best", child)
-    if launched is not None:
-        return launched
-    _start_keras()
-    from .data import source_from
-    from .retrain import retrain_best
-    from .study import study_for
-
-    retrain_best(config, study, source_from(args.data_dir), seeds=args.seeds, origin=args.origin,
-                 pool=[study_for(args.results_dir, name) for name in args.pool or []])
-    return 0
+    host, port = cluster.oracle_address(args.oracle_host, args.oracle_port, config)
+    if args.workers:
+        child = _child_args(args, study, host, port, ("seeds", "seed"))
+        child += (["--from", args.origin] if args.origin else []) + [a for n in args.pool or [] for a in ("--pool", n)]
+        return commands.launch("retrain-best", child, args.workers, host, port, study)
+    return commands.retrain_best(config, study, args.data_dir, args.seeds, args.origin, args.pool or [],
+                                 args.results_dir, host, port)
 
 
 def cmd_baseline(args) -> int:
-    config, study = _load(args)
-    launched = _seeds_side_by_side(args, config, study, "baseline",
-                                   [a for name in args.name or [] for a in ("--name", name)])
-    if launched is not None:
-        return launched
-    _start_keras()
-    from .data import source_from
-    from .retrain import train_baseline
+    from . import cluster, commands
 
-    train_baseline(config, study, source_from(args.data_dir), seeds=args.seeds, names=args.name)
-    return 0
+    config, study = _load(args)
+    host, port = cluster.oracle_address(args.oracle_host, args.oracle_port, config)
+    if args.workers:
+        child = _child_args(args, study, host, port, ("seeds", "seed")) + [a for n in args.name or [] for a in ("--name", n)]
+        return commands.launch("baseline", child, args.workers, host, port, study)
+    return commands.baseline(config, study, args.data_dir, args.seeds, args.name, host, port)
 
 
 def cmd_report(args) -> int:
@@ -253,65 +197,11 @@ def cmd_report(args) -> int:
 
 def cmd_plan(args) -> int:
     from .config import load_config
-    from .console import format_duration
-    from .plan import (
-        confirmation_rounds, estimate_finalists_seconds, estimate_retrain_seconds, estimate_seconds, hold_threads,
-        time_training_steps,
-    )
-    from .schedule import describe_search, finalist_epochs, format_schedule, search_schedule
-    from . import backend, distribute
+    from .plan import print_plan
 
     config = load_config(_config_path(args)).with_overrides({"search": {
         "hyperband_iterations": args.hyperband_iterations, "max_trials": args.max_trials}})
-    schedule = search_schedule(config["search"])
-    d, s = config["data"], config["search"]
-    if config["study"]["description"]:
-        print(config["study"]["description"])
-    tuner = describe_search(s)
-    m = config["model"]
-    print(f"{config.path}: {tuner}; {d['train_size']} training + {d['val_size']} "
-          f"validation images at {d['image_size']}x{d['image_size']}, batch {d['batch_size']}; "
-          f"width x{m['width_multiplier']}, conv1 {m['conv1_kernel']}x{m['conv1_kernel']}")
-    print(format_schedule(schedule))
-    c, epochs = config["confirm"], config["retrain"]["epochs"]
-    if c["finalists"]:
-        against = f" and baseline {', '.join(c['baselines'])}" if c["baselines"] else ""
-        race = max(0, c["leader_seeds"] - c["seeds"])
-        print(f"then the finalists: the best {c['finalists']} configurations{against} trained again with "
-              f"{c['seeds']} seed{'s' if c['seeds'] > 1 else ''} each for {epochs} epochs"
-              + (f", the best mean then with {race} more (again for each new leader)" if race else "")
-              + f": {finalist_epochs(config)} epochs" + (" or more" if race else ""))
-    else:
-        print("then no confirmation ([confirm] finalists = 0): the search's best trial is adopted")
-    print(f"then retrain-best: {epochs} epochs per seed")
-    if args.no_estimate:
-        return 0
-    _start_keras()
-    workers, threads = 1, None
-    if args.workers:
-        gpus = distribute.visible_gpus()
-        workers, why = (distribute.auto_workers(gpus, len(os.sched_getaffinity(0))) if args.workers == "auto"
-                        else (args.workers, f"{args.workers} worker(s)"))
-        print(f"\n--workers {args.workers}: {why}")
-        if not gpus and "TF_NUM_INTRAOP_THREADS" not in os.environ:  # as the launcher holds each worker
-            threads = distribute.cpu_threads(len(os.sched_getaffinity(0)), workers)
-            hold_threads(threads)
-    timing = time_training_steps(config)
-    search_s = estimate_seconds(config, timing, schedule, workers)
-    finalists_s = estimate_finalists_seconds(config, timing, workers)
-    retrain_s = estimate_retrain_seconds(config, timing)
-    held = f" on {threads} thread(s), a worker's share" if threads else ""
-    print(f"\nmeasured on {backend.describe_device()}{held}, Keras backend {backend.version()}: "
-          f"{1 / timing.train_s_per_image:.0f} training images/s, "
-          f"{1 / timing.eval_s_per_image:.0f} inference images/s (default hyperparameters)")
-    rounds = confirmation_rounds(config, workers)
-    side_by_side = (f" with {workers} workers side by side (the search at least "
-                    f"{format_duration(search_s)}: a Hyperband round waits for its last trial" if workers > 1 else
-                    f" (the search {format_duration(search_s)}")
-    print(f"estimated: make search {format_duration(search_s + finalists_s)}{side_by_side}, its finalists "
-          f"{format_duration(finalists_s)}" + (f" in {rounds} rounds" if workers > 1 and finalists_s else "")
-          + f"), retrain-best {format_duration(retrain_s)} per seed "
-          f"(widths vary by trial; failed trials shorten the search)")
+    print_plan(config, args.workers, estimate=not args.no_estimate, start_keras=_start_keras)
     return 0
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import UserError
 from .geometry import check_image_size
-from .space import BOUNDS, SEED, SEED_BN_MOMENTUM, SEED_CONV1_KERNEL, problems
+from .space import BOUNDS, SEED_BN_MOMENTUM, SEED_CONV1_KERNEL, SEED_SCRIPT, problems
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # Keras Tuner's tuners a preset may choose ([search] tuner).
@@ -188,7 +188,7 @@ def _check_space_entry(where: str, name: str, entry: Any) -> None:
         )
     bounds = BOUNDS[name]
     # Without a default the search starts from the seed's value, which must then be in the range.
-    default = entry.get("default", SEED[name])
+    default = entry.get("default", SEED_SCRIPT[name])
     given = "default" in entry
     if bounds.names and kind != "choice":
         raise UserError(f'{where} must be a choice, e.g. type = "choice", values = {list(bounds.names)}')
@@ -330,7 +330,7 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
     # Without named baselines a preset still has the seed's: every hyperparameter at its default.
     data.setdefault("baselines", {"seed": {}})
     for name, entry in data["space"].items():
-        entry.setdefault("default", SEED[name])  # recorded in config.json, and part of the study's identity
+        entry.setdefault("default", SEED_SCRIPT[name])  # recorded in config.json, and part of the study's identity
     return data
 
 

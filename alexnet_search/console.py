@@ -34,3 +34,10 @@ def format_duration(seconds: float) -> str:
 def short(value: Any) -> str:
     """A value as the progress lines and tables show it: floats to 3 significant digits."""
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def columns(rows: list, left: int = 1) -> list[str]:
+    """Rows as aligned text columns: the first `left` columns left-aligned, the rest right-aligned."""
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(str(c).ljust(w) if i < left else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            for r in rows]

@@ -60,7 +60,7 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
     def from_config(cls, config: Config, horizon: int | None = None, precision: str | None = None,
                     jit_compile: bool | None = None) -> "AlexNetHyperModel":
         """The preset's hypermodel; `precision`/`jit_compile` override its speed options (see
-        `distribute.precision_and_xla_options`, which turns them off where no GPU is visible)."""
+        `devices.precision_and_xla_options`, which turns them off where no GPU is visible)."""
         m = config["model"]
         return cls(
             space=config.space,

@@ -7,13 +7,17 @@ fewer configurations and spend less.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass
+from typing import Callable, TextIO
 
 import numpy as np
 
 from .config import Config
-from .schedule import Schedule, finalist_runs, search_schedule
+from .console import format_duration, printer
+from .schedule import Schedule, describe_search, finalist_epochs, finalist_runs, format_schedule, race_runs, search_schedule
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,7 @@ def time_training_steps(config: Config, steps: int = 3) -> StepTiming:
     import keras_tuner
 
     from .data import Batches, TrainingSet
-    from .distribute import precision_and_xla
+    from .devices import precision_and_xla
     from .hypermodel import AlexNetHyperModel
 
     batch = config["data"]["batch_size"]
@@ -57,7 +61,7 @@ def time_training_steps(config: Config, steps: int = 3) -> StepTiming:
 
 def hold_threads(threads: int) -> None:
     """Hold TensorFlow's thread pools to `threads`, as the launcher holds a CPU worker's
-    (`distribute.placement`), so that the timed steps run at a worker's speed. Call it after
+    (`launcher.placement`), so that the timed steps run at a worker's speed. Call it after
     Keras is imported and before anything runs. JAX's XLA:CPU pool has no such switch."""
     import keras
 
@@ -98,3 +102,63 @@ def estimate_retrain_seconds(config: Config, timing: StepTiming, test_images: in
     d = config["data"]
     return (config["retrain"]["epochs"] * _epoch_seconds(config, timing)
             + (d["train_size"] + d["val_size"] + test_images) * timing.eval_s_per_image)
+
+
+def print_plan(config: Config, workers: int | str = 0, estimate: bool = True, start_keras: Callable = lambda: None,
+               out: TextIO = sys.stdout) -> None:
+    """`make plan`: the preset's schedule, its confirmation and retrain, then (`estimate`) the
+    durations from steps timed here, for one process or `workers` side by side ("auto": as many as
+    `search --workers auto` starts here). `start_keras` imports Keras, only if it times steps."""
+    say = printer(out)
+    schedule = search_schedule(config["search"])
+    d, m = config["data"], config["model"]
+    if config["study"]["description"]:
+        say(config["study"]["description"])
+    say(f"{config.path}: {describe_search(config['search'])}; {d['train_size']} training + {d['val_size']} "
+        f"validation images at {d['image_size']}x{d['image_size']}, batch {d['batch_size']}; "
+        f"width x{m['width_multiplier']}, conv1 {m['conv1_kernel']}x{m['conv1_kernel']}")
+    say(format_schedule(schedule))
+    c, epochs = config["confirm"], config["retrain"]["epochs"]
+    if c["finalists"]:
+        against = f" and baseline {', '.join(c['baselines'])}" if c["baselines"] else ""
+        race = race_runs(config)
+        say(f"then the finalists: the best {c['finalists']} configurations{against} trained again with "
+            f"{c['seeds']} seed{'s' if c['seeds'] > 1 else ''} each for {epochs} epochs"
+            + (f", the best mean then with {race} more (again for each new leader)" if race else "")
+            + f": {finalist_epochs(config)} epochs" + (" or more" if race else ""))
+    else:
+        say("then no confirmation ([confirm] finalists = 0): the search's best trial is adopted")
+    say(f"then retrain-best: {epochs} epochs per seed")
+    if estimate:
+        start_keras()
+        _print_estimates(config, schedule, workers, say)
+
+
+def _print_estimates(config: Config, schedule: Schedule, workers: int | str, say) -> None:
+    from . import backend, devices, launcher
+
+    count, threads = 1, None
+    if workers:
+        gpus = devices.visible_gpus()
+        count, why = (launcher.auto_workers(gpus, len(os.sched_getaffinity(0))) if workers == "auto"
+                      else (workers, f"{workers} worker(s)"))
+        say(f"\n--workers {workers}: {why}")
+        if not gpus and "TF_NUM_INTRAOP_THREADS" not in os.environ:  # as the launcher holds each worker
+            threads = launcher.cpu_threads(len(os.sched_getaffinity(0)), count)
+            hold_threads(threads)
+    timing = time_training_steps(config)
+    search_s = estimate_seconds(config, timing, schedule, count)
+    finalists_s = estimate_finalists_seconds(config, timing, count)
+    retrain_s = estimate_retrain_seconds(config, timing)
+    held = f" on {threads} thread(s), a worker's share" if threads else ""
+    say(f"\nmeasured on {backend.describe_device()}{held}, Keras backend {backend.version()}: "
+        f"{1 / timing.train_s_per_image:.0f} training images/s, "
+        f"{1 / timing.eval_s_per_image:.0f} inference images/s (default hyperparameters)")
+    rounds = confirmation_rounds(config, count)
+    side_by_side = (f" with {count} workers side by side (the search at least "
+                    f"{format_duration(search_s)}: a Hyperband round waits for its last trial" if count > 1 else
+                    f" (the search {format_duration(search_s)}")
+    say(f"estimated: make search {format_duration(search_s + finalists_s)}{side_by_side}, its finalists "
+        f"{format_duration(finalists_s)}" + (f" in {rounds} rounds" if count > 1 and finalists_s else "")
+        + f"), retrain-best {format_duration(retrain_s)} per seed "
+        f"(widths vary by trial; failed trials shorten the search)")

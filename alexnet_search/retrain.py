@@ -27,47 +27,44 @@ same JSON files to `results/<study>/baselines/NAME/`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import os
 import shutil
-import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import keras
-import numpy as np
-
-from . import distribute, locks
+from . import cluster
+from .adoption import hyperparameters_from, pooled_best, read_adopted
 from .config import Config
-from .confirm import FinalistsOracle, FinalistTuner, pooled_best, read_adopted
-from .console import format_duration, printer
+from .console import format_duration
 from .data import Source
+from .engine.phase import Phase
+from .engine.planned import PlannedRunsOracle
+from .engine.tuner import RunTuner
+from .evaluation import evaluate, kept_epoch, summarize
 from .errors import UserError
 from .export import VERIFY_IMAGES, export_model, verify_exports
 from .files import read_json, replace_dir_atomic, restore_dir, write_json_atomic
 from .hypermodel import AlexNetHyperModel
 from .model import for_export
-from .progress import EpochReporter, Progress
-from .search import search_to_the_end
-from .space import SEED, problems
-from .study import Study, require_same_network, require_study, study_for, write_provenance
+from .progress import Progress
+from .space import SEED_SCRIPT, problems
+from .study import Study, require_same_network, require_study, write_provenance
 from .training import Training
-from .trials import ENDED, contender_name, direction, failure_reason, mean_spread
+from .trials import ENDED, contender_name, failure_reason, mean_spread
 
 # A retrain's bookkeeping in its runs' values (trials.is_bookkeeping): which retrain, which seed.
 RUN, RUN_SEED = "retrain/name", "retrain/seed"
 
 
-class RetrainOracle(FinalistsOracle):
-    """A retrain's seeds as planned runs (the confirmation's oracle: each handed out once, in
-    order), in results/<study>/runs/retrain-best/ or runs/baselines/: a kill loses the seed in
-    flight, and the same command resumes with the seeds already trained. Its state also records
-    `setup` (each name's values, the epochs, data and network), so that a retrain of anything else
-    starts over instead of mixing seeds (`_runs_tuner`)."""
+class RetrainOracle(PlannedRunsOracle):
+    """A retrain's seeds as planned runs, in results/<study>/runs/retrain-best/ or runs/baselines/:
+    a kill loses the seed in flight, and the same command resumes with the seeds already trained.
+    Its state also records `setup` (each name's values, the epochs, data and network), so that a
+    retrain of anything else starts over instead of mixing seeds (`_runs_tuner`)."""
 
     KEY = (RUN, RUN_SEED)
 
@@ -78,8 +75,7 @@ class RetrainOracle(FinalistsOracle):
     def plan(self, units: list[dict[str, Any]], epochs: int, setup: dict | None = None) -> None:
         """Hand out `units`, keeping the record of earlier runs that `units` no longer ask for (a
         retrain with fewer seeds) but never handing those out again if they did not start."""
-        wanted = {self.key(u) for u in units}
-        started = {self.key(t.hyperparameters.values) for t in self.trials.values()}
+        wanted, started = {self.key(u) for u in units}, self.started()
         self.units = list(units) + [u for u in self.units if self.key(u) in started and self.key(u) not in wanted]
         self.epochs, self.setup = epochs, setup
         self.save()
@@ -92,7 +88,7 @@ class RetrainOracle(FinalistsOracle):
         self.setup = state.get("setup")
 
 
-class RetrainTuner(FinalistTuner):
+class RetrainTuner(RunTuner):
     """Trains a retrain's seeds, each as a confirmation run trains (from scratch for [retrain]
     epochs, the weights of its best validation epoch kept), then evaluates it once on every split,
     the test set included, into evaluation.json beside its checkpoint. `project`: runs/retrain-best,
@@ -101,13 +97,10 @@ class RetrainTuner(FinalistTuner):
     def __init__(self, training: Training, config: Config, study: Study, project: str, test, seeds: int,
                  progress: Progress | None, overwrite: bool = False):
         oracle = RetrainOracle(config["search"]["objective"], config["study"]["seed"])
-        super().__init__(training, config, study, progress, oracle=oracle, project=project, overwrite=overwrite)
+        super().__init__(training, config, study, oracle, project, progress, overwrite=overwrite)
         self.training, self.test, self.seeds = training, test, seeds
         self.first_seed = config["study"]["seed"]
         self._model = None  # the running seed's model, kept to evaluate once it has trained
-
-    def trial_seed(self, trial) -> int:
-        return int(trial.hyperparameters.values[RUN_SEED])
 
     def run_name(self, trial) -> str:
         return f"{trial.hyperparameters.values[RUN]}/seed{self.trial_seed(trial)}"
@@ -155,44 +148,7 @@ class RetrainTuner(FinalistTuner):
         self.progress.end(self.epochs, self.evaluation(ended))
 
 
-def kept_epoch(history: dict[str, list], objective: str) -> int | None:
-    """The epoch (from 1) whose weights a run kept: its best finite `objective`, the first on a tie."""
-    values = [(v, i) for i, v in enumerate(history.get(objective, [])) if math.isfinite(v)]
-    if not values:
-        return None
-    sign = 1.0 if direction(objective) == "max" else -1.0
-    return max(values, key=lambda vi: (sign * vi[0], -vi[1]))[1] + 1
-
-
-def evaluate(training: Training, model: keras.Model, test) -> dict[str, float]:
-    """Accuracy and loss on each split, without augmentation or dropout (the test set read here,
-    once per run), and test-time augmentation beside: each test image and its mirror averaged."""
-    result = {}
-    splits = training.splits
-    for split, (x, y) in {"train": (splits.x_train, splits.y_train), "val": (splits.x_val, splits.y_val),
-                          "test": test}.items():
-        loss, accuracy = model.evaluate(training.batches(x, y), verbose=0)
-        result[f"{split}_loss"], result[f"{split}_accuracy"] = float(loss), float(accuracy)
-    x, y = test
-    probabilities = model.predict(training.batches(x, y), verbose=0) + \
-        model.predict(training.batches(x[:, :, ::-1], y), verbose=0)
-    result["test_accuracy_tta"] = float(np.mean(probabilities.argmax(axis=1) == y))
-    return result
-
-
-def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and sample standard deviation (0 for one run) of each split's accuracy and test loss."""
-    out: dict[str, Any] = {}
-    for key in ("test_accuracy", "test_accuracy_tta", "val_accuracy", "train_accuracy", "test_loss"):
-        values = [r[key] for r in runs if key in r]
-        if not values:
-            continue
-        out[f"{key}_mean"] = statistics.fmean(values)
-        out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-    return out
-
-
-@dataclasses.dataclass
+@dataclass
 class Job:
     """One retrained configuration: `name` is its runs' and TensorBoard folder's ("retrain-best",
     "baselines/paper"), `target` the folder its results replace in one swap."""
@@ -249,75 +205,81 @@ def _runs_tuner(config: Config, study: Study, training: Training, project: str, 
     return tuner
 
 
-def _work(config: Config, study: Study, training: Training, project: str, test, jobs: list[Job], seeds: int,
-          out: TextIO) -> list[dict[str, Any]]:
-    """A worker of `--workers N`: train the seeds its chief hands out, with this preset's network,
-    which must be the one the chief planned for."""
-    saved, setup = _saved_setup(study, project), _setup(config, jobs, config["retrain"]["epochs"])
-    if saved is None or _other_training(saved, setup):
-        raise UserError(f"the chief's runs in {study.root / project}/ are planned for another preset's epochs, data "
-                        f"or network than {config.path}'s; start the workers with the chief's --config")
-    tuner = RetrainTuner(training, config, study, project, test, seeds, Progress(seeds * len(jobs), None, out=out))
-    search_to_the_end(tuner, training.train_set(config["study"]["seed"]), training.val_set(),
-                      [EpochReporter(tuner.progress)], config["retrain"]["epochs"], out)
-    printer(out)(f"worker {tuner.tuner_id}: the chief has no more seeds to train; done")
-    return []
+class RetrainPhase(Phase):
+    """The seeds of a retrain's jobs on the engine's driver (`engine.phase.Phase`): trained (in
+    any role), then each job's metrics and exports written in one swap (not on a worker)."""
+
+    what = "seeds to train"
+
+    def __init__(self, config: Config, study: Study, training: Training, jobs: list[Job], seeds: int,
+                 project: str, out: TextIO = sys.stdout):
+        super().__init__(config, study, training, out)
+        self.jobs, self.seeds, self.project = jobs, seeds, project
+        self.lock = project.split("/", 1)[1]  # one writer of the runs and the targets
+        self.test = training.source.test()
+        self.staging: dict[str, Path] = {}
+        self.done: set = set()
+        self.started = time.monotonic()
+
+    def join(self) -> RetrainTuner:
+        """A worker of `--workers N`: train the seeds its chief hands out, with this preset's network,
+        which must be the one the chief planned for."""
+        config, study, project = self.config, self.study, self.project
+        saved, setup = _saved_setup(study, project), _setup(config, self.jobs, config["retrain"]["epochs"])
+        if saved is None or _other_training(saved, setup):
+            raise UserError(f"the chief's runs in {study.root / project}/ are planned for another preset's epochs, "
+                            f"data or network than {config.path}'s; start the workers with the chief's --config")
+        self.progress = Progress(self.seeds * len(self.jobs), None, out=self.out)
+        return RetrainTuner(self.training, config, study, project, self.test, self.seeds, self.progress)
+
+    def lead(self) -> RetrainTuner:
+        config, study, jobs, seeds, say = self.config, self.study, self.jobs, self.seeds, self.say
+        # A second run would delete this one's staging folders: the lock is held by now.
+        self.staging = {job.name: _stage(study, job.target) for job in jobs}
+        for line in self.training.describe():
+            if self.role == "single" or line.startswith("data:"):
+                say(line + (f"; test set {len(self.test[0])} images" if line.startswith("data:") else ""))
+        epochs = self.epochs
+        self.started = time.monotonic()
+        self.progress = Progress(seeds * len(jobs), seeds * len(jobs) * epochs, out=self.out)
+        tuner = _runs_tuner(config, study, self.training, self.project, self.test, jobs, seeds, self.progress, say)
+        wanted = [tuner.oracle.key(u) for u in tuner.oracle.units[:seeds * len(jobs)]]
+        trials = {tuner.oracle.key(t.hyperparameters.values): t for t in tuner.oracle.trials.values()}
+        self.done = {k for k in wanted if k in trials and trials[k].status in ENDED}
+        self.progress.epochs_done = len(self.done) * epochs
+        if self.done:
+            say(f"{len(self.done)} of {len(wanted)} seeds trained earlier ({tuner.project_dir}/): "
+                + ("training the rest" if len(self.done) < len(wanted) else "nothing left to train (delete that "
+                                                                            "folder to train them again)"))
+        if self.role == "chief":
+            host, port = os.environ[cluster.ORACLE_IP], os.environ[cluster.ORACLE_PORT]
+            say(f"serving {len(wanted) - len(self.done)} seeds on {host}:{port} to the workers")
+        return tuner
+
+    def chief_line(self, tuner: RetrainTuner, trial) -> str:
+        v = trial.hyperparameters.values
+        return f"{v[RUN]} seed {v[RUN_SEED]} {trial.status.lower()} ({self.runner(tuner, trial)}): {tuner.evaluation(trial)}"
+
+    def finish(self, tuner: RetrainTuner) -> list[dict[str, Any]]:
+        trials = {tuner.oracle.key(t.hyperparameters.values): t for t in tuner.oracle.trials.values()}
+        # The runs trained by earlier processes count in the wall time; this process's time is shared
+        # by its jobs, which ran side by side.
+        elapsed, first = time.monotonic() - self.started, self.config["study"]["seed"]
+        return [_write_job(self.config, tuner, job, [trials[(job.name, s)] for s in range(first, first + self.seeds)],
+                           self.staging[job.name], self.done, elapsed, self.test, self.training.source, self.say)
+                for job in self.jobs]
 
 
 def _retrain(config: Config, study: Study, source: Source, jobs: list[Job], seeds: int, project: str,
              out: TextIO) -> list[dict[str, Any]]:
     """Train each job's configuration `seeds` times (the seeds not trained yet), evaluate each run
-    once on test, and write each job's `target/` in one swap. Returns each job's metrics.
-
-    In a distributed run (`--workers N`, `distribute.role`) the chief serves the seeds and writes
-    the results, and the workers train them (`_work`)."""
+    once on test, and write each job's `target/` in one swap. Returns each job's metrics, or []
+    on a worker (its chief writes them)."""
     if seeds < 1:
         raise UserError(f"SEEDS/--seeds must be >= 1 (got {seeds})")
-    say = printer(out)
-    role = distribute.role()
     # A chief trains nothing: no GPUs (it evaluates nothing either; the exports load on its CPU).
-    training = Training.prepare(config, source, several_gpus=role != "chief")
-    test = source.test()
-    if role == "worker":
-        return _work(config, study, training, project, test, jobs, seeds, out)
-    # One writer of the runs and the targets: a second run would delete this one's staging folders.
-    with locks.held(study.root, project.split("/", 1)[1]):
-        staging = {job.name: _stage(study, job.target) for job in jobs}
-        for line in training.describe():
-            if role == "single" or line.startswith("data:"):
-                say(line + (f"; test set {len(test[0])} images" if line.startswith("data:") else ""))
-        epochs = config["retrain"]["epochs"]
-        started = time.monotonic()
-        progress = Progress(seeds * len(jobs), seeds * len(jobs) * epochs, out=out)
-        tuner = _runs_tuner(config, study, training, project, test, jobs, seeds, progress, say)
-        wanted = [tuner.oracle.key(u) for u in tuner.oracle.units[:seeds * len(jobs)]]
-        trials = {tuner.oracle.key(t.hyperparameters.values): t for t in tuner.oracle.trials.values()}
-        done = {k for k in wanted if k in trials and trials[k].status in ENDED}
-        progress.epochs_done = len(done) * epochs
-        if done:
-            say(f"{len(done)} of {len(wanted)} seeds trained earlier ({tuner.project_dir}/): "
-                + ("training the rest" if len(done) < len(wanted) else "nothing left to train (delete that "
-                                                                       "folder to train them again)"))
-        if role == "chief":
-            host, port = os.environ[distribute.ORACLE_IP], os.environ[distribute.ORACLE_PORT]
-            say(f"serving {len(wanted) - len(done)} seeds on {host}:{port} to the workers")
-            tuner.oracle.verbose = 0  # Keras Tuner's own trial display: the lines below say it in one each
-
-            def ended(trial):
-                v = trial.hyperparameters.values
-                say(f"{v[RUN]} seed {v[RUN_SEED]} {trial.status.lower()} ({tuner.runlog.runner(trial.trial_id)}): "
-                    f"{tuner.evaluation(trial)}")
-
-            tuner.oracle.on_trial_ended = ended
-        search_to_the_end(tuner, training.train_set(config["study"]["seed"]), training.val_set(),
-                          [EpochReporter(progress)], epochs, out)
-        trials = {tuner.oracle.key(t.hyperparameters.values): t for t in tuner.oracle.trials.values()}
-        # The runs trained by earlier processes count in the wall time; this process's time is shared
-        # by its jobs, which ran side by side.
-        elapsed = time.monotonic() - started
-        return [_finish(config, tuner, job, [trials[(job.name, s)] for s in range(
-            config["study"]["seed"], config["study"]["seed"] + seeds)], staging[job.name], done, elapsed, test,
-            source, say) for job in jobs]
+    training = Training.prepare(config, source, several_gpus=cluster.role() != "chief")
+    return RetrainPhase(config, study, training, jobs, seeds, project, out).run() or []
 
 
 def _stage(study: Study, target: Path) -> Path:
@@ -335,7 +297,8 @@ def _stage(study: Study, target: Path) -> Path:
         raise UserError(f"cannot write to {study.root} ({exc.strerror or exc}); choose another --results-dir") from None
 
 
-def _finish(config: Config, tuner: RetrainTuner, job: Job, ended: list, staging: Path, done: set, elapsed: float,
+
+def _write_job(config: Config, tuner: RetrainTuner, job: Job, ended: list, staging: Path, done: set, elapsed: float,
             test, source: Source, say) -> dict[str, Any]:
     """One job's metrics (and export) from its ended runs, written to its target in one swap."""
     completed = [t for t in ended if t.status == "COMPLETED"]
@@ -372,35 +335,6 @@ def _finish(config: Config, tuner: RetrainTuner, job: Job, ended: list, staging:
         f"{metrics['train_accuracy_mean']:.4f}, val {metrics['val_accuracy_mean']:.4f}) in "
         f"{format_duration(metrics['wall_time_s'])}")
     return metrics
-
-
-def hyperparameters_from(origin: str, results_dir: str | Path, config: Config) -> tuple[dict[str, Any], str]:
-    """Hyperparameter values to retrain from elsewhere, and a line saying where they came from.
-
-    `origin` is another study's name in `results_dir` (its best_hyperparameters.json: the search
-    may have run at another size, e.g. cpu.toml's, and be retrained at paper.toml's), or a JSON
-    file: a best_hyperparameters.json, or a best/ or baselines/NAME/ hyperparameters.json. Every
-    name must be a hyperparameter (space.py) and every value inside its bounds; a value may lie
-    outside this preset's search range. Names it lacks keep the seed's value.
-    """
-    path = Path(origin)
-    if not (path.suffix == ".json" or path.is_file()):
-        path = study_for(results_dir, origin).root / "best_hyperparameters.json"
-        if not path.is_file():
-            raise UserError(f"--from {origin}: no {path}; finish that study's search first, or pass a "
-                            f"hyperparameters.json file")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"--from {origin}: cannot read {path} as JSON ({exc}); pass a hyperparameters.json") from None
-    values = data.get("hyperparameters", data) if isinstance(data, dict) else None
-    if not isinstance(values, dict) or not values:
-        raise UserError(f"--from {origin}: {path} holds no hyperparameter values")
-    found = problems(values)
-    if found:
-        raise UserError(f"--from {origin}: {path}: {found[0]}")
-    trial = f" (trial {data['trial_id']})" if isinstance(data, dict) and "trial_id" in data else ""
-    return values, f"{path}{trial}"
 
 
 def retrain_best(config: Config, study: Study, source: Source, seeds: int = 1, out: TextIO = sys.stdout,
@@ -457,14 +391,14 @@ def _say_exported(study: Study, metrics: dict[str, Any], out: TextIO) -> None:
 
 def hyperparameters_with(config: Config, values: dict[str, Any]):
     """Keras Tuner hyperparameters holding `values` and, for every other hyperparameter, the seed's
-    value (space.SEED), searched or not: not the preset's `default`, which is only where a search
+    value (space.SEED_SCRIPT), searched or not: not the preset's `default`, which is only where a search
     starts (a range may leave the seed's value out), so a baseline named by a few values differs
     from the seed's model in those values alone."""
     import keras_tuner
 
     hp = keras_tuner.HyperParameters()
     AlexNetHyperModel.from_config(config).values(hp)  # the space declared, so the model reads it as searched
-    hp.values.update({**{name: SEED[name] for name in config.space}, **values})
+    hp.values.update({**{name: SEED_SCRIPT[name] for name in config.space}, **values})
     return hp
 
 

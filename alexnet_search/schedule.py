@@ -84,15 +84,22 @@ def search_schedule(s: dict) -> Schedule:
     return Schedule((Round(bracket=0, round=0, trials=n, epochs=epochs, new_configs=n, epochs_spent=n * epochs),), 1)
 
 
+def race_runs(config) -> int:
+    """The fewest runs the confirmation's race for the lead adds (`confirm.race`): the leader's
+    extra seeds, leader_seeds - seeds, when the first leader holds; each change of lead adds up to
+    as many again."""
+    c = config["confirm"]
+    return max(0, c["leader_seeds"] - c["seeds"])
+
+
 def finalist_runs(config) -> int:
     """Runs the finalists' confirmation trains (`confirm`): (finalists + baselines) x seeds, plus
-    the leader's extra seeds (leader_seeds - seeds): the fewest, when the first leader holds; each
-    change of lead adds up to as many again. Fewer when the search completed fewer distinct
-    configurations than [confirm] finalists; none without finalists."""
+    `race_runs`. Fewer when the search completed fewer distinct configurations than [confirm]
+    finalists; none without finalists."""
     c = config["confirm"]
     if not c["finalists"]:
         return 0
-    return (c["finalists"] + len(c["baselines"])) * c["seeds"] + max(0, c["leader_seeds"] - c["seeds"])
+    return (c["finalists"] + len(c["baselines"])) * c["seeds"] + race_runs(config)
 
 
 def finalist_epochs(config) -> int:

@@ -1,16 +1,5 @@
-"""A study's folder, `results/<study>/`, and what is written next to every result.
-
-    results/<study>/
-        study.json          the search identity (space, sizes, Hyperband settings, seed)
-        config.json         the resolved preset (after `extends`), as the search ran it
-        versions.json       Python, TensorFlow, Keras, Keras Tuner, numpy, git commit, device
-        tuner/              Keras Tuner's state: oracle.json, trial_*/ (trial.json, checkpoints)
-        tensorboard/        one run per trial (<trial_id>/execution0), plus retrain runs
-        finalists/          the finalists' confirmation: Keras Tuner's state, as tuner/ (`confirm`)
-        finalists.json      each finalist's validation score per seed, and which was adopted
-        best_hyperparameters.json   the adopted configuration: what retrain-best trains
-        best/               retrain-best's exports and metrics
-        baselines/NAME/     each named baseline's metrics
+"""A study's folder, `results/<study>/` (its layout: results/README.md), what makes two studies
+the same search, and what is written next to every result (the resolved preset, the versions).
 
 JSON files are written atomically (files.py), so a crash never leaves a half-written file where a
 good one stood.
@@ -146,7 +135,7 @@ def study_for(results_dir: str | Path, name: str) -> Study:
 def search_identity(config: Config) -> dict[str, Any]:
     """What must not change under a study's existing trials (study.json): space, sizes, search
     settings, the network's shape and the study seed. Two studies with the same identity are the
-    same search; `same_training` compares parts of two."""
+    same search; `training_differences` compares parts of two."""
     data = config.data
     ident = {k: v for k, v in data.items() if k in ("space", "search", "data")}
     # Input-pipeline switches change speed, not what a trial sees.
@@ -186,7 +175,7 @@ def _grows(old: dict, new: dict, dotted: str) -> bool:
     return isinstance(before, int) and isinstance(after, int) and after > before
 
 
-def same_training(a: dict, b: dict, sections: tuple[str, ...] = ("data", "model")) -> list[str]:
+def training_differences(a: dict, b: dict, sections: tuple[str, ...] = ("data", "model")) -> list[str]:
     """Where two search identities (`search_identity`) differ in `sections`: by default what
     a model is trained on and what it is (data sizes, network shape), which runs must share to be
     compared; add "space" for studies whose trials and finalists are to be set side by side."""
@@ -206,7 +195,7 @@ def require_same_network(study: Study, config: Config) -> None:
     preset, old = study.saved_identity()
     if old is None:
         return
-    diff = same_training(old, search_identity(config))
+    diff = training_differences(old, search_identity(config))
     if diff:
         raise UserError(
             f"{study.root} was searched with {preset or 'another preset'}, which differs from "

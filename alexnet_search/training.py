@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from . import distribute
+from . import devices
 from .config import Config
 from .data import Batches, Source, Splits, TrainingSet, make_splits, pipeline_options
 from .hypermodel import AlexNetHyperModel
@@ -38,10 +38,10 @@ class Training:
         x, y = source.train()
         d = config["data"]
         splits = make_splits(x, y, d["train_size"], d["val_size"])
-        precision, jit, note = distribute.precision_and_xla(config)
-        strategy = distribute.strategy() if several_gpus else None
+        precision, jit, note = devices.precision_and_xla(config)
+        strategy = devices.strategy() if several_gpus else None
         return cls(config, source, splits, precision, jit, note, strategy,
-                   d["batch_size"] * distribute.replicas(strategy))
+                   d["batch_size"] * devices.replicas(strategy))
 
     def describe(self) -> list[str]:
         """Lines saying what this setup changed or uses: speed note, GPUs, data."""
@@ -49,8 +49,8 @@ class Training:
         if self.strategy is not None:
             lines.append(f"{self.strategy.num_replicas_in_sync} GPUs per model (MirroredStrategy): "
                          f"global batch {self.batch_size}")
-        elif (devices := distribute.replicas(None)) > 1:
-            lines.append(f"{devices} devices per model (Keras DataParallel on JAX): global batch {self.batch_size}")
+        elif (count := devices.replicas(None)) > 1:
+            lines.append(f"{count} devices per model (Keras DataParallel on JAX): global batch {self.batch_size}")
         lines.append(f"data: {self.source.describe()}: {self.splits.note}")
         return lines
 

@@ -6,7 +6,9 @@ import contextlib
 import errno
 import os
 import pickle
+import json
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -115,7 +117,7 @@ epochs = 2
 [confirm]
 # 0: the search's best is adopted at once (tests of the search alone); 2: 2 finalists and the paper's
 # recipe (cpu.toml's [confirm] baselines) x 2 seeds x 2 epochs, then the leader's third (cpu.toml
-# races from 1 seed: test_distribute's study and test_confirm's oracle tests run that)
+# races from 1 seed: test_cluster's study and test_confirm's oracle tests run that)
 finalists = {finalists}
 seeds = 2
 """
@@ -170,6 +172,23 @@ def disk_full_at(monkeypatch, full: Callable[[Path], bool]):
         yield
     finally:
         monkeypatch.setattr(os, "replace", real)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def trial_records(study: Path, project: str = "tuner") -> dict:
+    """Each trial's trial.json in `study`'s `project` folder, by trial folder."""
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted((study / project).glob("trial_*/trial.json"))}
+
+
+def trial_runners(study: Path, project: str = "tuner") -> dict:
+    """Which tuner ran each trial of `study`'s `project` folder (runs.json), by trial folder."""
+    return {p.parent.name: [r["tuner_id"] for r in json.loads(p.read_text())]
+            for p in sorted((study / project).glob("trial_*/runs.json"))}
 
 
 def run_cli(*args, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

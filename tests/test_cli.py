@@ -17,7 +17,7 @@ import pytest
 
 from types import SimpleNamespace
 
-from alexnet_search.space import SEED
+from alexnet_search.space import SEED_SCRIPT
 
 from conftest import REPO, make_cifar_dir, make_tiny_config, options_without_help, run_cli
 
@@ -94,7 +94,7 @@ def test_search_runs_hyperband_with_progress_and_tensorboard(searched):
     assert [f["mean"] for f in finalists] == sorted((f["mean"] for f in finalists), reverse=True)
     paper = next(f for f in finalists if f.get("baseline") == "paper")
     assert paper["trial_id"] == "paper" and paper["search_score"] is None
-    assert paper["hyperparameters"] == {**{k: SEED[k] for k in paper["hyperparameters"]}, "lr": 0.01,
+    assert paper["hyperparameters"] == {**{k: SEED_SCRIPT[k] for k in paper["hyperparameters"]}, "lr": 0.01,
                                         "lr_schedule": "plateau", "momentum": 0.9, "weight_decay": 5e-4, "dropout": 0.5}
 
     trials = [json.loads(p.read_text()) for p in sorted((study / "tuner").glob("trial_*/trial.json"))]
@@ -312,7 +312,7 @@ def test_retrain_best_pools_the_finalists_of_studies_of_one_space(searched, tmp_
     assert metrics["pool"] == ["tiny", "tiny-s2"] and metrics["trial_study"] == "tiny-s2"
     assert metrics["trial_id"] == winner["trial_id"] and metrics["confirmed_mean"] == 0.40
     hps = json.loads((results / "tiny/best/hyperparameters.json").read_text())
-    assert hps == {**SEED, **winner["hyperparameters"]}
+    assert hps == {**SEED_SCRIPT, **winner["hyperparameters"]}
 
     report = run_cli("report", "--config", searched.config, "--results-dir", results, "--against", "tiny-s2",
                      cwd=tmp_path)
@@ -438,7 +438,7 @@ def test_retrain_best_exports_models_that_load_and_predict(searched, tmp_path):
     assert 0 <= metrics["test_accuracy_tta_mean"] <= 1 and metrics["exported_tta"] is False
     hps = json.loads((best / "hyperparameters.json").read_text())  # every hyperparameter trained
     adopted = json.loads((study / "best_hyperparameters.json").read_text())
-    assert hps == {**SEED, **adopted["hyperparameters"]}
+    assert hps == {**SEED_SCRIPT, **adopted["hyperparameters"]}
     assert metrics["trial_id"] == adopted["trial_id"] and metrics["confirmed_mean"] == adopted["confirmed"]["mean"]
     assert (best / "config.json").is_file() and (best / "versions.json").is_file()
 
@@ -483,7 +483,7 @@ def test_retrain_best_from_another_study_trains_its_values_at_this_presets_size(
     best = searched.root / "results" / "big" / "best"
     trained = json.loads((best / "hyperparameters.json").read_text())
     searched_best = json.loads((searched.study / "best_hyperparameters.json").read_text())
-    assert trained == {**SEED, **searched_best["hyperparameters"]}
+    assert trained == {**SEED_SCRIPT, **searched_best["hyperparameters"]}
     metrics = json.loads((best / "metrics.json").read_text())
     assert metrics["hyperparameters_from"].endswith(f"tiny/best_hyperparameters.json (trial {searched_best['trial_id']})")
     assert json.loads((best / "config.json").read_text())["data"]["image_size"] == 64
@@ -506,7 +506,7 @@ def test_baseline_trains_a_named_set_and_the_report_compares_it(searched):
     assert "baseline paper: lr=0.01, lr_schedule=plateau, momentum=0.9" in result.stdout
     folder = searched.study / "baselines" / "paper"
     trained = json.loads((folder / "hyperparameters.json").read_text())
-    assert trained == {**SEED, "lr": 0.01, "lr_schedule": "plateau", "momentum": 0.9, "weight_decay": 5e-4,
+    assert trained == {**SEED_SCRIPT, "lr": 0.01, "lr_schedule": "plateau", "momentum": 0.9, "weight_decay": 5e-4,
                        "dropout": 0.5}
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["baseline"] == "paper" and metrics["epochs"] == 2 and 0 <= metrics["test_accuracy_mean"] <= 1

@@ -4,7 +4,7 @@ import pytest
 
 from alexnet_search.config import load_config
 from alexnet_search.errors import UserError
-from alexnet_search.space import SEED
+from alexnet_search.space import SEED_SCRIPT
 from alexnet_search.study import search_identity
 
 from conftest import REPO
@@ -28,17 +28,15 @@ def test_presets_load_and_share_one_search_space():
             assert wide["min"] <= narrow["min"] < narrow["max"] <= wide["max"], name
     # A search starts from the seed's values, except where the range left the seed's value out.
     for name, entry in paper.space.items():
-        seed_in_range = SEED[name] in entry["values"] if entry["type"] == "choice" else \
-            entry["min"] <= SEED[name] <= entry["max"]
-        assert entry["default"] == SEED[name] or not seed_in_range or name == "lr", name
+        seed_in_range = SEED_SCRIPT[name] in entry["values"] if entry["type"] == "choice" else \
+            entry["min"] <= SEED_SCRIPT[name] <= entry["max"]
+        assert entry["default"] == SEED_SCRIPT[name] or not seed_in_range or name == "lr", name
     for variant in ("cpu-random", "cpu-bayesian", "cpu-budget3", "cpu-quick"):
         assert load_config(REPO / "tuning" / f"{variant}.toml").space == cpu.space
+    # paper.toml is the seed's scale, which its results are compared with: a fifth of CIFAR-10 at
+    # 128x128, retrained for the seed's 64 epochs.
     assert paper["data"]["image_size"] == 128 and paper["retrain"]["epochs"] == 64
     assert paper["data"]["train_size"] == 10000
-    assert cpu["data"]["image_size"] == 32 and (cpu["search"]["max_epochs"], cpu["search"]["factor"]) == (9, 3)
-    assert (cpu["confirm"]["finalists"], cpu["confirm"]["seeds"], cpu["confirm"]["baselines"]) == (2, 1, ["paper"])
-    assert cpu["confirm"]["leader_seeds"] == paper["confirm"]["leader_seeds"] == 3
-    assert load_config(REPO / "tuning" / "cpu-quick.toml")["confirm"]["finalists"] == 0
     assert paper.name == "paper" and cpu.name == "cpu"
 
 

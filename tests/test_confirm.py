@@ -1,4 +1,4 @@
-"""confirm.py: which configurations become finalists, which one is adopted, resuming, and pooling.
+"""confirm/ and adoption.py: which configurations become finalists, which one is adopted, resuming, and pooling.
 
 The runs here are Keras Tuner trials ended through the oracle's own calls with the scores a test
 chooses; test_cli.py trains them for real (a kill in the middle, and a pool of two studies).
@@ -13,14 +13,12 @@ import keras_tuner
 import pytest
 
 from alexnet_search.config import load_config
-from alexnet_search.confirm import (
-    CONFIRM_SEED, FinalistTuner, adopt, baseline_units, finalist_units, finalists_table, pooled_best, read_adopted,
-    reusable_baseline_runs,
-    write_finalists,
-)
+from alexnet_search.adoption import adopt, finalists_table, pooled_best, read_adopted
+from alexnet_search.confirm.contenders import CONFIRM_SEED, baseline_units, finalist_units, reusable_baseline_runs
+from alexnet_search.confirm.run import FinalistTuner, write_finalists
 from alexnet_search.data import Source
 from alexnet_search.errors import UserError
-from alexnet_search.space import SEED
+from alexnet_search.space import SEED_SCRIPT
 from alexnet_search.study import prepare_search, study_for
 from alexnet_search.trials import rank_finalists, searched_values
 from alexnet_search.training import Training
@@ -114,7 +112,7 @@ def test_a_baseline_competes_on_every_seed_and_is_adopted_when_no_finalist_beats
         ("paper", 1001, 0, "paper"), ("paper", 1002, 0, "paper")]
     assert all(v is not None for u in units for v in u.values())  # a chief sends them over gRPC, which has no None
     # The paper's values over the seed's, as `make baseline paper` trains them.
-    assert searched_values(units[0]) == {**{k: SEED[k] for k in config.space}, **config["baselines"]["paper"]}
+    assert searched_values(units[0]) == {**{k: SEED_SCRIPT[k] for k in config.space}, **config["baselines"]["paper"]}
     oracle = confirming.tuner().oracle
     oracle.plan(units, 30)
     scores = {("0003", 1001): 0.60, ("0003", 1002): 0.61, ("0001", 1001): 0.66, ("0001", 1002): 0.64,

@@ -212,7 +212,7 @@ def _tunnel(ns: str, key, port: int, log) -> subprocess.Popen:
 
 def _reaches(ns: str, host: str, port: int) -> bool:
     """Whether a gRPC server answers at host:port from namespace `ns`, as a worker checks."""
-    probe = f"import sys; from alexnet_search.distribute import _listening; sys.exit(not _listening({host!r}, {port}))"
+    probe = f"import sys; from alexnet_search.cluster import _listening; sys.exit(not _listening({host!r}, {port}))"
     return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", probe], capture_output=True,
                           env={"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"]}).returncode == 0
 

@@ -38,11 +38,11 @@ def test_the_seeds_values_build_the_seed_model_wherever_the_space_starts():
 
 def test_a_baseline_differs_from_the_seed_in_its_own_values_alone():
     from alexnet_search.retrain import hyperparameters_with
-    from alexnet_search.space import SEED
+    from alexnet_search.space import SEED_SCRIPT
 
     recipe = PAPER["baselines"]["paper"]
     hp = hyperparameters_with(PAPER, recipe)
-    assert AlexNetHyperModel.from_config(PAPER).hyperparameters(hp).as_dict() == {**SEED, **recipe}
+    assert AlexNetHyperModel.from_config(PAPER).hyperparameters(hp).as_dict() == {**SEED_SCRIPT, **recipe}
     assert hp.values["label_smoothing"] == 0.0  # the seed's, not the space's starting 0.1
 
 
@@ -68,13 +68,13 @@ def test_the_presets_conv1_kernel_reaches_the_model(tmp_path):
 
 
 def test_names_the_space_does_not_search_keep_the_seed_value():
-    from alexnet_search.space import SEED
+    from alexnet_search.space import SEED_SCRIPT
 
     narrow = AlexNetHyperModel({"lr": PAPER.space["lr"]}, image_size=32, width_multiplier=0.125)
     hp = keras_tuner.HyperParameters()
     narrow.build(hp)
     hp.values["lr"] = 0.05
-    assert narrow.hyperparameters(hp).as_dict() == {**SEED, "lr": 0.05}
+    assert narrow.hyperparameters(hp).as_dict() == {**SEED_SCRIPT, "lr": 0.05}
     model = narrow.build(hp)
     assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
     assert model.get_layer("drop1").rate == 0.5 and model.get_layer("conv1").filters == 12  # 96 / 8

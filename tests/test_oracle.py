@@ -1,4 +1,4 @@
-"""oracle.py: the study oracle's rules, each against what Keras Tuner's own oracle does:
+"""engine/oracle.py: the study oracle's rules, each against what Keras Tuner's own oracle does:
 crash-safe files, failures in a row, leases, a restarted chief, and calls from the port."""
 
 import json
@@ -89,7 +89,7 @@ def test_failures_in_a_row_stop_every_tuner_and_count_only_the_latest_run(tmp_pa
 def test_a_silent_workers_trial_goes_to_the_next_worker_and_the_chief_stops_waiting_for_it(tmp_path, monkeypatch):
     """Keras Tuner's oracle waits forever for every worker id it has seen: a host lost for good
     kept a distributed study from ending."""
-    from alexnet_search import oracle as oracle_module
+    from alexnet_search.engine import oracle as oracle_module
 
     now = [1000.0]
     monkeypatch.setattr(oracle_module.time, "monotonic", lambda: now[0])
@@ -177,7 +177,7 @@ def test_what_a_caller_on_the_port_sends_fails_that_call_and_never_the_oracle(tm
 def test_a_restarted_chief_hands_running_trials_back_to_their_workers(tmp_path, monkeypatch):
     """Keras Tuner sends them for retry: each ran twice while its worker, still alive, trained it.
     A single process resumes its interrupted trial as before."""
-    from alexnet_search import distribute
+    from alexnet_search import cluster
 
     def killed_while_running(name: str, tuner_id: str):
         config, study, tuner = fresh_tuner(tmp_path, name)
@@ -187,12 +187,12 @@ def test_a_restarted_chief_hands_running_trials_back_to_their_workers(tmp_path, 
 
     config, study, running = killed_while_running("single", "tuner0")
     single = make_tuner(config, study).oracle
-    assert single.ongoing_trials == {} and single._retry_queue == [running.trial_id]
-    for var, value in ((distribute.TUNER_ID, "chief"), (distribute.ORACLE_IP, "127.0.0.1"),
-                       (distribute.ORACLE_PORT, "8000")):
+    assert single.ongoing_trials == {} and single.create_trial("tuner0").trial_id == running.trial_id  # run again
+    for var, value in ((cluster.TUNER_ID, "chief"), (cluster.ORACLE_IP, "127.0.0.1"),
+                       (cluster.ORACLE_PORT, "8000")):
         monkeypatch.setenv(var, value)
     config, study, running = killed_while_running("chief", "tuner1")
     chief = make_tuner(config, study).oracle
-    assert chief._retry_queue == [] and chief.ongoing_trials["tuner1"].trial_id == running.trial_id
+    assert chief.ongoing_trials["tuner1"].trial_id == running.trial_id
     assert chief.create_trial("tuner2").trial_id != running.trial_id
     assert chief.create_trial("tuner1").trial_id == running.trial_id  # its worker, asking again

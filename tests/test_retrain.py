@@ -3,7 +3,7 @@ are in test_cli.py."""
 
 import math
 
-from alexnet_search.retrain import kept_epoch
+from alexnet_search.evaluation import kept_epoch
 
 
 def test_the_kept_epoch_is_the_best_validation_epoch_not_the_last():
@@ -69,7 +69,7 @@ def test_hyperparameters_come_from_another_study_or_a_file(tmp_path, tiny_config
     import json
 
     from alexnet_search.config import load_config
-    from alexnet_search.retrain import hyperparameters_from
+    from alexnet_search.adoption import hyperparameters_from
 
     config = load_config(tiny_config)
     folder = _study_with_best(tmp_path, {"dropout": 0.3, "lr": 0.02, "lr_schedule": "cosine"})
@@ -86,7 +86,7 @@ def test_hyperparameters_from_elsewhere_must_be_known_and_inside_their_bounds(tm
 
     from alexnet_search.config import load_config
     from alexnet_search.errors import UserError
-    from alexnet_search.retrain import hyperparameters_from
+    from alexnet_search.adoption import hyperparameters_from
 
     config = load_config(tiny_config)
     with pytest.raises(UserError, match="no .*best_hyperparameters.json; finish that study"):

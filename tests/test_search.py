@@ -123,6 +123,7 @@ def test_nan_and_out_of_memory_trials_fail_with_a_reason_and_the_search_goes_on(
     from alexnet_search.data import Source
     from alexnet_search.hypermodel import AlexNetHyperModel
     from alexnet_search.search import run_search
+    from alexnet_search.training import Training
 
     import gc
     import weakref
@@ -148,7 +149,7 @@ def test_nan_and_out_of_memory_trials_fail_with_a_reason_and_the_search_goes_on(
     out = io.StringIO()
     config = load_config(tiny_config)
     study = study_for(tmp_path / "results", "tiny")
-    run_search(config, study, Source(cifar_dir), out=out)
+    run_search(config, study, Training.prepare(config, Source(cifar_dir)), out=out)
 
     trials = {p.parent.name: json.loads(p.read_text()) for p in sorted(study.tuner_dir.glob("trial_*/trial.json"))}
     statuses = [t["status"] for t in trials.values()]
@@ -175,6 +176,7 @@ def test_a_seeded_search_repeats_to_the_last_bit(tmp_path, cifar_dir, tiny_confi
 
     from alexnet_search.data import Source
     from alexnet_search.search import run_search
+    from alexnet_search.training import Training
 
     path, expected = tiny_config, 5
     if keras.backend.backend() == "jax":
@@ -186,7 +188,7 @@ def test_a_seeded_search_repeats_to_the_last_bit(tmp_path, cifar_dir, tiny_confi
 
     def metrics(name):
         study = study_for(tmp_path / name, "tiny")
-        run_search(config, study, Source(cifar_dir), out=io.StringIO())
+        run_search(config, study, Training.prepare(config, Source(cifar_dir)), out=io.StringIO())
         trials = [json.loads(p.read_text()) for p in sorted(study.tuner_dir.glob("trial_*/trial.json"))]
         return [(t["hyperparameters"]["values"], t["metrics"], t["status"]) for t in trials]
 
@@ -204,13 +206,14 @@ def test_random_and_bayesian_studies_train_max_trials_full_length_trials(tmp_pat
     from alexnet_search.data import Source
     from alexnet_search.report import read_scalars, write_report
     from alexnet_search.search import run_search
+    from alexnet_search.training import Training
 
     preset = tmp_path / "random.toml"
     # Bayesian: one random configuration, then the Gaussian process proposes the second.
     extra = "initial_points = 1\n" if tuner == "bayesian" else ""
     preset.write_text(f'extends = "{tiny_config}"\n[search]\ntuner = "{tuner}"\nmax_trials = 2\n{extra}')
     study, out = study_for(tmp_path / "results", "random"), io.StringIO()
-    run_search(load_config(preset), study, Source(cifar_dir), out=out)
+    run_search(load_config(preset), study, Training.prepare(load_config(preset), Source(cifar_dir)), out=out)
     trials = [json.loads(p.read_text()) for p in sorted(study.tuner_dir.glob("trial_*/trial.json"))]
     assert [t["status"] for t in trials] == ["COMPLETED", "COMPLETED"]
     for t in trials:  # max_epochs (2) each, logged per epoch
@@ -252,84 +255,3 @@ def test_the_best_trials_table_keeps_each_value_under_its_name_in_a_resumed_stud
     assert header == ["trial", "val_accuracy", "epochs", "lr", "dropout", "momentum"]
     assert first == ["0001", "0.6000", "9", "0.05", "0.3", "0.9"]
     assert second == ["0002", "0.5000", "9", "0.002", "0.2", "0.5"]
-
-
-def test_a_workers_heartbeat_needs_progress_and_stops_a_trial_another_worker_finished():
-    """A thread beats even when training hangs: only progress may keep a lease (README, Reliability)."""
-    import time
-
-    from alexnet_search.search import _Heartbeat
-
-    asked, status = [], ["RUNNING"]
-
-    class Chief:
-        def get_trial(self, trial_id):
-            asked.append(trial_id)
-            return SimpleNamespace(status=status[0])
-
-    beat = _Heartbeat()
-    beat.start(Chief(), "0007", interval=0.05)
-    time.sleep(0.3)
-    assert asked == ["0007"]  # the first beat (the first batch compiles), then silence: no batch ended
-    beat.on_train_batch_end(0)
-    time.sleep(0.3)
-    assert asked == ["0007", "0007"]
-    status[0] = "COMPLETED"  # its lease had expired, and another worker finished it first
-    beat.on_test_batch_end(0)
-    time.sleep(0.3)
-    with pytest.raises(keras_tuner.errors.FailedTrialError, match="another worker finished this trial first"):
-        beat.on_train_batch_end(1)
-    beat.stop()
-    time.sleep(0.2)
-    calls = len(asked)
-    beat.on_train_batch_end(2)
-    time.sleep(0.2)
-    assert len(asked) == calls  # stopped with its trial
-
-
-@pytest.mark.parametrize("scores, written_at, best", [
-    ((0.5, 0.7, 0.6), "train end", 2.0),  # epoch 2 was best: kept in memory, written once at the end
-    ((0.5, 0.6, 0.7), "epoch 3", 3.0),  # the last epoch was best: written from the model, no copy
-    ((0.5, float("nan"), 0.4), "train end", 1.0),
-])
-def test_a_trials_best_epoch_is_written_once_with_that_epochs_weights(tmp_path, scores, written_at, best):
-    """Keras Tuner wrote the checkpoint at every improving epoch; only the best epoch's is ever read."""
-    import numpy as np
-
-    from alexnet_search.search import _BestEpochAtEnd
-
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    saved = _BestEpochAtEnd(keras_tuner.Objective("val_accuracy", "max"), str(tmp_path / "checkpoint.weights.h5"))
-    saved.set_model(model)
-    saved.set_params({"epochs": len(scores)})
-    writes = []
-    saved._save_model = lambda: writes.append((when, float(model.get_weights()[0].flat[0])))
-    saved.on_train_begin()
-    for epoch, score in enumerate(scores):
-        model.set_weights([np.full(w.shape, epoch + 1.0) for w in model.get_weights()])
-        when = f"epoch {epoch + 1}"
-        saved.on_epoch_end(epoch, {"val_accuracy": score})
-    when = "train end"
-    saved.on_train_end()
-    assert writes == [(written_at, best)]
-
-
-def test_the_best_epoch_is_written_to_keras_tuners_checkpoint_file(tmp_path):
-    import numpy as np
-
-    from alexnet_search.search import _BestEpochAtEnd
-
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    path = tmp_path / "checkpoint.weights.h5"
-    saved = _BestEpochAtEnd(keras_tuner.Objective("val_loss", "min"), str(path))
-    saved.set_model(model)
-    saved.set_params({"epochs": 2})
-    saved.on_train_begin()
-    for epoch, loss in enumerate((0.3, 0.9)):
-        model.set_weights([np.full(w.shape, epoch + 1.0) for w in model.get_weights()])
-        saved.on_epoch_end(epoch, {"val_loss": loss})
-    assert not path.exists()
-    saved.on_train_end()
-    model.set_weights([np.zeros(w.shape) for w in model.get_weights()])
-    model.load_weights(path)
-    assert all((w == 1.0).all() for w in model.get_weights())

@@ -55,6 +55,7 @@ def study_figures(config_path: str | Path, source, folder: Path, say=print) -> d
     from ..schedule import search_schedule
     from ..search import run_search
     from ..study import study_for
+    from ..training import Training
 
     config = load_config(config_path)
     log: list[dict] = []  # a record per trial's fit, shared by every copy of the recorder
@@ -95,8 +96,8 @@ def study_figures(config_path: str | Path, source, folder: Path, say=print) -> d
             log[-1].update(end=now(), rss_mb=rss_mb())
 
     started = now()
-    run_search(config, study_for(folder, "bench"), source, overwrite=True, out=_TrialLines(say),
-               callbacks=(Recorder(),))
+    run_search(config, study_for(folder, "bench"), Training.prepare(config, source), overwrite=True,
+               out=_TrialLines(say), callbacks=(Recorder(),))
     finished = now()
 
     # A trial's wall time runs from the previous fit's end to its own (the last one's to the end of

@@ -125,7 +125,7 @@ def measure_variant(variant: str, images: int, image_size: int, batch_size: int,
     start_rss = rss_mb()
     keras.utils.set_random_seed(1)
     # float32, and XLA only where the backend always uses it (JAX): this compares input pipelines,
-    # and on a CPU the search turns XLA and mixed precision off anyway (distribute.precision_and_xla_options).
+    # and on a CPU the search turns XLA and mixed precision off anyway (devices.precision_and_xla_options).
     jit = keras.backend.backend() == "jax"
     hp = Hyperparameters()  # the seed's
     model = compile_alexnet(build_alexnet(hp, image_size=image_size, width_multiplier=width), hp, jit_compile=jit)

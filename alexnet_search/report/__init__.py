@@ -25,7 +25,7 @@ from ..console import format_duration
 from ..errors import UserError
 from ..files import restore_dir, write_text_atomic
 from ..schedule import TUNER_NAMES, describe_search, search_schedule
-from ..study import Study, require_study, same_training
+from ..study import Study, require_study, training_differences
 from ..trials import FAILED, contender_name, direction, failure_reason, first_raced, mean_spread, rank_finalists, run_seeds
 from .analysis import SPREAD_RULE, difference, edge, outside_fit, warnings  # noqa: F401  (edge: public)
 from .importance import FORESTS, MIN_TRIALS, importance
@@ -251,7 +251,7 @@ def _other_studies(study: Study, config: dict, tuned: dict | None, others: list[
     for other in [study, *others]:
         require_study(other)
         c = config if other is study else read(other.root / "config.json", required=True)
-        diff = same_training(study.saved_identity()[1] or {}, other.saved_identity()[1] or {},
+        diff = training_differences(study.saved_identity()[1] or {}, other.saved_identity()[1] or {},
                              ("space", "data", "model"))
         if diff:
             raise UserError(f"--against {other.name}: its search space, data or network differ from "

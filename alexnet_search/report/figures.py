@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..space import SEED
+from ..space import SEED_SCRIPT
 from ..trials import direction, FAILED
 from .load import Trial
 from .text import num, numeric_choices
@@ -50,11 +50,11 @@ def plot_hyperparameters(plt, path: Path, space: dict, done: list[Trial], best: 
             values = numeric_choices(entry) or entry["values"]
             where = {v: i for i, v in enumerate(values)}
             xs = [where.get(t.values[name], np.nan) + jitter.uniform(-0.12, 0.12) for t in points]
-            default, best_x = where.get(SEED[name]), where.get(best.values.get(name))
+            default, best_x = where.get(SEED_SCRIPT[name]), where.get(best.values.get(name))
             ax.set_xticks(range(len(values)), [num(v) for v in values])
             ax.set_xlim(-0.5, len(values) - 0.5)
         else:
-            xs, default, best_x = [t.values[name] for t in points], SEED[name], best.values.get(name)
+            xs, default, best_x = [t.values[name] for t in points], SEED_SCRIPT[name], best.values.get(name)
             lo, hi = entry["min"], entry["max"]
             if entry.get("sampling") == "log":
                 ax.set_xscale("log")

@@ -1,5 +1,6 @@
-"""The study's Keras Tuner oracle, with the rules Keras Tuner's own lacks. Mixed into any of its
-oracles (Hyperband, RandomSearch, Bayesian optimisation, and confirm's FinalistsOracle):
+"""The study oracle: mixed into any Keras Tuner oracle a phase runs (the search's Hyperband,
+random or Bayesian oracle; the planned runs of the confirmation and the retrains), with the rules
+Keras Tuner's own lacks:
 
 - crash-safe: its files are written atomically, and a kill between two of its writes is repaired
   on reload;
@@ -8,48 +9,22 @@ oracles (Hyperband, RandomSearch, Bayesian optimisation, and confirm's Finalists
   that hands running trials back to their own workers, and nothing a caller on its unauthenticated
   port sends can raise inside Keras Tuner's lock or rewrite a trial's values.
 
-Keras Tuner offers no public hook for any of it: this overrides its methods and reads its retry
-queue and ongoing trials. tests/test_oracle.py pins each behaviour, so an upgrade that moves them
-fails there first.
+Keras Tuner offers no public hook for any of it: this overrides its methods (`_check_consecutive_failures`,
+`_save_trial`) and reads its retry queue and ongoing trials. tests/test_oracle.py pins each
+behaviour, so an upgrade that moves them fails there first.
 """
 
 from __future__ import annotations
 
-import functools
-import threading
 import time
 
 import keras_tuner
-from keras_tuner.oracles import BayesianOptimizationOracle, HyperbandOracle, RandomSearchOracle
-from keras_tuner.src.engine import oracle as kt_oracle
 
-from . import distribute
-from .config import Config
-from .errors import UserError
-from .files import read_json, write_json_atomic
-from .runlog import failure_message
-from .trials import ENDED, FAILED, direction
-
-
-def locked(method):
-    """Keras Tuner's `synchronized` (the same lock, so its own methods still exclude these), with
-    the lock released however the call ends. Its decorator releases it only on return: a call
-    that raised (a disk full as the oracle saves, a report it cannot score) left the oracle
-    locked, and every later call of every worker, and the chief, waited on it for good."""
-
-    @functools.wraps(method)
-    def wrapped(self, *args, **kwargs):
-        name = threading.current_thread().name
-        if kt_oracle.THREADS[self] == name:  # this thread holds it already: a nested call
-            return method(self, *args, **kwargs)
-        with kt_oracle.LOCKS[self]:
-            kt_oracle.THREADS[self] = name
-            try:
-                return method(self, *args, **kwargs)
-            finally:
-                kt_oracle.THREADS[self] = None
-
-    return wrapped
+from .. import cluster
+from ..files import read_json, write_json_atomic
+from ..runlog import failure_message
+from ..trials import ENDED, FAILED
+from .kt import locked
 
 
 class StudyOracle:
@@ -183,17 +158,8 @@ class StudyOracle:
 
     def reload(self):
         super().reload()
-        repaired = False
-        for trial_id in [t for t in self.trials if t not in self.start_order]:
-            del self.trials[trial_id]  # its id is reused by the next trial, which rewrites its folder
-        for trial_id in list(self._retry_queue):
-            # INVALID there is a retry waiting its turn (max_retries_per_trial), not an end.
-            if self.trials[trial_id].status in ("COMPLETED", "FAILED"):
-                self._retry_queue.remove(trial_id)
-                if trial_id not in self.end_order:
-                    self.end_order.append(trial_id)
-                repaired = True
-        if distribute.role() == "chief":
+        repaired = _repair(self)
+        if cluster.role() == "chief":
             # Keras Tuner sends a restarted oracle's running trials for retry at once: on a chief
             # whose workers still train them, each would run twice. Handed back to their workers
             # instead, under the lease (`expire_leases`), which passes on those that do not return.
@@ -206,37 +172,17 @@ class StudyOracle:
             self.save()
 
 
-class _Hyperband(StudyOracle, HyperbandOracle):
-    pass
-
-
-class _RandomSearch(StudyOracle, RandomSearchOracle):
-    pass
-
-
-class _Bayesian(StudyOracle, BayesianOptimizationOracle):
-    pass
-
-
-def make_oracle(config: Config):
-    """The preset's oracle ([search] tuner), crash-safe. Hyperband gets its schedule; RandomSearch
-    and Bayesian optimisation get max_trials configurations, each trained max_epochs."""
-    s = config["search"]
-    common = dict(
-        objective=keras_tuner.Objective(s["objective"], direction(s["objective"])),
-        seed=config["study"]["seed"],
-        max_retries_per_trial=s["max_retries_per_trial"],
-        max_consecutive_failed_trials=s["max_consecutive_failed_trials"],
-    )
-    if s["tuner"] == "hyperband":
-        return _Hyperband(max_epochs=s["max_epochs"], factor=s["factor"],
-                                      hyperband_iterations=s["hyperband_iterations"], **common)
-    if s["tuner"] == "random":
-        return _RandomSearch(max_trials=s["max_trials"], **common)
-    try:
-        # Keras Tuner's default is 3 random configurations per searched hyperparameter before the
-        # Gaussian process proposes any: more than a small budget's whole max_trials.
-        return _Bayesian(max_trials=s["max_trials"], num_initial_points=s.get("initial_points"), **common)
-    except ImportError:  # an install made without the package's dependencies (a GPU machine's wheels)
-        raise UserError(f"{config.path} asks for the bayesian tuner, which needs scikit-learn: "
-                        f"pip install scikit-learn (make env installs it)") from None
+def _repair(oracle: StudyOracle) -> bool:
+    """Undo what a kill between two of Keras Tuner's writes left in a reloaded `oracle` (see
+    `StudyOracle`); whether a trial's end had to be recorded again."""
+    for trial_id in [t for t in oracle.trials if t not in oracle.start_order]:
+        del oracle.trials[trial_id]  # its id is reused by the next trial, which rewrites its folder
+    repaired = False
+    for trial_id in list(oracle._retry_queue):
+        # INVALID there is a retry waiting its turn (max_retries_per_trial), not an end.
+        if oracle.trials[trial_id].status in ("COMPLETED", "FAILED"):
+            oracle._retry_queue.remove(trial_id)
+            if trial_id not in oracle.end_order:
+                oracle.end_order.append(trial_id)
+            repaired = True
+    return repaired

@@ -1,0 +1,93 @@
+"""engine/: the callbacks every trial trains with, and the Keras Tuner internals they stand on (kt.py)."""
+
+from types import SimpleNamespace
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+
+from alexnet_search.engine import kt
+from alexnet_search.engine.callbacks import BestEpochAtEnd, Heartbeat
+
+
+def test_a_workers_heartbeat_needs_progress_and_stops_a_trial_another_worker_finished():
+    """A thread beats even when training hangs: only progress may keep a lease (docs/reliability.md)."""
+    import time
+
+    asked, status = [], ["RUNNING"]
+
+    class Chief:
+        def get_trial(self, trial_id):
+            asked.append(trial_id)
+            return SimpleNamespace(status=status[0])
+
+    beat = Heartbeat()
+    beat.start(Chief(), "0007", interval=0.05)
+    time.sleep(0.3)
+    assert asked == ["0007"]  # the first beat (the first batch compiles), then silence: no batch ended
+    beat.on_train_batch_end(0)
+    time.sleep(0.3)
+    assert asked == ["0007", "0007"]
+    status[0] = "COMPLETED"  # its lease had expired, and another worker finished it first
+    beat.on_test_batch_end(0)
+    time.sleep(0.3)
+    with pytest.raises(keras_tuner.errors.FailedTrialError, match="another worker finished this trial first"):
+        beat.on_train_batch_end(1)
+    beat.stop()
+    time.sleep(0.2)
+    calls = len(asked)
+    beat.on_train_batch_end(2)
+    time.sleep(0.2)
+    assert len(asked) == calls  # stopped with its trial
+
+
+@pytest.mark.parametrize("scores, best", [
+    ((0.5, 0.7, 0.6), 2.0),  # a middle epoch was best
+    ((0.5, 0.6, 0.7), 3.0),  # the last epoch was best
+    ((0.5, float("nan"), 0.4), 1.0),  # a NaN epoch is never the best
+])
+def test_a_trials_checkpoint_holds_its_best_epochs_weights_once_it_ends(tmp_path, scores, best):
+    """Only the best epoch's checkpoint is ever read (a promoted trial, best/), and a trial cut off
+    mid-way runs again from its start."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    path = tmp_path / "checkpoint.weights.h5"
+    saved = BestEpochAtEnd(keras_tuner.Objective("val_accuracy", "max"), str(path))
+    saved.set_model(model)
+    saved.set_params({"epochs": len(scores)})
+    saved.on_train_begin()
+    for epoch, score in enumerate(scores):
+        model.set_weights([np.full(w.shape, epoch + 1.0) for w in model.get_weights()])
+        saved.on_epoch_end(epoch, {"val_accuracy": score})
+    saved.on_train_end()
+    assert all((w == best).all() for w in model.get_weights())  # the model keeps them too
+    model.set_weights([np.zeros(w.shape) for w in model.get_weights()])
+    model.load_weights(path)
+    assert all((w == best).all() for w in model.get_weights())
+
+
+def test_keras_tuners_trials_checkpoint_with_the_callback_the_engine_names():
+    """kt.checkpoint_callback swaps the class Keras Tuner's run_trial makes by name; an upgrade
+    that renames it must fail here, not silently write a checkpoint at every epoch."""
+    from keras_tuner.src.engine import tuner_utils
+
+    assert kt.SaveBestEpoch is tuner_utils.SaveBestEpoch
+    with kt.checkpoint_callback(BestEpochAtEnd):
+        assert tuner_utils.SaveBestEpoch is BestEpochAtEnd
+    assert tuner_utils.SaveBestEpoch is kt.SaveBestEpoch
+
+
+def test_a_locked_oracle_call_that_raises_releases_keras_tuners_lock():
+    class Oracle(keras_tuner.Oracle):
+        @kt.locked
+        def fails(self):
+            raise OSError("disk full")
+
+        @kt.locked
+        def works(self):
+            return "ok"
+
+    oracle = Oracle(objective="val_accuracy", max_trials=1)
+    with pytest.raises(OSError):
+        oracle.fails()
+    assert oracle.works() == "ok"  # a second call would wait for good on a lock never released
