@@ -27,18 +27,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
+def _count(high: int):
+    """An argparse type: a whole number from 1 to `high`. Every count has a ceiling, checked before
+    anything is written (the preset's keys have theirs in config.py)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if not 1 <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from 1 to {high} (got {value})")
+        return value
+
+    return parse
+
+
+_at_least_one = _count(10**9)  # the study seed and budgets: the preset's own bounds then apply (config.py)
+_seed_runs = _count(1000)  # retrain seeds: each a full training run
+_top = _count(10)  # CIFAR-10 has ten classes
+
+
 def _workers(text: str) -> int | str:
-    return "auto" if text == "auto" else _at_least_one(text)
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1 (got {value})")
-    return value
+    """N workers (at most 256: each is a process with its own copy of the model), or "auto"."""
+    return "auto" if text == "auto" else _count(256)(text)
 
 
 def _port(text: str) -> int:
@@ -64,7 +76,7 @@ def _study_args(p: argparse.ArgumentParser, with_data: bool = True, with_seeds: 
                        help="CIFAR-10 python-batch folder (cifar-10-batches-py) for offline machines; "
                             "default: $CIFAR10_DIR, else download through Keras")
     if with_seeds:
-        p.add_argument("--seeds", type=_at_least_one, default=1,
+        p.add_argument("--seeds", type=_seed_runs, default=1,
                        help="train this many times with different seeds and report mean and std (default 1)")
     if with_seed:
         p.add_argument("--seed", type=_at_least_one, default=None,
@@ -152,6 +164,7 @@ def cmd_search(args) -> int:
     if args.workers:
         if args.chief or args.worker is not None:
             raise UserError("--workers starts its own chief and workers; drop --chief/--worker")
+        commands.check_search(config, study, args.data_dir, args.overwrite, host, port)
         child = _child_args(args, study, host, port, ("overwrite", "seed", "hyperband_iterations", "max_trials"))
         return commands.launch("search", child, args.workers, host, port, study)
     return commands.search(config, study, args.data_dir, args.overwrite, args.chief, args.worker, host, port)
@@ -165,6 +178,8 @@ def cmd_retrain_best(args) -> int:
         raise UserError("--from and --pool both choose what to retrain; give one")
     host, port = cluster.oracle_address(args.oracle_host, args.oracle_port, config)
     if args.workers:
+        commands.check_retrain(config, study, args.data_dir, args.origin, args.pool or [], args.results_dir, host,
+                               port)
         child = _child_args(args, study, host, port, ("seeds", "seed"))
         child += (["--from", args.origin] if args.origin else []) + [a for n in args.pool or [] for a in ("--pool", n)]
         return commands.launch("retrain-best", child, args.workers, host, port, study)
@@ -178,6 +193,7 @@ def cmd_baseline(args) -> int:
     config, study = _load(args)
     host, port = cluster.oracle_address(args.oracle_host, args.oracle_port, config)
     if args.workers:
+        commands.check_baseline(config, study, args.data_dir, args.name, host, port)
         child = _child_args(args, study, host, port, ("seeds", "seed")) + [a for n in args.name or [] for a in ("--name", n)]
         return commands.launch("baseline", child, args.workers, host, port, study)
     return commands.baseline(config, study, args.data_dir, args.seeds, args.name, host, port)
@@ -312,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "backend sees a GPU, else cpu: the default preset's study)")
     p.add_argument("--results-dir", default=DEFAULT_RESULTS, help=f"folder holding all studies (default: {DEFAULT_RESULTS})")
     p.add_argument("--model", default=None, help="path to a .keras file instead of the study's")
-    p.add_argument("--top", type=_at_least_one, default=3, help="classes to show per image (default 3)")
+    p.add_argument("--top", type=_top, default=3, help="classes to show per image (default 3)")
     p.set_defaults(func=cmd_predict)
 
     from . import bench

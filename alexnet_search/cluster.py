@@ -59,13 +59,24 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_port(host: str, port: int) -> None:
-    """UserError unless a chief could serve on host:port now.
+# The ports this process holds (`check_port(hold=True)`), by (host, port), until it exits.
+_held: dict[tuple[str, int], socket.socket] = {}
+
+
+def check_port(host: str, port: int, hold: bool = False) -> None:
+    """UserError unless a chief could serve on host:port now; with `hold`, keep it for this process.
 
     gRPC binds with SO_REUSEPORT, so a second chief would share a port that a first one (or an
     orphan) still serves, and the workers' calls would be split between two oracles. A plain bind
-    here fails while anything listens there.
+    here fails while anything is bound there.
+
+    A chief serves its finalists' oracle hours after this check, when the search ends: held, the
+    port is bound by a socket that never listens, with SO_REUSEPORT alone. This process's gRPC
+    server binds beside it (the same user, the same option) and is the only one that accepts;
+    another study's chief checking the port, or any program binding it plainly, is refused.
     """
+    if (host, port) in _held:
+        return
     try:
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except (socket.gaierror, UnicodeError) as exc:
@@ -80,6 +91,15 @@ def check_port(host: str, port: int) -> None:
                                 f"program); pass --oracle-port with a free port") from None
             raise UserError(f"cannot serve the oracle on {host}:{port} ({exc.strerror or exc}); --oracle-host "
                             f"must be an address of this machine") from None
+    if hold:
+        holder = socket.socket(family, socket.SOCK_STREAM)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            holder.bind(address)
+        except OSError:  # taken in the instant since the probe: as busy as above
+            holder.close()
+            raise UserError(f"port {port} on {host} is already in use; pass --oracle-port with a free port") from None
+        _held[(host, port)] = holder
 
 
 def finalists_port(port: int) -> int:
@@ -87,11 +107,11 @@ def finalists_port(port: int) -> int:
     return port + 1 if port < 65535 else port - 1
 
 
-def check_ports(host: str, port: int) -> None:
+def check_ports(host: str, port: int, hold: bool = False) -> None:
     """`check_port` for both oracles a chief serves: the search's and the finalists'."""
-    check_port(host, port)
+    check_port(host, port, hold)
     try:
-        check_port(host, finalists_port(port))
+        check_port(host, finalists_port(port), hold)
     except UserError as exc:
         raise UserError(f"{exc} (a chief serves the finalists' oracle on --oracle-port + 1)") from None
 

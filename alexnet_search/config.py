@@ -25,11 +25,19 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # Keras Tuner's tuners a preset may choose ([search] tuner).
 TUNERS = ("hyperband", "random", "bayesian")
 # section -> key -> (types, check, what a valid value looks like)
-_POSITIVE_INT = ((int,), lambda v: v >= 1, "an integer >= 1")
-_NONNEG_INT = ((int,), lambda v: v >= 0, "an integer >= 0")
+
+
+def _ints(low: int, high: int) -> tuple:
+    """Whole numbers from `low` to `high`: every count has a ceiling, checked before anything is
+    written, so that a typo is refused in one line instead of failing hours later or every trial."""
+    return (int,), lambda v: low <= v <= high, f"an integer from {low} to {high}"
+
+
 _SCHEMA: dict[str, dict[str, tuple]] = {
     "study": {
-        "seed": _POSITIVE_INT,
+        # A trial's seed is the study seed x 100,003 + its number (search.AlexNetTuner), which numpy
+        # and Keras take below 2^32.
+        "seed": _ints(1, 40_000),
         "expects_gpu": ((bool,), lambda v: True, "true or false"),
         "description": ((str,), lambda v: True, "a string"),
     },
@@ -62,23 +70,26 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
         "tuner": ((str,), lambda v: v in TUNERS, '"hyperband", "random" or "bayesian"'),
         "objective": ((str,), lambda v: v in ("val_accuracy", "val_loss"),
                       '"val_accuracy" or "val_loss"'),
-        "max_epochs": _POSITIVE_INT,
-        "factor": ((int,), lambda v: v >= 2, "an integer >= 2"),
-        "hyperband_iterations": _POSITIVE_INT,
-        "max_consecutive_failed_trials": _POSITIVE_INT,
-        "max_retries_per_trial": _NONNEG_INT,
-        "max_trials": _POSITIVE_INT,
-        "initial_points": _POSITIVE_INT,
+        # Epochs and trials: far beyond any study of this network, low enough that the schedule's
+        # arithmetic and Keras Tuner's zero-padded trial ids stay small.
+        "max_epochs": _ints(1, 1000),
+        "factor": _ints(2, 100),
+        "hyperband_iterations": _ints(1, 100),
+        "max_consecutive_failed_trials": _ints(1, 10_000),
+        "max_retries_per_trial": _ints(0, 100),
+        "max_trials": _ints(1, 10_000),
+        "initial_points": _ints(1, 10_000),
     },
     "confirm": {
-        "finalists": _NONNEG_INT,
-        "seeds": _POSITIVE_INT,
-        "leader_seeds": _POSITIVE_INT,
+        # Each run is a full retrain: a hundred of them is days on a GPU.
+        "finalists": _ints(0, 100),
+        "seeds": _ints(1, 100),
+        "leader_seeds": _ints(1, 100),
         "baselines": ((list,), lambda v: all(isinstance(n, str) for n in v) and len(set(v)) == len(v),
                       'a list of [baselines.NAME] names, each once, e.g. ["paper"]'),
     },
     "retrain": {
-        "epochs": _POSITIVE_INT,
+        "epochs": _ints(1, 10_000),
         "tta": ((bool,), lambda v: True, "true or false"),
     },
 }

@@ -24,8 +24,9 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
-        with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
+        # UTF-8 whatever the locale: a report names values and studies a C locale cannot encode.
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -74,7 +75,11 @@ class SpaceReserve:
     def hold(self) -> None:
         """Raises OSError (ENOSPC) if the disk has not even this much room."""
         try:
-            with open(self.path, "wb") as f:
+            # The name is this process's own: whatever stands there goes, and a link planted under
+            # it is removed, never written through (O_EXCL creates the file anew or fails).
+            self.release()
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "wb") as f:
                 # Random, not zeros: a compressing filesystem (ZFS, btrfs) stores zeros as a hole,
                 # which holds nothing back.
                 f.write(os.urandom(self.SIZE))
@@ -88,16 +93,22 @@ class SpaceReserve:
         self.path.unlink(missing_ok=True)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    """This process's umask, read once at import: os.umask can only be read by setting it, and
+    setting it to 0 around every write left a window where another thread's files were
+    world-writable."""
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def read_json(path: str | Path) -> Any:
     """A JSON file this tool wrote; UserError (not a traceback) when someone damaged it."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (ValueError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not valid JSON ({exc}); it was edited or damaged: restore it, or start "

@@ -155,7 +155,9 @@ class _Log:
     def _open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.path, "a", encoding="utf-8", errors="replace")
+            # O_NOFOLLOW: a link planted under the log's name must not make it append to another file.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            self.file = os.fdopen(fd, "a", encoding="utf-8", errors="replace")
         except OSError as exc:
             self._give_up(exc)
 

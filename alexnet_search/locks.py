@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -25,6 +26,54 @@ from typing import Iterator
 from .errors import UserError
 
 _held: dict[str, int] = {}  # lock path -> open descriptor, while this process holds it
+_warned: set[str] = set()  # mount points already said to lock this host only
+
+
+def mount_of(path: Path, mounts: str = "/proc/self/mounts") -> tuple[str, str]:
+    """(filesystem type, mount options) of the mount that holds `path`; ("unknown", "") where the
+    system does not say."""
+    best, found = "", ("unknown", "")
+    try:
+        lines = Path(mounts).read_text().splitlines()
+    except OSError:
+        return found
+    target = str(Path(path).resolve())
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, found = point, (fields[2], fields[3])
+    return found
+
+
+def warn_without_exclusion(folder: Path, mounts: str = "/proc/self/mounts") -> str | None:
+    """On an NFS mount with local locks only ('nolock', local_lock=all or flock), flock succeeds
+    but excludes only this host's processes: say so once (stderr), and return the line."""
+    fstype, options = mount_of(folder, mounts)
+    opts = set(options.split(","))
+    if not fstype.startswith("nfs") or not opts & {"nolock", "local_lock=all", "local_lock=flock"}:
+        return None
+    line = (f"warning: {folder} is on {fstype} mounted with local locks only ({options}); a study's lock "
+            f"keeps out processes on this host, not on others: run one search per study across hosts")
+    if folder.resolve().anchor + fstype + options not in _warned:
+        _warned.add(folder.resolve().anchor + fstype + options)
+        print(line, file=sys.stderr, flush=True)
+    return line
+
+
+def _unmake(path: Path, folder: Path, made: tuple[list[Path], bool]) -> None:
+    """Remove the lock file (and the folders) this call created, so that a refused command leaves
+    the results folder as it found it."""
+    folders, file_made = made
+    try:
+        if file_made:
+            path.unlink()
+        for created in folders:  # deepest first
+            created.rmdir()
+    except OSError:
+        pass
 
 
 @contextlib.contextmanager
@@ -38,12 +87,14 @@ def held(study_root: Path, what: str) -> Iterator[None]:
     if str(path) in _held:
         yield
         return
+    made = [p for p in (folder, *folder.parents) if not p.exists()], not path.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        # O_NOFOLLOW: a link planted in its place must not make this open (and truncate) another file.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
-        raise UserError(f"cannot create the lock {path} ({exc.strerror}); check that --results-dir is writable") \
-            from None
+        raise UserError(f"cannot create the lock {path} ({exc.strerror}); check that --results-dir is writable "
+                        f"and that it is not a link") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -51,6 +102,14 @@ def held(study_root: Path, what: str) -> Iterator[None]:
         os.close(fd)
         raise UserError(f"study {study} is busy: its {what} is running in {holder}; wait for it to end, or stop "
                         f"it (the same command then resumes where it stopped)") from None
+    except OSError as exc:  # ENOLCK, EOPNOTSUPP: NFS without its lock daemon, some FUSE and Lustre mounts
+        os.close(fd)
+        _unmake(path, folder, made)
+        fstype, _ = mount_of(folder)
+        raise UserError(f"cannot lock {path}: its filesystem ({fstype}) refuses file locks ({exc.strerror or exc}); "
+                        f"put --results-dir on a local disk, or mount it with locking (NFS: lockd running, no "
+                        f"'nolock'; Lustre: -o flock)") from None
+    warn_without_exclusion(folder)
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
     _held[str(path)] = fd

@@ -40,7 +40,7 @@ from . import cluster
 from .adoption import hyperparameters_from, pooled_best, read_adopted
 from .config import Config
 from .console import format_duration
-from .data import Source
+from .cifar import Source
 from .engine.phase import Phase
 from .engine.planned import PlannedRunsOracle
 from .engine.tuner import RunTuner

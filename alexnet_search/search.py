@@ -11,6 +11,7 @@ finalists are confirmed next (`confirm`), by the command that ran it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -19,14 +20,14 @@ from typing import TextIO
 import keras_tuner
 from keras_tuner.oracles import BayesianOptimizationOracle, HyperbandOracle, RandomSearchOracle
 
-from . import backend, cluster
+from . import backend, cluster, locks
 from .config import Config
 from .console import columns, format_duration, short
 from .engine.oracle import StudyOracle
 from .engine.phase import Phase, WallClock
 from .engine.tuner import StudyTuner, epochs_spent, ranked_trials
 from .errors import UserError
-from .files import write_json_atomic
+from .files import read_json, write_json_atomic
 from .hypermodel import AlexNetHyperModel
 from .plan import estimate_seconds, time_training_steps
 from .progress import Progress, TrialReporter
@@ -179,8 +180,12 @@ class SearchPhase(Phase):
     def lead(self) -> AlexNetTuner:
         config, study, say = self.config, self.study, self.say
         serving = self.role == "chief"
-        prepared = prepare_search(study, config, self.overwrite, provenance={
-            "data_source": self.training.source.describe(), "split": self.training.splits.note})
+        with contextlib.ExitStack() as held:
+            if self.overwrite:  # it empties runs/, best/ and baselines/: not under a running retrain's feet
+                for other in ("retrain-best", "baselines"):
+                    held.enter_context(locks.held(study.root, other))
+            prepared = prepare_search(study, config, self.overwrite, provenance={
+                "data_source": self.training.source.describe(), "split": self.training.splits.note})
         if prepared.extended:
             say(f"extending study {study.name}: {', '.join(prepared.extended)}; its finished trials are kept")
         self.describe(trains=not serving)
@@ -194,12 +199,21 @@ class SearchPhase(Phase):
         self.progress.epochs_done = epochs_spent(finished, tuner.max_epochs)
         say(f"study {study.name}: {schedule.trials} trials, {schedule.epochs} epochs in the Hyperband schedule"
             + (f"; resuming with {len(finished)} finished" if prepared.resuming else ""))
-        if serving:
+        tuner.done_already = self._finished_before(tuner, prepared)
+        if serving and tuner.done_already:
+            say(f"study {study.name}'s search ended before this chief started: on to its finalists")
+        elif serving:
             host, port = os.environ[cluster.ORACLE_IP], os.environ[cluster.ORACLE_PORT]
             say(f"serving the oracle on {host}:{port}; workers: KERASTUNER_TUNER_ID=tuner<N> "
                 f"KERASTUNER_ORACLE_IP={host} KERASTUNER_ORACLE_PORT={port} alexnet-search search ... "
                 f"(or alexnet-search search --worker N --oracle-host {host})")
         return tuner
+
+    def _finished_before(self, tuner: AlexNetTuner, prepared) -> bool:
+        """Whether an earlier run of this study ended its search, which this run does not extend."""
+        summary = read_json(tuner.summary_file) if tuner.summary_file.is_file() and not self.overwrite else {}
+        return bool(summary.get("finished")) and not prepared.extended and all(
+            t.status in ENDED for t in tuner.oracle.trials.values())
 
     def join(self) -> AlexNetTuner:
         if self.overwrite:

@@ -264,13 +264,12 @@ class Prepared(NamedTuple):
     extended: list[str]  # how this run grows its budget ("search.hyperband_iterations 1 -> 2"), or []
 
 
-def prepare_search(study: Study, config: Config, overwrite: bool, provenance: dict | None = None) -> Prepared:
-    """Make the study folder ready for a search, then write its study.json, and its config.json
-    and versions.json with `provenance` added (`write_provenance`).
+def check_search(study: Study, config: Config, overwrite: bool) -> Prepared:
+    """What `prepare_search` would do with the study, or the UserError it would raise; writes
+    nothing (the launcher asks before it starts a chief and workers).
 
     A study made from a different search (space, sizes, Hyperband settings or seed) is refused
-    unless `overwrite`, so trials of two searches never mix; a larger budget (EXTENSIBLE) extends
-    it. Nothing is written before the checks.
+    unless `overwrite`, so trials of two searches never mix; a larger budget (EXTENSIBLE) extends it.
     """
     identity = search_identity(config)
     resuming, extended = False, []
@@ -302,6 +301,15 @@ def prepare_search(study: Study, config: Config, overwrite: bool, provenance: di
             shown = ", ".join(sorted(foreign)[:3]) + (" ..." if len(foreign) > 3 else "")
             raise UserError(f"--overwrite refused: {study.root} is not a study folder (it holds {shown}); "
                             f"--overwrite only empties a folder this tool made. Choose another --study")
+    return Prepared(resuming, extended)
+
+
+def prepare_search(study: Study, config: Config, overwrite: bool, provenance: dict | None = None) -> Prepared:
+    """Make the study folder ready for a search (`check_search` first: nothing is written before
+    the checks), then write its study.json, and its config.json and versions.json with
+    `provenance` added (`write_provenance`)."""
+    resuming, extended = check_search(study, config, overwrite)
+    identity = search_identity(config)
     try:
         study.root.mkdir(parents=True, exist_ok=True)
         probe = study.root / ".write-test"

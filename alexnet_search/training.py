@@ -13,7 +13,8 @@ import numpy as np
 
 from . import devices
 from .config import Config
-from .data import Batches, Source, Splits, TrainingSet, make_splits, pipeline_options
+from .cifar import Source
+from .data import Batches, Splits, TrainingSet, make_splits, pipeline_options
 from .hypermodel import AlexNetHyperModel
 
 

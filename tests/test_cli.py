@@ -214,6 +214,39 @@ def _search_only(searched, dest):
 
 
 @slow
+def test_a_chief_restarted_after_its_search_ended_serves_the_finalists_at_once(searched, tmp_path):
+    """A chief restarted during the confirmation served the finished search again on its port and
+    waited there for good, while its workers retried the finalists' port for up to an hour."""
+    import threading
+
+    from conftest import free_port
+
+    _search_only(searched, tmp_path / "results/tiny")
+    port = free_port()
+    args = ["search", "--config", searched.config, "--data-dir", searched.cifar, "--results-dir",
+            tmp_path / "results", "--chief", "--oracle-port", port]
+    env = {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin",
+           **{k: v for k, v in os.environ.items() if k == "KERAS_BACKEND"}}
+    proc = subprocess.Popen([sys.executable, "-m", "alexnet_search", *map(str, args)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watchdog = threading.Timer(180, proc.kill)  # the old chief never got there
+    watchdog.start()
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if f"(finalists' oracle on port {port + 1})" in line:
+                break
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        proc.wait(timeout=60)
+    out = "".join(seen)
+    assert f"(finalists' oracle on port {port + 1})" in out, out[-2000:]
+    assert "search ended before this chief started: on to its finalists" in out and "serving the oracle" not in out
+
+
+@slow
 def test_a_confirmation_killed_mid_run_resumes_losing_only_that_run(searched, tmp_path):
     # The searched study before its confirmation: the same search, nothing confirmed or adopted.
     study = _search_only(searched, tmp_path / "results/tiny")

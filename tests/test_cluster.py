@@ -177,7 +177,7 @@ def test_bad_ports_are_one_line_and_write_nothing(tmp_path, cifar_dir, tiny_conf
     results = tmp_path / "results"
     base = ["search", "--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", results]
     _one_line_exit_2(run_cli(*base, "--chief", "--oracle-port", 99999, cwd=tmp_path), "99999 is not a port number")
-    _one_line_exit_2(run_cli(*base, "--workers", -1, cwd=tmp_path), "--workers: must be >= 1")
+    _one_line_exit_2(run_cli(*base, "--workers", -1, cwd=tmp_path), "--workers: must be from 1 to 256")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -469,3 +469,71 @@ def test_a_worker_told_to_wait_asks_again_after_a_pause_not_at_once():
     assert statuses == ["IDLE", "IDLE", "RUNNING"]
     assert asked[1] - asked[0] >= 0.2 and asked[2] - asked[1] >= 0.2
     assert returned - asked[2] < 0.1  # a trial to run is run at once
+
+
+def test_a_chief_holds_both_its_ports_from_its_start_so_no_other_study_takes_the_second(tmp_path, tiny_config):
+    """The finalists' port was checked at the start and bound hours later, when the search ended: a
+    second study started on it meanwhile (as the busy-port message suggested) passed its check,
+    and the two chiefs' servers then shared it, splitting the workers between two oracles."""
+    import subprocess
+    import sys
+
+    import grpc
+
+    port = free_port()
+    while not _port_free(cluster.finalists_port(port)):
+        port = free_port()
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from alexnet_search import cluster; "
+            f"cluster.check_ports('127.0.0.1', {port}, hold=True); print('held', flush=True); import time; time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        second = run_cli("search", "--config", tiny_config, "--workers", 1, "--oracle-port", cluster.finalists_port(port),
+                         "--results-dir", tmp_path / "results", cwd=tmp_path)
+        _one_line_exit_2(second, f"port {cluster.finalists_port(port)} on 127.0.0.1 is already in use")
+        assert not (tmp_path / "results").exists()
+        with socket.socket() as other, pytest.raises(OSError):
+            other.bind(("127.0.0.1", cluster.finalists_port(port)))  # nor any other program
+    finally:
+        holder.kill()
+        holder.wait()
+    # The chief's own server binds beside what it holds, and is the one that answers there.
+    cluster.check_port("127.0.0.1", port, hold=True)
+    from concurrent import futures
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    try:
+        assert server.add_insecure_port(f"127.0.0.1:{port}") == port
+        server.start()
+        assert cluster._listening("127.0.0.1", port)
+    finally:
+        server.stop(grace=None)
+        cluster._held.pop(("127.0.0.1", port)).close()
+
+
+@pytest.mark.parametrize("problem", ["missing data", "corrupt batch", "another search", "busy"])
+def test_what_one_process_refuses_in_a_line_the_launcher_refuses_the_same_way(tmp_path, cifar_dir, tiny_config, problem):
+    """With --workers the chief and each worker printed the error, prefixed, then the launcher's
+    own line, and a logs/ folder was left in a study that never started."""
+    from alexnet_search import locks
+    from alexnet_search.config import load_config
+    from alexnet_search.study import prepare_search, study_for
+
+    results, data = tmp_path / "results", cifar_dir
+    expected = {"missing data": "does not exist", "corrupt batch": "is corrupt or truncated",
+                "another search": "holds a study of a different search", "busy": "is busy: its search is running"}
+    if problem == "missing data":
+        data = tmp_path / "nowhere"
+    elif problem == "corrupt batch":
+        (cifar_dir / "data_batch_2").write_bytes((cifar_dir / "data_batch_2").read_bytes()[:1000])
+    else:
+        other = load_config(tiny_config).with_overrides({"study": {"seed": 7}})
+        prepare_search(study_for(results, "tiny"), other if problem == "another search" else load_config(tiny_config),
+                       overwrite=False)
+    holding = locks.held(results / "tiny", "search") if problem == "busy" else contextlib.nullcontext()
+    with holding:  # "busy": as another search of the study would
+        before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+        result = run_cli("search", "--config", tiny_config, "--data-dir", data, "--results-dir", results,
+                         "--workers", 1, "--oracle-port", free_port(), cwd=tmp_path)
+        _one_line_exit_2(result, expected[problem])
+        assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing created

@@ -1,5 +1,7 @@
 """config.py: presets load and merge; every bad value is one clear UserError."""
 
+import re
+
 import pytest
 
 from alexnet_search.config import load_config
@@ -65,10 +67,10 @@ def _write(tmp_path, text, name="bad.toml"):
     ("[dat]\nx = 1", r"unknown section \[dat\]"),
     ('[data]\ntrain_size = "many"', "data.train_size = 'many' is invalid: it must be an integer from 1 to 50000"),
     ("[data]\nbatch_size = 1.5", "data.batch_size = 1.5 is invalid"),
-    ("[retrain]\nepochs = 0", "retrain.epochs = 0 is invalid: it must be an integer >= 1"),
+    ("[retrain]\nepochs = 0", "retrain.epochs = 0 is invalid: it must be an integer from 1 to 10000"),
     ("[search]\nmax_epochs = 0", "search.max_epochs = 0 is invalid"),
-    ("[search]\nfactor = 1", "search.factor = 1 is invalid: it must be an integer >= 2"),
-    ("[study]\nseed = 0", "study.seed = 0 is invalid: it must be an integer >= 1"),
+    ("[search]\nfactor = 1", "search.factor = 1 is invalid: it must be an integer from 2 to 100"),
+    ("[study]\nseed = 0", "study.seed = 0 is invalid: it must be an integer from 1 to 40000"),
     ("[data]\nimage_size = 16", "image_size >= "),
     # Upper bounds, before anything is allocated (a batch of 10 million images would be).
     ("[data]\nbatch_size = 10000000", "data.batch_size = 10000000 is invalid: it must be an integer from 1 to 8192"),
@@ -192,3 +194,33 @@ def test_the_networks_shape_is_part_of_a_studys_identity(tmp_path):
             load_config(_write(tmp_path, f"[model]\nconv1_kernel = {bad}"))
     with pytest.raises(UserError, match=r"data.image_size = 32 is too small .* 31x31 conv1.*smaller model.conv1_kernel"):
         load_config(_write(tmp_path, "[model]\nconv1_kernel = 31"))
+
+
+@pytest.mark.parametrize("text, message", [
+    # A trial's seed is the study seed x 100,003 + its number: past 2^32 every trial failed in numpy.
+    ("[study]\nseed = 50000", "study.seed = 50000 is invalid: it must be an integer from 1 to 40000"),
+    ("[search]\nmax_epochs = 100000", "search.max_epochs = 100000 is invalid: it must be an integer from 1 to 1000"),
+    ("[search]\nhyperband_iterations = 1000000", "search.hyperband_iterations = 1000000 is invalid: it must be an integer from 1 to 100"),
+    ("[search]\nmax_trials = 1000000000", "search.max_trials = 1000000000 is invalid: it must be an integer from 1 to 10000"),
+    ("[confirm]\nseeds = 5000", "confirm.seeds = 5000 is invalid: it must be an integer from 1 to 100"),
+    ("[retrain]\nepochs = 10000000", "retrain.epochs = 10000000 is invalid: it must be an integer from 1 to 10000"),
+])
+def test_every_count_a_preset_gives_has_a_ceiling(tmp_path, text, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_config(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["search", "--seed", "50000"], "study.seed = 50000 is invalid: it must be an integer from 1 to 40000"),
+    (["search", "--hyperband-iterations", "5000"], "search.hyperband_iterations = 5000 is invalid: it must be an integer from 1 to 100"),
+    (["retrain-best", "--seeds", "100000"], "--seeds: must be from 1 to 1000"),
+    (["baseline", "--workers", "100000"], "--workers: must be from 1 to 256"),
+])
+def test_every_count_typed_has_a_ceiling_checked_before_anything_is_written(tmp_path, args, message):
+    from conftest import run_cli
+
+    result = run_cli(*args, "--config", REPO / "tuning" / "cpu.toml", "--results-dir", tmp_path / "results",
+                     cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "results").exists()

@@ -16,7 +16,7 @@ from alexnet_search.config import load_config
 from alexnet_search.adoption import adopt, finalists_table, pooled_best, read_adopted
 from alexnet_search.confirm.contenders import CONFIRM_SEED, baseline_units, finalist_units, reusable_baseline_runs
 from alexnet_search.confirm.run import FinalistTuner, write_finalists
-from alexnet_search.data import Source
+from alexnet_search.cifar import Source
 from alexnet_search.errors import UserError
 from alexnet_search.space import SEED_SCRIPT
 from alexnet_search.study import prepare_search, study_for
@@ -393,11 +393,14 @@ def test_a_single_run_has_no_spread(confirming):
     assert re.search(r"^ *s/0000 .* 0\.6800 +0\.6800 +-$", finalists_table(summary), re.M)
 
 
-def _sibling_with_baseline(confirming, name="first", scores=None, **changes):
+SOURCE = "/data/cifar-10-batches-py"  # where the siblings' data came from, as Source.describe says
+
+
+def _sibling_with_baseline(confirming, name="first", scores=None, source=SOURCE, **changes):
     """A study beside `confirming.study` whose confirmation ran the paper's recipe: `scores` by seed."""
     config = confirming.config.with_overrides(changes) if changes else confirming.config
     sibling = study_for(confirming.study.root.parent, name)
-    prepare_search(sibling, config, overwrite=False)
+    prepare_search(sibling, config, overwrite=False, provenance={"data_source": source})
     values = searched_values(baseline_units(config, 1)[0])
     runs = [{"seed": seed, "run": f"000{i}", "status": "COMPLETED", "score": score, "best_epoch": 30}
             for i, (seed, score) in enumerate((scores or {1001: 0.7055, 1002: 0.6390}).items())]
@@ -411,7 +414,7 @@ def _sibling_with_baseline(confirming, name="first", scores=None, **changes):
 def test_a_baselines_runs_in_a_sibling_study_of_the_same_training_are_reused_not_trained_again(confirming):
     _sibling_with_baseline(confirming)
     config = confirming.config
-    reusable = reusable_baseline_runs(confirming.study, config)
+    reusable = reusable_baseline_runs(confirming.study, config, SOURCE)
     assert sorted(reusable) == [("paper", 1001), ("paper", 1002)] and reusable["paper", 1001]["from"] == "first/0000"
     oracle = confirming.tuner().oracle
     oracle.reusable = reusable
@@ -431,16 +434,17 @@ def test_a_baselines_runs_in_a_sibling_study_of_the_same_training_are_reused_not
 def test_only_the_same_training_is_reused_and_the_race_reuses_a_leading_baselines_extra_seed(confirming):
     _sibling_with_baseline(confirming, "longer", retrain={"epochs": 40})
     _sibling_with_baseline(confirming, "smaller", data={"train_size": 128})
+    _sibling_with_baseline(confirming, "elsewhere", source="/other/cifar-10-batches-py")
     changed = _sibling_with_baseline(confirming, "other", {1001: 0.5})
     changed.finalists_file.write_text(changed.finalists_file.read_text().replace('"dropout": 0.5', '"dropout": 0.4'))
     oracle = confirming.tuner().oracle
-    oracle.reusable = reusable_baseline_runs(confirming.study, confirming.config)
+    oracle.reusable = reusable_baseline_runs(confirming.study, confirming.config, SOURCE)
     oracle.plan(baseline_units(confirming.config, 2), 30)
-    assert oracle.reused == {}  # other epochs, other data, other values
+    assert oracle.reused == {}  # other epochs, other data sizes, another data folder, other values
     (confirming.study.root.parent / "other").rename(confirming.study.root.parent / "gone")
     _sibling_with_baseline(confirming, "first", {1001: 0.75, 1002: 0.75, 1003: 0.74})
     oracle = confirming.tuner().oracle
-    oracle.reusable = reusable_baseline_runs(confirming.study, confirming.config)
+    oracle.reusable = reusable_baseline_runs(confirming.study, confirming.config, SOURCE)
     oracle.plan(baseline_units(confirming.config, 2), 30, leader_seeds=3)
     taken = []
     oracle.on_reused = taken.append

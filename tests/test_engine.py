@@ -91,3 +91,16 @@ def test_a_locked_oracle_call_that_raises_releases_keras_tuners_lock():
     with pytest.raises(OSError):
         oracle.fails()
     assert oracle.works() == "ok"  # a second call would wait for good on a lock never released
+
+
+def test_a_parent_trial_id_the_oracle_sends_must_be_one_keras_tuner_makes(tmp_path):
+    """Hyperband loads a promoted trial's weights from its parent's folder, named by `tuner/trial_id`."""
+    from alexnet_search.errors import UserError
+
+    from conftest import fresh_tuner
+
+    _, study, tuner = fresh_tuner(tmp_path, "s")
+    hp = tuner.oracle.hyperparameters.copy()
+    hp.values.update({"tuner/trial_id": "../../elsewhere", "tuner/epochs": 2, "tuner/initial_epoch": 1})
+    with pytest.raises(UserError, match="parent trial id '../../elsewhere'"):
+        tuner.on_trial_begin(keras_tuner.engine.trial.Trial(hp, trial_id="0001", status="RUNNING"))

@@ -106,10 +106,10 @@ def test_a_space_reserve_holds_its_bytes_until_released(tmp_path):
 
 
 def test_a_space_reserve_that_does_not_fit_leaves_nothing(tmp_path, monkeypatch):
-    import builtins
     import errno
+    import os
 
-    real = builtins.open
+    real = os.fdopen
 
     class Full:
         def __init__(self, f):
@@ -124,7 +124,7 @@ def test_a_space_reserve_that_does_not_fit_leaves_nothing(tmp_path, monkeypatch)
         def write(self, data):
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(builtins, "open", lambda *a, **k: Full(real(*a, **k)))
+    monkeypatch.setattr(os, "fdopen", lambda *a, **k: Full(real(*a, **k)))  # the disk fills up as it writes
     with pytest.raises(OSError, match="No space"):
         SpaceReserve(tmp_path / ".reserve.tuner0").hold()
     monkeypatch.undo()
@@ -146,3 +146,30 @@ def test_a_full_disk_is_one_line_naming_the_disk_and_the_file(tmp_path):
     assert disk_full(wrapped) is h5
     message = disk_full_message(h5)
     assert "\n" not in message and "while writing r/t/checkpoint.weights.h5; free some" in message
+
+
+def test_the_space_reserve_never_writes_through_a_link_planted_under_its_name(tmp_path):
+    from alexnet_search.files import SpaceReserve
+
+    target = tmp_path / "precious.bin"
+    target.write_bytes(b"keep me")
+    reserve = tmp_path / ".reserve.tuner1"
+    reserve.symlink_to(target)
+    SpaceReserve(reserve).hold()
+    assert target.read_bytes() == b"keep me"
+    assert not reserve.is_symlink() and reserve.stat().st_size == SpaceReserve.SIZE
+
+
+def test_text_is_written_in_utf8_whatever_the_locale(tmp_path):
+    """report.md was written in the locale's encoding: a UnicodeEncodeError where it is not UTF-8."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    path = tmp_path / "report.md"
+    code = f"from alexnet_search.files import write_text_atomic; write_text_atomic({str(path)!r}, '0.70 \\u00b1 0.01 \\u2713')"
+    done = subprocess.run([sys.executable, "-X", "utf8=0", "-c", code], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-500:]
+    assert path.read_bytes().decode("utf-8") == "0.70 \u00b1 0.01 \u2713"

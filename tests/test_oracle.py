@@ -196,3 +196,89 @@ def test_a_restarted_chief_hands_running_trials_back_to_their_workers(tmp_path, 
     assert chief.ongoing_trials["tuner1"].trial_id == running.trial_id
     assert chief.create_trial("tuner2").trial_id != running.trial_id
     assert chief.create_trial("tuner1").trial_id == running.trial_id  # its worker, asking again
+
+
+def test_a_call_on_the_port_cannot_grow_the_studys_space(tmp_path):
+    """Keras Tuner's UpdateSpace adds any hyperparameter it is sent, for good: one call would have
+    changed the study's space, and retrain-best refused the study from then on."""
+    _, study, tuner = fresh_tuner(tmp_path, "s")
+    oracle = tuner.oracle
+    before = [hp.name for hp in oracle.hyperparameters.space]
+    oracle.update_space(oracle.hyperparameters.copy())  # a worker declaring the same space: fine
+    foreign = keras_tuner.HyperParameters()
+    foreign.Float("planted", 0.0, 1.0)
+    with pytest.raises(ValueError, match="not in this study's space"):
+        oracle.update_space(foreign)
+    assert [hp.name for hp in oracle.hyperparameters.space] == before
+    oracle.verbose = 0
+    assert oracle.create_trial("tuner0").status == "RUNNING"  # the refused call left the oracle unlocked
+
+
+def test_a_worker_told_nothing_is_left_waits_while_another_trial_may_still_come_back(tmp_path, monkeypatch):
+    """Random search at max_trials (and the retrains' planned runs) answered STOPPED as soon as
+    every trial was handed out: the asking worker left, and when the other's lease then lapsed the
+    chief ended with that trial in its retry queue, the study marked finished without it."""
+    from alexnet_search import cluster
+    from alexnet_search.engine import oracle as oracle_module
+    from alexnet_search.study import study_for
+
+    for var, value in ((cluster.TUNER_ID, "chief"), (cluster.ORACLE_IP, "127.0.0.1"), (cluster.ORACLE_PORT, "8000")):
+        monkeypatch.setenv(var, value)
+    now = [1000.0]
+    monkeypatch.setattr(oracle_module.time, "monotonic", lambda: now[0])
+    config = load_config(REPO / "tuning" / "cpu-random.toml").with_overrides({"search": {"max_trials": 2}})
+    study = study_for(tmp_path, "r")
+    study.root.mkdir()
+    oracle = make_tuner(config, study).oracle
+    oracle.verbose, oracle.lease_s = 0, 60
+    first, second = oracle.create_trial("tuner1"), oracle.create_trial("tuner2")
+    oracle.update_trial(first.trial_id, {"val_accuracy": 0.5})
+    first.status = "COMPLETED"
+    oracle.end_trial(first)
+    assert oracle.create_trial("tuner1").status == "IDLE"  # tuner2's trial may still need a worker
+    now[0] += 30
+    assert oracle.create_trial("tuner1").status == "IDLE"  # it asks again (every second, in a study)
+    now[0] += 31
+    assert oracle.expire_leases() == [("tuner2", second.trial_id)]
+    assert oracle.create_trial("tuner1").trial_id == second.trial_id  # taken over, not lost
+    oracle.update_trial(second.trial_id, {"val_accuracy": 0.6})
+    second.status = "COMPLETED"
+    oracle.end_trial(second)
+    assert oracle.create_trial("tuner1").status == "STOPPED"
+
+
+def test_a_chief_that_cannot_record_a_trials_end_stops_instead_of_handing_the_trial_back(tmp_path, monkeypatch):
+    """A full disk on the chief failed each worker's report of its trial's end: the trial went back
+    to its worker, was trained again, its end failed again, and its lease never lapsed."""
+    import threading
+
+    from alexnet_search import cluster
+    from alexnet_search.engine import kt
+    from alexnet_search.errors import DiskFull
+
+    from conftest import free_port
+
+    for var, value in ((cluster.TUNER_ID, "chief"), (cluster.ORACLE_IP, "127.0.0.1"),
+                       (cluster.ORACLE_PORT, str(free_port()))):
+        monkeypatch.setenv(var, value)
+    _, study, tuner = fresh_tuner(tmp_path, "s")
+    oracle = tuner.oracle
+    oracle.verbose = 0
+    running = oracle.create_trial("tuner1")
+    oracle.update_trial(running.trial_id, {"val_accuracy": 0.5})
+    reported = keras_tuner.engine.trial.Trial(running.hyperparameters.copy(), trial_id=running.trial_id,
+                                              status="COMPLETED")  # as a worker's end arrives over gRPC
+    with disk_full_at(monkeypatch, lambda path: path.suffix == ".json"), pytest.raises(OSError, match="No space"):
+        oracle.end_trial(reported)
+    stopped = []
+
+    def serve():
+        try:
+            kt.serve_oracle(oracle)
+        except DiskFull as exc:
+            stopped.append(str(exc))
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    server.join(timeout=20)
+    assert stopped and stopped[0].startswith("no space left on the disk holding")

@@ -475,3 +475,35 @@ def test_without_optuna_the_importance_section_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr("alexnet_search.report.importance", missing)
     text = write_report(make_study(tmp_path / "s", events=False)).read_text()
     assert "Not computed: optuna is not installed" in _section(text, "Which hyperparameters matter")
+
+
+def test_a_crafted_or_foreign_event_file_is_not_a_point_and_not_a_traceback(tmp_path):
+    import numpy as np
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    from tensorboard.util import tensor_util
+
+    run = tmp_path / "run"
+    _write_events(run, 0, [0.1, 0.2])
+    writer = EventFileWriter(str(run))  # another tool's: a vector where a scalar belongs
+    vector = summary_pb2.Summary.Value(tag="epoch_accuracy", tensor=tensor_util.make_tensor_proto(np.ones(3)))
+    writer.add_event(event_pb2.Event(step=5, summary=summary_pb2.Summary(value=[vector])))
+    writer.close()
+    assert read_scalars(run, "epoch_accuracy") == pytest.approx({0: 0.1, 1: 0.2})
+
+
+def test_a_trial_record_of_another_shape_is_one_line_naming_it(tmp_path):
+    study = make_study(tmp_path / "results" / "s")
+    (path,) = list(study.tuner_dir.glob("trial_0000/trial.json"))
+    path.write_text(json.dumps({"trial_id": "0000", "status": "COMPLETED", "hyperparameters": ["not", "a", "dict"]}))
+    with pytest.raises(UserError, match=re.escape(f"{path} is not a Keras Tuner trial record")):
+        write_report(study)
+
+
+def test_parent_ids_that_name_each_other_end_the_curve_instead_of_the_report(tmp_path):
+    from alexnet_search.report.load import Trial as Record, curve
+
+    a = Record("0001", "COMPLETED", 0.5, {}, 2, 1, 0, "0002", "")
+    b = Record("0002", "COMPLETED", 0.5, {}, 2, 1, 0, "0001", "")
+    _write_events(tmp_path / "tb" / "0001" / "execution0" / "validation", 1, [0.4])
+    assert curve(a, {"0001": a, "0002": b}, tmp_path / "tb", "epoch_accuracy") == pytest.approx({1: 0.4})

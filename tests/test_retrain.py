@@ -3,6 +3,8 @@ are in test_cli.py."""
 
 import math
 
+import pytest
+
 from alexnet_search.evaluation import kept_epoch
 
 
@@ -22,7 +24,7 @@ def test_a_retrain_resumes_the_runs_of_its_own_setup_only(tmp_path, tiny_config,
     import io
 
     from alexnet_search.config import load_config
-    from alexnet_search.data import source_from
+    from alexnet_search.cifar import source_from
     from alexnet_search.progress import Progress
     from alexnet_search.retrain import RUN, RUN_SEED, Job, _runs_tuner, hyperparameters_with
     from alexnet_search.study import study_for
@@ -105,3 +107,36 @@ def test_hyperparameters_from_elsewhere_must_be_known_and_inside_their_bounds(tm
         hyperparameters_from(str(tmp_path / "bad.json"), tmp_path / "results", config)
     with pytest.raises(UserError, match="invalid"):
         hyperparameters_from("../elsewhere", tmp_path / "results", config)
+
+
+@pytest.mark.parametrize("name, seed", [
+    ("baselines/../../../../victim", 1),  # tensorboard/baselines/../../../../victim/seed1: outside the study
+    ("baselines/paper", "1/../../../../victim"),  # a seed that is a path
+    ("baselines/paper", 2**40),  # a seed numpy cannot take
+])
+def test_a_run_the_oracle_sends_never_becomes_a_path_outside_the_study(tmp_path, tiny_config, cifar_dir, name, seed):
+    """Whoever answers on the chief's port is the oracle a worker believes: the run's name and seed
+    it sends became a folder that was deleted, then written, before anything checked them."""
+    import io
+
+    import keras_tuner
+
+    from alexnet_search.config import load_config
+    from alexnet_search.cifar import source_from
+    from alexnet_search.errors import UserError
+    from alexnet_search.progress import Progress
+    from alexnet_search.retrain import RUN, RUN_SEED, RetrainTuner
+    from alexnet_search.study import study_for
+    from alexnet_search.training import Training
+
+    config = load_config(tiny_config)
+    study = study_for(tmp_path / "results", "tiny")
+    victim = tmp_path / "victim"
+    (victim / "seed1").mkdir(parents=True)
+    tuner = RetrainTuner(Training.prepare(config, source_from(cifar_dir)), config, study, "runs/baselines", None, 1,
+                         Progress(1, None, out=io.StringIO()))
+    hp = keras_tuner.HyperParameters()
+    hp.values.update({RUN: name, RUN_SEED: seed})
+    with pytest.raises(UserError, match="the oracle sent trial 0"):
+        tuner.on_trial_begin(keras_tuner.engine.trial.Trial(hp, trial_id="0", status="RUNNING"))
+    assert (victim / "seed1").is_dir() and not (tmp_path / "results" / "tiny" / "tensorboard").exists()

@@ -120,7 +120,7 @@ def test_nan_and_out_of_memory_trials_fail_with_a_reason_and_the_search_goes_on(
 
     import tensorflow as tf
 
-    from alexnet_search.data import Source
+    from alexnet_search.cifar import Source
     from alexnet_search.hypermodel import AlexNetHyperModel
     from alexnet_search.search import run_search
     from alexnet_search.training import Training
@@ -174,7 +174,7 @@ def test_a_seeded_search_repeats_to_the_last_bit(tmp_path, cifar_dir, tiny_confi
 
     import keras
 
-    from alexnet_search.data import Source
+    from alexnet_search.cifar import Source
     from alexnet_search.search import run_search
     from alexnet_search.training import Training
 
@@ -203,7 +203,7 @@ def test_random_and_bayesian_studies_train_max_trials_full_length_trials(tmp_pat
     """In this process: the CLI's search is run_search, and its subprocess costs a TensorFlow import."""
     import io
 
-    from alexnet_search.data import Source
+    from alexnet_search.cifar import Source
     from alexnet_search.report import read_scalars, write_report
     from alexnet_search.search import run_search
     from alexnet_search.training import Training

@@ -142,7 +142,7 @@ def _resolve(args) -> None:
 
 
 def run(args) -> int:
-    from ..data import source_from
+    from ..cifar import source_from
     from ..files import write_json_atomic
 
     _resolve(args)

@@ -128,7 +128,7 @@ def study_figures(config_path: str | Path, source, folder: Path, say=print) -> d
 def run_study(args, say=print) -> dict:
     """The study child: a temporary folder, the data (--data-dir or random images), `study_figures`."""
     from ..config import load_config
-    from ..data import Source, source_from
+    from ..cifar import Source, source_from
 
     source = source_from(args.data_dir)
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as tmp:

@@ -68,7 +68,7 @@ def throughput(start: float, ends: list[float], sizes: list[int], steps_per_epoc
 
 def training_images(n: int, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
     """The first `n` CIFAR-10 training images, or random uint8 ones where no folder is given."""
-    from ..data import source_from
+    from ..cifar import source_from
 
     source = source_from(data_dir)
     if source.folder is None:  # never Keras' download: a benchmark must run offline

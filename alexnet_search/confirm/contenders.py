@@ -65,10 +65,11 @@ def baseline_units(config: Config, seeds: int) -> list[dict[str, Any]]:
     return units
 
 
-def reusable_baseline_runs(study: Study, config: Config) -> dict[tuple, dict]:
+def reusable_baseline_runs(study: Study, config: Config, data_source: str) -> dict[tuple, dict]:
     """Completed runs of the preset's baselines in the studies beside `study` (the same results
-    folder) that trained what this confirmation would: the same data and network, epochs,
-    objective and backend (the values and seed are checked per run, `FinalistsOracle.take_reused`).
+    folder) that trained what this confirmation would: the same data (`data_source`, as
+    `Source.describe` says it, and sizes) and network, epochs, objective and backend (the values
+    and seed are checked per run, `FinalistsOracle.take_reused`).
 
     A baseline does not depend on the search, and on one-thread workers its run repeats digit for
     digit across studies: a second study of a preset takes its runs instead of a round of
@@ -82,9 +83,11 @@ def reusable_baseline_runs(study: Study, config: Config) -> dict[tuple, dict]:
         try:
             summary = read_json(sibling.finalists_file)
             theirs = read_json(sibling.root / "versions.json").get("backend")
+            source = read_json(sibling.root / "config.json").get("data_source")
         except (OSError, UserError, AttributeError):
             continue
         if (identity is None or training_differences(mine, identity) or theirs != backend.version()
+                or source != data_source
                 or summary.get("epochs") != config["retrain"]["epochs"]
                 or summary.get("objective") != config["search"]["objective"]):
             continue

@@ -82,7 +82,7 @@ class ConfirmPhase(Phase):
         c = config["confirm"]
         self.units_planned = finalist_units(ranked, c["finalists"], c["seeds"], config["search"]["max_epochs"])
         self.units_planned += baseline_units(config, c["seeds"])
-        self.reusable = reusable_baseline_runs(study, config)
+        self.reusable = reusable_baseline_runs(study, config, training.source.describe())
         self.clock = WallClock(study.finalists_file)
         self.started = time.monotonic()
 

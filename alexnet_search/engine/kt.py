@@ -22,6 +22,7 @@ from keras_tuner.src.engine import oracle as kt_oracle
 from keras_tuner.src.engine import tuner_utils
 
 from ..cluster import ORACLE_IP, ORACLE_PORT, SERVER_OPTIONS, WORKER_CHANNEL_OPTIONS
+from ..errors import DiskFull, disk_full_message
 
 # The checkpoint callback Keras Tuner's `Tuner.run_trial` adds to every trial's fit.
 SaveBestEpoch = tuner_utils.SaveBestEpoch
@@ -87,6 +88,8 @@ def serve_oracle(oracle) -> None:
     server.start()
     try:
         while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
+            if oracle.disk_filled is not None:  # no trial's end can be recorded: stop, rerun once freed
+                raise DiskFull(disk_full_message(oracle.disk_filled, os.path.dirname(oracle._get_oracle_fname())))
             time.sleep(1)
             for tuner_id, trial_id in oracle.expire_leases():
                 print(f"no word from worker {tuner_id} for {oracle.lease_s:g} s ([distributed] lease_s): "

@@ -22,53 +22,19 @@ import keras_tuner
 
 from .. import cluster
 from ..files import read_json, write_json_atomic
+from ..errors import disk_full
 from ..runlog import failure_message
 from ..trials import ENDED, FAILED
 from .kt import locked
 
 
-class StudyOracle:
-    """Mixed into a Keras Tuner oracle (module docstring).
+class Leases:
+    """Leases on workers, on a chief. Keras Tuner's oracle waits for every worker id it has seen,
+    and for every trial it handed out, however long their worker is gone. A worker that says
+    nothing for `lease_s` (it sends a heartbeat while it trains: `engine.callbacks.Heartbeat`)
+    loses its trial to the next worker that asks, through Keras Tuner's own retry queue, and is
+    no longer waited for."""
 
-    `reload` repairs the two states a kill between two of Keras Tuner's writes leaves behind
-    (oracle.json and trial.json are separate files):
-    - a trial whose trial.json says it finished while oracle.json still lists it as running
-      (end_trial saves before it forgets the running trial): Keras Tuner would run it again;
-    - a trial.json that oracle.json never recorded (create_trial saves the trial first): Keras
-      Tuner would keep it as a phantom that never runs.
-    """
-
-    on_trial_ended = None  # set by the tuner: called after every end_trial, here or from a worker
-    # Set when max_consecutive_failed_trials trials in a row failed: the last one's message. From
-    # then on every tuner asking for a trial is told the study stopped (`search_to_the_end` says why).
-    stopped: str | None = None
-
-    def _check_consecutive_failures(self):
-        # Keras Tuner raises here, inside end_trial: on a chief that is a gRPC handler holding the
-        # oracle's lock, which is never released, and the worker gets a traceback and is restarted
-        # into the same failure. It also counts any run in the study's history, so a resumed study
-        # that stopped this way would stop again at its next trial, even one that completed. This
-        # counts the latest run only and stops the study through create_trial, in every role.
-        n, run = self.max_consecutive_failed_trials, 0
-        for trial_id in reversed(self.end_order):
-            if self.trials[trial_id].status != "FAILED":
-                break
-            run += 1
-        if n and run >= n:
-            self.stopped = self.trials[self.end_order[-1]].message or ""
-
-    @locked
-    def create_trial(self, tuner_id):
-        self._heard_from(tuner_id)
-        if self.stopped is None or tuner_id in self.ongoing_trials:  # a restarted worker finishes its trial
-            return super().create_trial(tuner_id)
-        self.tuner_ids.discard(tuner_id)  # as Keras Tuner does for a tuner it stops: the chief waits for none
-        return keras_tuner.engine.trial.Trial(self.hyperparameters.copy(), trial_id="stopped", status="STOPPED")
-
-    # Leases, on a chief. Keras Tuner's oracle waits for every worker id it has seen, and for
-    # every trial it handed out, however long their worker is gone. A worker that says nothing
-    # for `lease_s` (it sends a heartbeat while it trains: StudyTuner) loses its trial to the
-    # next worker that asks, through Keras Tuner's own retry queue, and is no longer waited for.
     lease_s: float | None = None  # set by the tuner that serves this oracle
     _seen: dict | None = None  # tuner id -> time.monotonic() of its last call
 
@@ -85,22 +51,6 @@ class StudyOracle:
     def get_trial(self, trial_id):
         self._heard_from(self._owner(trial_id))  # a worker's heartbeat is a GetTrial of its trial
         return super().get_trial(trial_id)
-
-    @locked
-    def update_trial(self, trial_id, metrics, step=0):
-        # update_trial and end_trial take anything a caller on the port sends and never raise: an
-        # exception inside Keras Tuner's `synchronized` never releases the oracle's lock, and every
-        # later call of every worker would wait on it (one UpdateTrial with an unknown id hung a
-        # chief). What cannot be used returns None, and only that call fails in the gRPC handler.
-        trial = self.trials.get(trial_id)
-        if trial is None or trial.status in ENDED:  # unknown, or a late report of a trial already ended
-            return trial
-        try:
-            self._check_objective_found(metrics)
-        except (ValueError, TypeError):
-            return None
-        self._heard_from(self._owner(trial_id))
-        return super().update_trial(trial_id, metrics, step=step)
 
     @locked
     def expire_leases(self) -> list[tuple[str, str | None]]:
@@ -126,6 +76,83 @@ class StudyOracle:
             self.save()
         return expired
 
+
+class StudyOracle(Leases):
+    """Mixed into a Keras Tuner oracle (module docstring).
+
+    `reload` repairs the two states a kill between two of Keras Tuner's writes leaves behind
+    (oracle.json and trial.json are separate files):
+    - a trial whose trial.json says it finished while oracle.json still lists it as running
+      (end_trial saves before it forgets the running trial): Keras Tuner would run it again;
+    - a trial.json that oracle.json never recorded (create_trial saves the trial first): Keras
+      Tuner would keep it as a phantom that never runs.
+    """
+
+    on_trial_ended = None  # set by the tuner: called after every end_trial, here or from a worker
+    disk_filled: OSError | None = None  # a trial's end could not be saved: the disk is full
+    # Set when max_consecutive_failed_trials trials in a row failed: the last one's message. From
+    # then on every tuner asking for a trial is told the study stopped (`search_to_the_end` says why).
+    stopped: str | None = None
+
+    def _check_consecutive_failures(self):
+        # Keras Tuner raises here, inside end_trial: on a chief that is a gRPC handler holding the
+        # oracle's lock, which is never released, and the worker gets a traceback and is restarted
+        # into the same failure. It also counts any run in the study's history, so a resumed study
+        # that stopped this way would stop again at its next trial, even one that completed. This
+        # counts the latest run only and stops the study through create_trial, in every role.
+        n, run = self.max_consecutive_failed_trials, 0
+        for trial_id in reversed(self.end_order):
+            if self.trials[trial_id].status != "FAILED":
+                break
+            run += 1
+        if n and run >= n:
+            self.stopped = self.trials[self.end_order[-1]].message or ""
+
+    @locked
+    def create_trial(self, tuner_id):
+        self._heard_from(tuner_id)
+        if self.stopped is None or tuner_id in self.ongoing_trials:  # a restarted worker finishes its trial
+            trial = super().create_trial(tuner_id)
+            if trial.status == "STOPPED" and (self.ongoing_trials or self._retry_queue):
+                # Nothing new to hand out, but another worker's trial may still come back (its lease
+                # may lapse): this one waits to take it over, rather than leave, and the chief end
+                # without it. Keras Tuner's STOPPED also forgot the tuner; it is still one to wait for.
+                self.tuner_ids.add(tuner_id)
+                return keras_tuner.engine.trial.Trial(self.hyperparameters.copy(), trial_id="idle", status="IDLE")
+            return trial
+        self.tuner_ids.discard(tuner_id)  # as Keras Tuner does for a tuner it stops: the chief waits for none
+        return keras_tuner.engine.trial.Trial(self.hyperparameters.copy(), trial_id="stopped", status="STOPPED")
+
+    # Set by the tuner once its hypermodel has declared the study's space (`StudyTuner`).
+    space_frozen = False
+
+    @locked
+    def update_space(self, hyperparameters):
+        # Keras Tuner adds whatever hyperparameter a caller names, for good (oracle.json keeps it):
+        # one UpdateSpace call on the chief's port would change the study's space, and retrain-best
+        # then refuse the study. Once the space is declared, a new name fails that call alone.
+        if self.space_frozen:
+            new = [hp.name for hp in hyperparameters.space if not self.hyperparameters._exists(hp.name, hp.conditions)]
+            if new:
+                raise ValueError(f"hyperparameters {new} are not in this study's space; refused")
+        return super().update_space(hyperparameters)
+
+    @locked
+    def update_trial(self, trial_id, metrics, step=0):
+        # update_trial and end_trial take anything a caller on the port sends and never raise: an
+        # exception inside Keras Tuner's `synchronized` never releases the oracle's lock, and every
+        # later call of every worker would wait on it (one UpdateTrial with an unknown id hung a
+        # chief). What cannot be used returns None, and only that call fails in the gRPC handler.
+        trial = self.trials.get(trial_id)
+        if trial is None or trial.status in ENDED:  # unknown, or a late report of a trial already ended
+            return trial
+        try:
+            self._check_objective_found(metrics)
+        except (ValueError, TypeError):
+            return None
+        self._heard_from(self._owner(trial_id))
+        return super().update_trial(trial_id, metrics, step=step)
+
     def save(self):
         write_json_atomic(self._get_oracle_fname(), self.get_state())
 
@@ -149,7 +176,14 @@ class StudyOracle:
             self._retry_queue.remove(trial.trial_id)
         if trial.status in FAILED and not trial.message:  # a worker's, over gRPC: it wrote the reason down
             trial.message = failure_message(self._get_trial_dir(trial.trial_id))
-        super().end_trial(trial)
+        try:
+            super().end_trial(trial)
+        except OSError as exc:
+            # On a chief this is a worker's call: it fails, the worker gets its trial back, trains it
+            # again, and its end fails again, for good. The chief stops instead (`kt.serve_oracle`).
+            if disk_full(exc):
+                self.disk_filled = exc
+            raise
         if self.on_trial_ended:
             self.on_trial_ended(self.trials[trial.trial_id])
 

@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import threading
+from pathlib import Path
 from typing import TextIO
 
 import keras
@@ -33,6 +34,8 @@ from . import kt
 from .callbacks import CtrlC, Heartbeat, TrialGuard, checkpoint_at_end
 
 _TRIAL_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+# A folder name a run's path may hold: no separator, no "." or "..".
+_NAME = re.compile(r"[0-9A-Za-z_-][0-9A-Za-z_.-]{0,63}")
 
 
 class StudyTuner(keras_tuner.Hyperband):
@@ -60,6 +63,9 @@ class StudyTuner(keras_tuner.Hyperband):
         self._heartbeat = Heartbeat()  # a worker's, while it trains a trial
         self._reserve = SpaceReserve(study.root / f".reserve.{self.tuner_id}")
         kt.quiet_failed_trials()  # each failed trial's reason is its own line; trial.json keeps the traceback
+        if not self._is_worker():  # the oracle lives here, and Keras Tuner has declared the space into it
+            self.oracle.space_frozen = True
+        self.done_already = False  # a phase that finds its trials all ended before it starts sets it
         if self._is_worker():
             self.oracle.stub = cluster.PatientStub(kt.worker_stub())
             self.oracle.create_trial = cluster.paced(self.oracle.create_trial)
@@ -79,6 +85,10 @@ class StudyTuner(keras_tuner.Hyperband):
         pass
 
     def search(self, *fit_args, **fit_kwargs):
+        if cluster.role() == "chief" and self.done_already:
+            # A chief restarted after this phase ended: its workers went on to the next phase's port,
+            # and none would ever ask here.
+            return
         if cluster.role() == "chief":  # Keras Tuner's chief, serving this oracle until its trials are done
             self.oracle.lease_s = self.lease_s
             # Keras Tuner's own table per trial ("Search: Running Trial #8", every value): the chief's
@@ -120,14 +130,10 @@ class StudyTuner(keras_tuner.Hyperband):
 
     def on_trial_begin(self, trial):
         CtrlC.check()
-        # A worker's trial ids come from the chief over an unauthenticated port, and become paths
-        # (trial folders, TensorBoard runs that are deleted and rewritten): Keras Tuner's are digits.
-        if not _TRIAL_ID.fullmatch(str(trial.trial_id)):
-            raise UserError(f"the oracle sent trial id {str(trial.trial_id)[:40]!r}, which is not one Keras Tuner "
-                            f"makes; refusing to use it in a path. Check who serves {os.environ.get(cluster.ORACLE_IP)}")
+        run = run_folder(self, trial)
         super().on_trial_begin(trial)
         # A trial interrupted by a crash is re-run from scratch: drop its half-written curves.
-        shutil.rmtree(self.study.tensorboard_dir / self.run_name(trial), ignore_errors=True)
+        shutil.rmtree(run, ignore_errors=True)
         self._fail_unrun = self.runlog.start(trial.trial_id)
         if self._is_worker():
             self._heartbeat.start(self.oracle, trial.trial_id, min(30.0, self.lease_s / 5))
@@ -179,6 +185,32 @@ class StudyTuner(keras_tuner.Hyperband):
         for shared in (self._guard, self._heartbeat):
             shared.set_model(None)
         self.report_end(trial)
+
+
+def run_folder(tuner: StudyTuner, trial) -> Path:
+    """`trial`'s TensorBoard run folder, once what it is built from is checked; UserError
+    (before anything is deleted or written) when the oracle sent anything else.
+
+    A worker's trial comes from the chief over an unauthenticated port, and its ids and values
+    become paths: its trial folder, Hyperband's parent checkpoint (`tuner/trial_id`), and its
+    TensorBoard run, which is deleted and rewritten. Keras Tuner's ids are digits; the names a
+    run is built from (a finalist's, a retrain's and their seeds) are plain names and numbers.
+    """
+    values = trial.hyperparameters.values
+    served = f"refusing to use it in a path. Check who serves {os.environ.get(cluster.ORACLE_IP, 'the oracle')}"
+    for what, value in (("trial id", trial.trial_id), ("parent trial id", values.get("tuner/trial_id"))):
+        if value is not None and not _TRIAL_ID.fullmatch(str(value)):
+            raise UserError(f"the oracle sent {what} {str(value)[:40]!r}, which is not one Keras Tuner makes; "
+                            + served)
+    try:
+        seed, name = tuner.trial_seed(trial), tuner.run_name(trial)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"the oracle sent trial {trial.trial_id} without this phase's values ({exc!r}); "
+                        + served) from None
+    if not 0 <= seed < 2**32 or not all(_NAME.fullmatch(part) for part in name.split("/")):
+        raise UserError(f"the oracle sent trial {trial.trial_id} for run {name[:60]!r} with seed {seed}, which this "
+                        f"tool never plans; " + served)
+    return tuner.study.tensorboard_dir / name
 
 
 class RunTuner(StudyTuner):

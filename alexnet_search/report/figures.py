@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,13 @@ def _budgets(plt, trials: list[Trial]) -> tuple[dict[int, Any], list]:
 
 
 def _save(plt, fig, path: Path) -> None:
-    fig.savefig(path, dpi=90)
+    """Beside `path`, then renamed onto it: a link planted under its name is replaced, never
+    written through."""
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.unlink(missing_ok=True)
+    fig.savefig(staging, dpi=90, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
+    os.replace(staging, path)
 
 
 def plot_hyperparameters(plt, path: Path, space: dict, done: list[Trial], best: Trial, objective: str) -> None:

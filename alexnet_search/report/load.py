@@ -42,14 +42,19 @@ def load_trials(tuner_dir: Path, max_epochs: int) -> list[Trial]:
     trials = []
     for path in sorted(tuner_dir.glob("trial_*/trial.json")):
         state = read(path)
-        hp = state["hyperparameters"]["values"]
-        trials.append(Trial(
-            id=state["trial_id"], status=state["status"], score=state.get("score"),
-            values=searched_values(hp),
-            epochs=model_epochs(hp, max_epochs), initial_epoch=int(hp.get("tuner/initial_epoch", 0)),
-            bracket=hp.get("tuner/bracket"), parent=hp.get("tuner/trial_id"),
-            message=(state.get("message") or "").strip(),
-        ))
+        try:
+            hp = state["hyperparameters"]["values"]
+            score = state.get("score")
+            trials.append(Trial(
+                id=str(state["trial_id"]), status=str(state["status"]),
+                score=None if score is None else float(score), values=searched_values(hp),
+                epochs=model_epochs(hp, max_epochs), initial_epoch=int(hp.get("tuner/initial_epoch", 0)),
+                bracket=hp.get("tuner/bracket"), parent=hp.get("tuner/trial_id"),
+                message=str(state.get("message") or "").strip(),
+            ))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise UserError(f"{path} is not a Keras Tuner trial record ({type(exc).__name__}: {exc}); it was "
+                            f"edited or comes from another tool: restore it, or delete that trial's folder") from None
     return sorted(trials, key=lambda t: t.id)
 
 
@@ -65,7 +70,10 @@ def read_scalars(run: Path, tag: str) -> dict[int, float]:
     for event in tboard.events(run):
         for v in event.summary.value:
             if v.tag == tag:
-                out[int(event.step)] = tboard.scalar_value(v)
+                try:
+                    out[int(event.step)] = tboard.scalar_value(v)
+                except (TypeError, ValueError):  # not a scalar (another tool's, or crafted): not a point
+                    continue
     return out
 
 
@@ -77,14 +85,17 @@ def fit_seconds(run: Path) -> float | None:
     return max(val) - min(train) if train and val else None
 
 
-def curve(trial: Trial, by_id: dict[str, Trial], tensorboard: Path, tag: str) -> dict[int, float]:
-    """A trial's validation curve by epoch, a promoted trial's with its parent's epochs before its own."""
+def curve(trial: Trial, by_id: dict[str, Trial], tensorboard: Path, tag: str,
+          seen: frozenset = frozenset()) -> dict[int, float]:
+    """A trial's validation curve by epoch, a promoted trial's with its parent's epochs before its
+    own. Parents are followed once each: edited records that name each other end the chain."""
     own = read_scalars(tensorboard / trial.id / "execution0" / "validation", tag)
     parent = by_id.get(trial.parent)
-    if parent is None:
+    if parent is None or parent.id in seen | {trial.id}:
         return own
     # A promoted trial's run starts at tuner/initial_epoch: the epochs before are its parent's.
-    inherited = {s: v for s, v in curve(parent, by_id, tensorboard, tag).items() if s < trial.initial_epoch}
+    inherited = {s: v for s, v in curve(parent, by_id, tensorboard, tag, seen | {trial.id}).items()
+                 if s < trial.initial_epoch}
     return {**inherited, **own}
 
 
