@@ -216,7 +216,9 @@ def _search_only(searched, dest):
 @slow
 def test_a_chief_restarted_after_its_search_ended_serves_the_finalists_at_once(searched, tmp_path):
     """A chief restarted during the confirmation served the finished search again on its port and
-    waited there for good, while its workers retried the finalists' port for up to an hour."""
+    waited there for good, while its workers retried the finalists' port for up to an hour. The
+    study was searched by one process: a chief resuming it started the search over on top of its
+    trials (Keras Tuner reloads under the tuner id that saved it)."""
     import threading
 
     from conftest import free_port
@@ -243,6 +245,7 @@ def test_a_chief_restarted_after_its_search_ended_serves_the_finalists_at_once(s
         proc.wait(timeout=60)
     out = "".join(seen)
     assert f"(finalists' oracle on port {port + 1})" in out, out[-2000:]
+    assert "resuming with 5 finished" in out and "0 trials completed" not in out
     assert "search ended before this chief started: on to its finalists" in out and "serving the oracle" not in out
 
 

@@ -64,6 +64,7 @@ class StudyTuner(keras_tuner.Hyperband):
         self._reserve = SpaceReserve(study.root / f".reserve.{self.tuner_id}")
         kt.quiet_failed_trials()  # each failed trial's reason is its own line; trial.json keeps the traceback
         if not self._is_worker():  # the oracle lives here, and Keras Tuner has declared the space into it
+            _reload_under_any_tuner_id(self.oracle, overwrite)
             self.oracle.space_frozen = True
         self.done_already = False  # a phase that finds its trials all ended before it starts sets it
         if self._is_worker():
@@ -185,6 +186,14 @@ class StudyTuner(keras_tuner.Hyperband):
         for shared in (self._guard, self._heartbeat):
             shared.set_model(None)
         self.report_end(trial)
+
+
+def _reload_under_any_tuner_id(oracle, overwrite: bool) -> None:
+    """Keras Tuner reloads a study only under the tuner id that saved it (tuner_<id>.json): a study
+    run by one process and resumed by a chief, or the other way round, started over on top of its
+    own trials. The oracle's state is the study's, whoever saved it."""
+    if not overwrite and not oracle.trials and os.path.isfile(oracle._get_oracle_fname()):
+        oracle.reload()
 
 
 def run_folder(tuner: StudyTuner, trial) -> Path:
