@@ -142,9 +142,7 @@ class RetrainTuner(RunTuner):
         v = trial.hyperparameters.values
         self.progress.begin(self.label(v), 0, self.epochs, f"(seed {v[RUN_SEED]})")
 
-    def report_end(self, trial) -> None:
-        ended = self.oracle.get_trial(trial.trial_id)
-        ended.message = ended.message or trial.message  # Keras Tuner's gRPC drops it; this process has it
+    def report_end(self, ended) -> None:
         self.progress.end(self.epochs, self.evaluation(ended))
 
 

@@ -126,16 +126,14 @@ class AlexNetTuner(StudyTuner):
         if self.reporter:
             self.reporter.begin(trial)
 
-    def report_end(self, trial) -> None:
+    def report_end(self, ended) -> None:
         if self.reporter:
-            ended = self.oracle.get_trial(trial.trial_id)
-            ended.message = ended.message or trial.message  # Keras Tuner's gRPC drops it; this process has it
             if self._is_worker():  # the oracle is the chief's, behind gRPC
                 leaders = [t for t in self.oracle.get_best_trials(1) if t.status == "COMPLETED"]
             else:
                 leaders = ranked_trials(self.oracle)
             self.reporter.end(ended, leaders[0] if leaders else None, self.oracle.objective.name,
-                              self.get_trial_dir(trial.trial_id))
+                              self.get_trial_dir(ended.trial_id))
 
 
 def make_tuner(config: Config, study: Study, overwrite: bool = False, progress: Progress | None = None,

@@ -62,9 +62,8 @@ class FinalistTuner(RunTuner):
             self.progress.begin(f"{contender(v)} seed {v[CONTENDER_SEED]}", 0, self.epochs,
                                 f"(run {run}/{max(run, self.progress.total_units)}; {origin})\n    {shown}")
 
-    def report_end(self, trial) -> None:
+    def report_end(self, ended) -> None:
         if self.progress:
-            ended = self.oracle.get_trial(trial.trial_id)
             if ended.status == "COMPLETED":
                 result = f"best {self.oracle.objective.name} {ended.score:.4f}"
             else:

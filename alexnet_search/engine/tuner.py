@@ -82,8 +82,8 @@ class StudyTuner(keras_tuner.Hyperband):
     def report_begin(self, trial) -> None:
         pass
 
-    def report_end(self, trial) -> None:
-        pass
+    def report_end(self, ended) -> None:
+        """`ended`: the oracle's record of the trial (`ended_record`)."""
 
     def search(self, *fit_args, **fit_kwargs):
         if cluster.role() == "chief" and self.done_already:
@@ -185,7 +185,15 @@ class StudyTuner(keras_tuner.Hyperband):
         # These serve every trial: holding the last one's model would keep it alive.
         for shared in (self._guard, self._heartbeat):
             shared.set_model(None)
-        self.report_end(trial)
+        self.report_end(ended_record(self, trial))
+
+
+def ended_record(tuner: StudyTuner, trial):
+    """The oracle's record of `trial` once it ended (its status and score, the chief's on a worker),
+    with the failure reason this process has: Keras Tuner's gRPC messages drop a trial's message."""
+    ended = tuner.oracle.get_trial(trial.trial_id)
+    ended.message = ended.message or trial.message
+    return ended
 
 
 def _reload_under_any_tuner_id(oracle, overwrite: bool) -> None:
