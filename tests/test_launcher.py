@@ -173,3 +173,19 @@ def test_the_workers_flag_takes_a_count_or_auto():
     assert parser.parse_args(["search", "--workers", "3"]).workers == 3
     with pytest.raises(SystemExit):
         parser.parse_args(["search", "--workers", "many"])
+
+
+def test_a_link_planted_where_a_log_goes_is_not_written_through(tmp_path):
+    """A child's log was opened for appending through whatever stood at its name."""
+    import io
+
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "tuner1.log").symlink_to(target)
+    out = io.StringIO()
+    child = _child(tmp_path, "print('hello', flush=True)", tmp_path / "logs" / "tuner1.log", out)
+    assert child.proc.wait(timeout=60) == 0
+    child.pump.join(timeout=30)
+    assert target.read_text() == "keep me"
+    assert "tuner1.log cannot be written" in out.getvalue() and "[worker 1] hello" in out.getvalue()

@@ -507,3 +507,20 @@ def test_parent_ids_that_name_each_other_end_the_curve_instead_of_the_report(tmp
     b = Record("0002", "COMPLETED", 0.5, {}, 2, 1, 0, "0001", "")
     _write_events(tmp_path / "tb" / "0001" / "execution0" / "validation", 1, [0.4])
     assert curve(a, {"0001": a, "0002": b}, tmp_path / "tb", "epoch_accuracy") == pytest.approx({1: 0.4})
+
+
+def test_a_plot_replaces_a_link_planted_under_its_name_instead_of_writing_through_it(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from alexnet_search.report.figures import _save
+
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    (tmp_path / "plot.png").symlink_to(target)
+    fig = plt.figure()
+    _save(plt, fig, tmp_path / "plot.png")
+    assert target.read_text() == "keep me"
+    assert not (tmp_path / "plot.png").is_symlink() and (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
