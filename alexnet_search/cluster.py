@@ -96,9 +96,13 @@ def check_port(host: str, port: int, hold: bool = False) -> None:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             holder.bind(address)
-        except OSError:  # taken in the instant since the probe: as busy as above
+        except OSError:
+            # Nothing listens there (the probe bound it), but a chief that just closed it left its
+            # connections in TIME_WAIT, which only a socket with SO_REUSEADDR may bind beside, and
+            # such a holder would let another probe bind too. Restarting that chief must work: the
+            # port is checked, not held, for the minute TIME_WAIT lasts.
             holder.close()
-            raise UserError(f"port {port} on {host} is already in use; pass --oracle-port with a free port") from None
+            return
         _held[(host, port)] = holder
 
 

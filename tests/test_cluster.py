@@ -537,3 +537,24 @@ def test_what_one_process_refuses_in_a_line_the_launcher_refuses_the_same_way(tm
                          "--workers", 1, "--oracle-port", free_port(), cwd=tmp_path)
         _one_line_exit_2(result, expected[problem])
         assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing created
+
+
+def test_a_chief_restarted_on_the_port_its_predecessor_just_closed_starts():
+    """The closed chief's connections sit in TIME_WAIT on its port for a minute: the port is free
+    to serve again (gRPC binds with SO_REUSEADDR), and holding it must not refuse the restart."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server's end closes first: TIME_WAIT on the chief's port
+        time.sleep(0.2)
+        client.close()
+    try:
+        cluster.check_port("127.0.0.1", port, hold=True)
+    finally:
+        held = cluster._held.pop(("127.0.0.1", port), None)
+        if held is not None:
+            held.close()
