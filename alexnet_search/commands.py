@@ -12,7 +12,7 @@ import functools
 from pathlib import Path
 
 from . import backend, cluster, launcher
-from .config import Config
+from .config import Config, require_baselines
 from .study import Study, require_chiefs_search, require_chiefs_versions
 
 
@@ -87,12 +87,7 @@ def check_baseline(config: Config, study: Study, data_dir: str | None, names: li
 
     cluster.check_port(host, port)
     require_same_network(study, config)
-    unknown = [n for n in names or [] if n not in config["baselines"]]
-    if unknown:
-        from .errors import UserError
-
-        raise UserError(f"no baseline named {', '.join(unknown)} in {config.path}; it has "
-                        f"{', '.join(config['baselines']) or 'none'} (add a [baselines.NAME] table)")
+    require_baselines(config, names)
     _check_data(data_dir, test=True)
     _check_free(study, "baselines")
 

@@ -361,3 +361,14 @@ def load_config(path: str | Path) -> Config:
                         f"the adopted contender runs at least as many seeds as every other; raise it to "
                         f"{c['seeds']} or more")
     return config
+
+
+def require_baselines(config: Config, names: list[str] | None) -> list[str]:
+    """The preset's baselines `names` asks for (all of them for None), or a UserError naming those
+    it lacks."""
+    baselines = config["baselines"]
+    unknown = [n for n in names or [] if n not in baselines]
+    if unknown:
+        raise UserError(f"no baseline named {', '.join(unknown)} in {config.path}; it has "
+                        f"{', '.join(baselines) or 'none'} (add a [baselines.NAME] table)")
+    return list(names or baselines)

@@ -38,7 +38,7 @@ from typing import Any, TextIO
 
 from . import cluster
 from .adoption import hyperparameters_from, pooled_best, read_adopted
-from .config import Config
+from .config import Config, require_baselines
 from .console import format_duration
 from .cifar import Source
 from .engine.phase import Phase
@@ -406,12 +406,8 @@ def train_baseline(config: Config, study: Study, source: Source, seeds: int = 1,
     retrain-best's pipeline and budget, each into baselines/NAME/. Returns metrics per name."""
     baselines = config["baselines"]
     require_same_network(study, config)
-    unknown = [n for n in names or [] if n not in baselines]
-    if unknown:
-        raise UserError(f"no baseline named {', '.join(unknown)} in {config.path}; it has "
-                        f"{', '.join(baselines) or 'none'} (add a [baselines.NAME] table)")
     jobs = []
-    for name in names or list(baselines):
+    for name in require_baselines(config, names):
         values = baselines[name]
         shown = ", ".join(f"{k}={v}" for k, v in values.items()) or "every hyperparameter at the seed's value"
         print(f"baseline {name}: {shown}", file=out, flush=True)

@@ -558,3 +558,15 @@ def test_a_chief_restarted_on_the_port_its_predecessor_just_closed_starts():
         held = cluster._held.pop(("127.0.0.1", port), None)
         if held is not None:
             held.close()
+
+
+@pytest.mark.parametrize("command, args, expected", [
+    ("baseline", ["--name", "nosuch"], "no baseline named nosuch"),
+    ("retrain-best", [], "no study at"),
+])
+def test_retrain_and_baseline_with_workers_refuse_in_one_line_before_starting_anything(tmp_path, cifar_dir, tiny_config,
+                                                                                      command, args, expected):
+    result = run_cli(command, "--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", tmp_path / "results",
+                     "--workers", 1, "--oracle-port", free_port(), *args, cwd=tmp_path)
+    _one_line_exit_2(result, expected)
+    assert not (tmp_path / "results").exists()
