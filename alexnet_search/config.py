@@ -202,13 +202,13 @@ def _check_space_entry(where: str, name: str, entry: Any) -> None:
     default = entry.get("default", SEED_SCRIPT[name])
     given = "default" in entry
     if bounds.names and kind != "choice":
-        raise UserError(f'{where} must be a choice, e.g. type = "choice", values = {list(bounds.names)}')
+        raise UserError(f'{where} must be a choice, e.g. type = "choice", values = {json.dumps(list(bounds.names))}')
 
     number = (int,) if kind == "int" else (int, float)
     if kind == "choice":
         values = entry.get("values")
         if not isinstance(values, list) or not values:
-            raise UserError(f"{where}.values must be a non-empty list, e.g. values = {list(bounds.names) or [0.0, 0.9]}")
+            raise UserError(f"{where}.values must be a non-empty list, e.g. values = {json.dumps(list(bounds.names) or [0.0, 0.9])}")
         candidates = values
         if default not in values:
             raise UserError(f"{where}.default = {default!r} is not one of values {values}" if given else

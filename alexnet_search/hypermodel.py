@@ -15,7 +15,7 @@ import keras_tuner
 
 from .config import Config
 from .data import TrainingSet
-from .model import build_alexnet, compile_alexnet, lr_schedule_callbacks
+from .model import build_alexnet, compile_alexnet, ema_callbacks, lr_schedule_callbacks
 from .space import NAMES, SEED_BN_MOMENTUM, SEED_CONV1_KERNEL, Hyperparameters, problems
 from .trials import clean_value
 
@@ -104,7 +104,7 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
         if isinstance(x, TrainingSet):
             x = x.batches(params)
             kwargs.setdefault("shuffle", False)  # the batches reshuffle each epoch themselves
-        schedule = lr_schedule_callbacks(params, self.horizon)
-        if schedule:
-            kwargs["callbacks"] = [*kwargs.get("callbacks", []), *schedule]
+        # The average's swap first: Keras Tuner's checkpoint, among kwargs' callbacks, must see it.
+        kwargs["callbacks"] = [*ema_callbacks(params), *kwargs.get("callbacks", []),
+                               *lr_schedule_callbacks(params, self.horizon)]
         return model.fit(x, *args, **kwargs)

@@ -93,13 +93,15 @@ def compile_alexnet(
     """Compile with `hp`'s SGD and loss: by default the seed's, lr 0.001, Keras' default momentum
     of 0, the plain sparse cross-entropy.
 
-    `weight_decay` is SGD's decoupled decay (the paper used 5e-4). `label_smoothing` trains against
+    `weight_decay` is SGD's decoupled decay (the paper used 5e-4). With `ema` the optimiser keeps
+    an exponential moving average of the weights; fit with `ema_callbacks` to validate and keep it. `label_smoothing` trains against
     targets of 1 - e on the true class and e / 10 on every class (`SmoothedCrossentropy`; labels
     stay class indices). Under "mixed_float16" the loss is scaled, so small float16 gradients do
     not flush to zero.
     """
     optimizer = keras.optimizers.SGD(
-        learning_rate=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay or None
+        learning_rate=hp.lr, momentum=hp.momentum, nesterov=bool(hp.nesterov),
+        weight_decay=hp.weight_decay or None, use_ema=hp.ema > 0, ema_momentum=hp.ema or 0.99,
     )
     if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -220,6 +222,13 @@ class Warmup(keras.callbacks.Callback):
             self.model.optimizer.learning_rate.assign(self.lr * (epoch + 1) / (self.epochs + 1))
         elif epoch == self.epochs and self.restore:
             self.model.optimizer.learning_rate.assign(self.lr)
+
+
+def ema_callbacks(hp: Hyperparameters) -> list[keras.callbacks.Callback]:
+    """With `hp.ema`, Keras' swap of the averaged weights into the model for each validation and at
+    each epoch's end, so that what is scored, checkpointed and kept is the average. Put it before
+    any checkpoint callback: it swaps at epoch end in list order."""
+    return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if hp.ema else []
 
 
 def lr_schedule_callbacks(hp: Hyperparameters, horizon: int) -> list[keras.callbacks.Callback]:

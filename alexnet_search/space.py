@@ -31,8 +31,9 @@ class Bounds:
 
     def problem(self, value: Any) -> str | None:
         """Why `value` is not allowed, or None."""
-        if self.names:
-            return None if value in self.names else f"is not one of {', '.join(self.names)}"
+        if self.names:  # by type too: 1 is not true, nor true 1
+            allowed = any(type(value) is type(n) and value == n for n in self.names)
+            return None if allowed else f"is not one of {', '.join(map(_as_toml, self.names))}"
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return "is not a finite number"
         below = self.low is not None and (value <= self.low if self.low_open else value < self.low)
@@ -50,6 +51,10 @@ class Bounds:
         if self.high is not None:
             parts.append(f"{'<' if self.high_open else '<='} {self.high}")
         return " and ".join(parts) or "any number"
+
+
+def _as_toml(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _knob(default: Any, **bounds: Any) -> Any:
@@ -76,9 +81,13 @@ class Hyperparameters:
     dropout: float = _knob(0.5, low=0.0, high=1.0, high_open=True)
 
     # The optimiser and loss: model.compile_alexnet (plain SGD, Keras' default momentum of 0, no
-    # decay, the plain cross-entropy).
+    # decay, the plain cross-entropy, the raw weights evaluated).
     lr: float = _knob(1e-3, low=0.0, low_open=True)
     momentum: float = _knob(0.0, low=0.0, high=1.0, high_open=True)
+    nesterov: bool = _knob(False, names=(False, True))
+    # The weights' exponential moving average, evaluated and kept in their place: its momentum per
+    # step, 0 for none (the seed).
+    ema: float = _knob(0.0, low=0.0, high=1.0, high_open=True)
     weight_decay: float = _knob(0.0, low=0.0)
     label_smoothing: float = _knob(0.0, low=0.0, high=1.0, high_open=True)
     # Its learning-rate schedule: model.lr_schedule_callbacks (the seed kept lr constant, no warmup).

@@ -128,6 +128,24 @@ def test_fit_forwards_callbacks_and_hyperband_epochs():
     assert len(history.history["loss"]) == 2
 
 
+def test_with_ema_keras_tuners_checkpoint_callback_sees_the_averaged_weights():
+    saved = []
+
+    class Checkpoint(keras.callbacks.Callback):  # where Keras Tuner's sits: among fit's callbacks
+        def on_epoch_end(self, epoch, logs=None):
+            saved.append(self.model.get_weights())
+
+    hypermodel = AlexNetHyperModel(PAPER.space, image_size=32, width_multiplier=0.125)
+    hp = keras_tuner.HyperParameters()
+    hp.values.update({"ema": 0.9, "lr": 0.05, "momentum": 0.9})
+    model = hypermodel.build(hp)
+    x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    hypermodel.fit(hp, model, x, np.arange(8), batch_size=2, epochs=1, verbose=0, callbacks=[Checkpoint()])
+    # fit ends with the average in the model (Keras' finalize_variable_values): the checkpoint had it too
+    for kept, final in zip(saved[-1], model.get_weights()):
+        np.testing.assert_array_equal(kept, final)
+
+
 def test_fit_builds_the_augmented_pipeline_from_hp():
     from alexnet_search.data import TrainingSet
 

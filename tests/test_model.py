@@ -240,3 +240,37 @@ def test_the_export_loads_with_keras_alone_and_tta_averages_the_mirror(tmp_path)
               "print(m.predict(np.zeros((2, 32, 32, 3), np.uint8), verbose=0).shape)" % (tmp_path / "m.keras"))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0 and "(2, 10)" in done.stdout, done.stderr[-2000:]
+
+
+@pytest.mark.backends
+def test_ema_scores_checkpoints_and_keeps_the_average_of_the_weights():
+    from alexnet_search.model import ema_callbacks
+
+    hp = Hyperparameters(lr=0.05, momentum=0.9, nesterov=True, ema=0.5)
+    model = compile_alexnet(build_alexnet(TINY_NET, image_size=32), hp)
+    assert model.optimizer.nesterov and model.optimizer.use_ema
+    raw, at_epoch_end = [], []
+
+    class Record(keras.callbacks.Callback):  # after the swap, as a checkpoint callback is
+        def on_train_batch_end(self, batch, logs=None):
+            raw.append([w.copy() for w in self.model.get_weights()])
+
+        def on_epoch_end(self, epoch, logs=None):
+            at_epoch_end.append(self.model.get_weights())
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8), np.arange(12) % 10
+    model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0, callbacks=[*ema_callbacks(hp), Record()])
+
+    trainable = [i for i, w in enumerate(model.weights) if w.trainable]
+    average = raw[0]
+    for step, weights in enumerate(raw[1:], start=2):
+        average = [0.5 * a + 0.5 * w if i in trainable else w for i, (a, w) in enumerate(zip(average, weights))]
+        if step % 3 == 0:  # an epoch's end: what a checkpoint saves is the average
+            for i in trainable:
+                np.testing.assert_allclose(at_epoch_end[step // 3 - 1][i], average[i], rtol=1e-5, atol=1e-6)
+    for i in trainable:  # and the model keeps it after fit
+        np.testing.assert_allclose(model.get_weights()[i], average[i], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(model.get_weights()[trainable[0]], raw[-1][trainable[0]])
+    assert ema_callbacks(Hyperparameters()) == [] and not compile_alexnet(
+        build_alexnet(TINY_NET, image_size=32)).optimizer.use_ema

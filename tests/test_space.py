@@ -11,7 +11,7 @@ def test_the_defaults_are_the_seed_script_and_inside_their_own_bounds():
         "dense_units": 4096, "dropout": 0.5, "lr": 1e-3, "momentum": 0.0, "weight_decay": 0.0,
         "lr_schedule": "constant", "translate": 0.1,
         # Added since, each off at its seed value: the seed had none of them.
-        "label_smoothing": 0.0, "warmup_epochs": 0, "cutout": 0.0,
+        "label_smoothing": 0.0, "warmup_epochs": 0, "cutout": 0.0, "nesterov": False, "ema": 0.0,
     }
     assert set(NAMES) == set(BOUNDS) == set(SEED_SCRIPT)
     assert all(BOUNDS[name].problem(value) is None for name, value in SEED_SCRIPT.items())
