@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import platform
+import re
+import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -114,6 +118,47 @@ class Study:
 
     def exists(self) -> bool:
         return self.identity_file.is_file()
+
+    @property
+    def id_file(self) -> Path:
+        return self.root / "study-id"
+
+    def make_id(self) -> str:
+        """This study's id: a random token made once, by the first phase that leads the study (and
+        again after --overwrite). The oracle stamps it on every trial it hands out (`STUDY_ID`), and
+        a worker, which sees the same folder, compares: a same-preset study's chief answering on
+        this study's port is then refused, not served."""
+        if found := self.read_id():
+            return found
+        fd, tmp = tempfile.mkstemp(prefix=".study-id.", dir=self.root)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(8) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, self.id_file)  # created whole or not at all: a process beside may have won
+        except FileExistsError:
+            pass
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        if found := self.read_id():
+            return found
+        raise UserError(f"{self.id_file} is not one this tool wrote; delete it (a chief of this study makes another)")
+
+    def read_id(self) -> str | None:
+        """The id `make_id` made, or None where there is none yet (or it is not one it makes)."""
+        try:
+            fd = os.open(self.id_file, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd) as f:
+                text = f.read(64).strip()
+        except OSError:
+            return None
+        return text if _STUDY_ID.fullmatch(text) else None
+
+
+_STUDY_ID = re.compile(r"[0-9a-f]{16}")
+# The bookkeeping value (a name with "/", never a hyperparameter) each handed-out trial carries.
+STUDY_ID = "study/id"
 
 
 
@@ -334,7 +379,7 @@ def prepare_search(study: Study, config: Config, overwrite: bool, provenance: di
 
 # What this tool writes in a study folder (results/README.md), dot-files being its staging names.
 STUDY_ENTRIES = {
-    "study.json", "config.json", "versions.json", "tuner", "logs", "tensorboard", "best_hyperparameters.json",
+    "study.json", "study-id", "config.json", "versions.json", "tuner", "logs", "tensorboard", "best_hyperparameters.json",
     "finalists", "finalists.json", "runs",
     "search_summary.json", "best", "baselines", "report.md", "report",
 }

@@ -285,6 +285,40 @@ def test_a_worker_with_another_preset_is_refused_in_one_line(tmp_path, cifar_dir
     assert {p: p.read_bytes() for p in (results / "tiny").iterdir()} == before  # nothing written
 
 
+@pytest.mark.slow
+def test_a_worker_refuses_the_trials_of_another_studys_chief_on_its_port(tmp_path, cifar_dir, tiny_config):
+    """Same preset, same seed, same space: only the study's id (`Study.make_id`) tells the oracle of
+    study b, answering on the port where a's chief should be, from a's own."""
+    import subprocess
+    import sys
+
+    from alexnet_search.config import load_config
+    from alexnet_search.study import prepare_search, study_for
+
+    results, port = tmp_path / "results", free_port()
+    a = study_for(results, "a")
+    prepare_search(a, load_config(tiny_config), overwrite=False)  # a's chief's part
+    a.make_id()
+    env = {k: v for k, v in os.environ.items() if k not in (*KT_VARS, "CIFAR10_DIR")} | {"PYTHONPATH": str(REPO)}
+    impostor = subprocess.Popen([sys.executable, "-m", "alexnet_search", "search", "--config", str(tiny_config),
+                                 "--data-dir", str(cifar_dir), "--results-dir", str(results), "--study", "b",
+                                 "--chief", "--oracle-port", str(port)], cwd=tmp_path, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not cluster._listening("127.0.0.1", port):
+            assert impostor.poll() is None and time.monotonic() < deadline, "the second study's chief did not start"
+            time.sleep(0.5)
+        done = run_cli("search", "--config", tiny_config, "--data-dir", cifar_dir, "--results-dir", results,
+                       "--study", "a", "--worker", "1", "--oracle-port", port, cwd=tmp_path)
+    finally:
+        impostor.kill()
+        impostor.wait()
+    _one_line_exit_2(done, "of another study")
+    assert f"{a.root}'s is {a.read_id()!r}" in done.stderr
+    assert not (a.root / "tensorboard").exists() and not list((a.root / "tuner").glob("trial_*"))
+
+
 def test_a_workers_call_cut_by_a_dying_chief_is_made_again_when_it_is_back():
     import grpc
 

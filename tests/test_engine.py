@@ -1,5 +1,6 @@
 """engine/: the callbacks every trial trains with, and the Keras Tuner internals they stand on (kt.py)."""
 
+import json
 from types import SimpleNamespace
 
 import keras
@@ -104,3 +105,30 @@ def test_a_parent_trial_id_the_oracle_sends_must_be_one_keras_tuner_makes(tmp_pa
     hp.values.update({"tuner/trial_id": "../../elsewhere", "tuner/epochs": 2, "tuner/initial_epoch": 1})
     with pytest.raises(UserError, match="parent trial id '../../elsewhere'"):
         tuner.on_trial_begin(keras_tuner.engine.trial.Trial(hp, trial_id="0001", status="RUNNING"))
+
+
+def test_every_trial_the_oracle_hands_out_carries_the_study_id_and_one_without_is_refused(tmp_path):
+    from alexnet_search.errors import UserError
+    from alexnet_search.study import STUDY_ID
+
+    from conftest import fresh_tuner
+
+    _, study, tuner = fresh_tuner(tmp_path, "s")
+    oracle = tuner.oracle
+    assert oracle.study_id == study.read_id() is not None
+    trial = oracle.create_trial("tuner0")
+    assert trial.hyperparameters.values[STUDY_ID] == study.read_id()
+    on_disk = json.loads((study.tuner_dir / f"trial_{trial.trial_id}" / "trial.json").read_text())
+    assert on_disk["hyperparameters"]["values"][STUDY_ID] == study.read_id()
+    # A trial handed out before studies had ids, then retried: stamped on its way out again.
+    del trial.hyperparameters.values[STUDY_ID]
+    oracle.ongoing_trials.pop("tuner0")
+    oracle._retry_queue.append(trial.trial_id)
+    again = oracle.create_trial("tuner1")
+    assert again.trial_id == trial.trial_id and again.hyperparameters.values[STUDY_ID] == study.read_id()
+    tuner.on_trial_begin(again)  # its own study's: accepted
+    other = again.hyperparameters.copy()
+    other.values[STUDY_ID] = "f" * 16
+    with pytest.raises(UserError, match="of another study"):
+        tuner.on_trial_begin(keras_tuner.engine.trial.Trial(other, trial_id="0009", status="RUNNING"))
+    assert not (study.tensorboard_dir / "trial_0009").exists()

@@ -183,3 +183,34 @@ def test_a_worker_of_another_search_is_refused_before_keras_is_imported(tmp_path
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True).stdout
     assert "UserError this worker's" in out and "in study.seed" in out, out
     assert out.strip().endswith("[]"), out  # nothing heavy imported
+
+
+def test_a_study_id_is_made_once_kept_and_made_anew_after_overwrite(tmp_path):
+    from alexnet_search.study import prepare_search, study_for
+
+    config = load_config(REPO / "tuning" / "cpu.toml")
+    study = study_for(tmp_path, "s")
+    prepare_search(study, config, overwrite=False)
+    assert study.read_id() is None
+    made = study.make_id()
+    assert study.make_id() == made == study.read_id() and len(made) == 16
+    assert not [p for p in study.root.iterdir() if p.name.startswith(".study-id")]  # no staging file left
+    prepare_search(study, config, overwrite=False)  # a resumed study keeps it
+    assert study.read_id() == made
+    prepare_search(study, config, overwrite=True)  # a study started over is another study
+    assert study.read_id() is None and study.make_id() != made
+
+
+def test_a_study_id_that_is_a_link_or_not_one_this_tool_makes_is_not_read(tmp_path):
+    from alexnet_search.study import study_for
+
+    study = study_for(tmp_path, "s")
+    study.root.mkdir()
+    (tmp_path / "elsewhere").write_text("0123456789abcdef\n")
+    study.id_file.symlink_to(tmp_path / "elsewhere")
+    assert study.read_id() is None
+    with pytest.raises(UserError, match="is not one this tool wrote"):
+        study.make_id()
+    study.id_file.unlink()
+    study.id_file.write_text("../../x\n")
+    assert study.read_id() is None

@@ -24,6 +24,7 @@ from .. import cluster
 from ..files import read_json, write_json_atomic
 from ..errors import disk_full
 from ..runlog import failure_message
+from ..study import STUDY_ID
 from ..trials import ENDED, FAILED
 from .kt import locked
 
@@ -89,6 +90,7 @@ class StudyOracle(Leases):
     """
 
     on_trial_ended = None  # set by the tuner: called after every end_trial, here or from a worker
+    study_id: str | None = None  # set by the tuner: stamped on every trial handed out (`Study.make_id`)
     disk_filled: OSError | None = None  # a trial's end could not be saved: the disk is full
     # Set when max_consecutive_failed_trials trials in a row failed: the last one's message. From
     # then on every tuner asking for a trial is told the study stopped (`search_to_the_end` says why).
@@ -113,6 +115,9 @@ class StudyOracle(Leases):
         self._heard_from(tuner_id)
         if self.stopped is None or tuner_id in self.ongoing_trials:  # a restarted worker finishes its trial
             trial = super().create_trial(tuner_id)
+            if trial.status == "RUNNING" and self.study_id and trial.hyperparameters.values.get(STUDY_ID) != self.study_id:
+                trial.hyperparameters.values[STUDY_ID] = self.study_id  # new, or retried from before ids
+                self._save_trial(trial)
             if trial.status == "STOPPED" and (self.ongoing_trials or self._retry_queue):
                 # Nothing new to hand out, but another worker's trial may still come back (its lease
                 # may lapse): this one waits to take it over, rather than leave, and the chief end

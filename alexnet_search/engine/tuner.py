@@ -27,7 +27,7 @@ from ..files import SpaceReserve, fsync_tree, write_json_atomic
 from ..hypermodel import AlexNetHyperModel
 from ..model import drop_backend_caches
 from ..runlog import RunLog
-from ..study import Study
+from ..study import STUDY_ID, Study
 from ..tboard import TensorBoardLogger
 from ..trials import ENDED, failure_reason, rank_key, searched_values, trial_epochs
 from . import kt
@@ -66,6 +66,7 @@ class StudyTuner(keras_tuner.Hyperband):
         if not self._is_worker():  # the oracle lives here, and Keras Tuner has declared the space into it
             _reload_under_any_tuner_id(self.oracle, overwrite)
             self.oracle.space_frozen = True
+            self.oracle.study_id = study.make_id()
         self.done_already = False  # a phase that finds its trials all ended before it starts sets it
         if self._is_worker():
             self.oracle.stub = cluster.PatientStub(kt.worker_stub())
@@ -227,6 +228,16 @@ def run_folder(tuner: StudyTuner, trial) -> Path:
     if not 0 <= seed < 2**32 or not all(_NAME.fullmatch(part) for part in name.split("/")):
         raise UserError(f"the oracle sent trial {trial.trial_id} for run {name[:60]!r} with seed {seed}, which this "
                         f"tool never plans; " + served)
+    # Last: a study's own trial carries its id, whatever else is wrong with it.
+    mine, sent = tuner.study.read_id(), values.get(STUDY_ID)
+    if mine is None:
+        raise UserError(f"{tuner.study.id_file} is missing, though an oracle serves this study: a worker must see its "
+                        f"chief's study folder (the same --results-dir on a filesystem both share)")
+    if sent != mine:
+        raise UserError(f"the oracle sent trial {trial.trial_id} of another study (study id {str(sent)[:20]!r}, "
+                        f"{tuner.study.root}'s is {mine!r}); refusing it. Check who serves "
+                        f"{os.environ.get(cluster.ORACLE_IP, 'the oracle')}: another study's chief may hold this "
+                        f"study's port")
     return tuner.study.tensorboard_dir / name
 
 
