@@ -11,6 +11,7 @@ A partition is a host's end of its veth pair taken down, then up again.
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -225,7 +226,8 @@ def test_a_chief_on_loopback_through_ssh_tunnels_killed_and_restarted_loses_and_
     (sshd with it) and comes back: Keras Tuner's restarted oracle sent the running trials for retry
     (each ran twice), and a call cut by the dying chief failed the trial its worker had just
     trained to the end. A worker with another study seed is refused on the way, and the finalist's
-    confirmation, on the next port, goes through the tunnels too."""
+    confirmation, on the next port, goes through the tunnels too; the chief's host dies once more
+    during it, and the third chief resumes the confirmation where its workers are."""
     key, sshd_config = ssh_key
     port = 8471
     # One finalist and no recipe beside it: its race (cpu.toml's leader_seeds) crosses the tunnels,
@@ -237,7 +239,7 @@ def test_a_chief_on_loopback_through_ssh_tunnels_killed_and_restarted_loses_and_
     for n in (1, 2):
         _tunnel(hosts[f"host{n}"], key, port, open(tmp_path / f"tunnel{n}.log", "w"))
     args, study, chief, workers, logs = _study(tmp_path, cifar_dir, tiny_config, hosts, port, "chief-again",
-                                               oracle_host="127.0.0.1", workers_first=True)
+                                               "chief-third", oracle_host="127.0.0.1", workers_first=True)
     assert "other hosts can reach" not in (tmp_path / "chief.log").read_text()  # no warning: it is private
     assert _reaches(hosts["host1"], "127.0.0.1", port)  # through the tunnel
     assert not _reaches(hosts["host1"], CHIEF_IP, port)  # and no other way
@@ -257,13 +259,31 @@ def test_a_chief_on_loopback_through_ssh_tunnels_killed_and_restarted_loses_and_
     time.sleep(3)
     _sshd(hosts["chief"], sshd_config, sshd_log)
     chief = _start(hosts["chief"], ["--chief"], args, logs["chief-again"], "127.0.0.1")
+
+    def confirming():  # a worker has begun the finalist's first run, on the finalists' port
+        return any(re.search(r"--- \S+ \S+ seed 1001 \(run ", (tmp_path / f"worker{n}.log").read_text()) for n in (1, 2))
+
+    _wait_for(confirming, 300, "the confirmation's first run")
+    for pid in _pids_in(hosts["chief"]):  # and goes again, during the confirmation
+        os.kill(pid, signal.SIGKILL)
+    chief.wait(timeout=30)
+    time.sleep(3)
+    _sshd(hosts["chief"], sshd_config, sshd_log)
+    chief = _start(hosts["chief"], ["--chief"], args, logs["chief-third"], "127.0.0.1")
     for n, worker in zip((1, 2), workers):
         assert worker.wait(timeout=600) == 0, (tmp_path / f"worker{n}.log").read_text()[-3000:]
-    assert chief.wait(timeout=120) == 0, (tmp_path / "chief-again.log").read_text()[-3000:]
+    assert chief.wait(timeout=120) == 0, (tmp_path / "chief-third.log").read_text()[-3000:]
 
     _each_trial_completed_once(study)  # none lost, none trained twice
     assert "resuming with" in (tmp_path / "chief-again.log").read_text()
     assert {json.loads(p.read_text())[0]["tuner_id"] for p in study.glob("tuner/trial_*/runs.json")} == {
         "tuner1", "tuner2"}  # both hosts trained, each through its tunnel
+    # The confirmation survived its chief: each of the finalist's 3 runs (cpu.toml's leader_seeds)
+    # completed, once, by the workers, through the tunnels to the third chief.
+    runs = {p.parent.name: [(r["tuner_id"], r.get("ended")) for r in json.loads(p.read_text())]
+            for p in study.glob("finalists/trial_*/runs.json")}
+    assert len(runs) == 3 and all(len(r) == 1 and r[0][1] == "completed" and r[0][0] in ("tuner1", "tuner2")
+                                  for r in runs.values()), runs
+    assert "resuming with" in (tmp_path / "chief-third.log").read_text()
     adopted = json.loads((study / "best_hyperparameters.json").read_text())
-    assert adopted["confirmed"]["mean"] >= 0  # the finalist and the recipe, confirmed through the tunnels
+    assert adopted["confirmed"]["mean"] >= 0 and len(adopted["confirmed"]["scores"]) == 3
