@@ -329,7 +329,7 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
         s = data["search"]
         epochs = hyperband_schedule(s["max_epochs"], s["factor"], s["hyperband_iterations"]).epochs
         s["max_trials"] = max(1, epochs // s["max_epochs"])
-    data["retrain"].setdefault("tta", False)
+    data["retrain"].setdefault("tta", True)
     confirm = data.setdefault("confirm", {})
     confirm.setdefault("finalists", 3)
     confirm.setdefault("seeds", 2)

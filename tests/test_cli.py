@@ -471,7 +471,7 @@ def test_retrain_best_exports_models_that_load_and_predict(searched, tmp_path):
         assert 0 < metrics["runs"][0][key] < 100  # finite: a 10-class cross-entropy starts near 2.3
     assert metrics["epochs"] == 2 and metrics["wall_time_s"] > 0 and metrics["exports_verified_on_images"] > 0
     assert metrics["runs"][0]["kept_epoch"] in (1, 2)  # the best-validating epoch's weights
-    assert 0 <= metrics["test_accuracy_tta_mean"] <= 1 and metrics["exported_tta"] is False
+    assert 0 <= metrics["test_accuracy_tta_mean"] <= 1 and metrics["exported_tta"] is True  # by default
     hps = json.loads((best / "hyperparameters.json").read_text())  # every hyperparameter trained
     adopted = json.loads((study / "best_hyperparameters.json").read_text())
     assert hps == {**SEED_SCRIPT, **adopted["hyperparameters"]}

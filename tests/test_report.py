@@ -142,7 +142,8 @@ def make_study(root: Path, *, fault: str | None = None, tuned=(0.70, 0.71, 0.72)
                                                      "score": mean + 0.01, "best_epoch": 28}]}
                       for tid, rank, score, mean in (("0004", 1, 0.6, 0.66), ("0005", 2, 0.5, 0.62))]}))
     for folder, accuracies, extra in (("best", tuned, {"trial_id": "0004", "trial_study": root.name,
-                                                       "search_score": 0.6, "exported_seed": 1}),
+                                                       "search_score": 0.6, "exported_seed": 1,
+                                                       "exported_tta": True}),
                                       ("baselines/seed", baseline, {"baseline": "seed"}),
                                       ("baselines/paper", paper, {"baseline": "paper"})):
         if accuracies:
@@ -227,6 +228,7 @@ def test_tuned_and_baseline_side_by_side_with_the_spread_rule(clean_report):
     assert SPREAD_RULE in text
     assert f"exceeds the spread ({spread:.4f}): tuned (trial 0004) beats baseline seed" in text
     assert "Baseline paper has not run: `make baseline CONFIG=tuning/cpu.toml STUDY=s" in text
+    assert "The exported model (`best/`) averages each image with its mirror: its accuracy is the TTA column's" in text
 
 
 def test_three_runs_compare_pair_by_pair(tmp_path):

@@ -50,6 +50,10 @@ def _comparison(tuned: dict | None, baselines: dict[str, dict], planned: list[st
                       "Mirror TTA: each test image's class probabilities averaged with its mirror image's "
                       "(`[retrain] tta` puts it in the exports). A baseline's hyperparameters are its "
                       "`[baselines.NAME]` table in the preset. The differences below are without TTA.", ""]
+        if tuned and "exported_tta" in tuned:
+            lines += [("The exported model (`best/`) averages each image with its mirror: its accuracy is the TTA "
+                       "column's." if tuned["exported_tta"] else "The exported model (`best/`) is the plain one "
+                       "(`[retrain] tta = false`): its accuracy is the test column's."), ""]
     if not tuned:
         lines.append(f"retrain-best has not run: `{commands['retrain']}` trains the best trial's hyperparameters "
                      f"for the preset's retrain epochs and tests them.")
