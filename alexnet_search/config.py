@@ -19,11 +19,12 @@ from typing import Any
 
 from .errors import UserError
 from .geometry import check_image_size
+from .schedule import BRACKETED
 from .space import BOUNDS, SEED_BN_MOMENTUM, SEED_CONV1_KERNEL, SEED_SCRIPT, problems
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-# Keras Tuner's tuners a preset may choose ([search] tuner).
-TUNERS = ("hyperband", "random", "bayesian")
+# Keras Tuner's tuners a preset may choose ([search] tuner), and BOHB (`bohb`).
+TUNERS = ("hyperband", "bohb", "random", "bayesian")
 # section -> key -> (types, check, what a valid value looks like)
 
 
@@ -67,7 +68,7 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
         "lease_s": ((int, float), lambda v: 1 <= v <= 604800, "seconds, from 1 to 604800"),
     },
     "search": {
-        "tuner": ((str,), lambda v: v in TUNERS, '"hyperband", "random" or "bayesian"'),
+        "tuner": ((str,), lambda v: v in TUNERS, '"hyperband", "bohb", "random" or "bayesian"'),
         "objective": ((str,), lambda v: v in ("val_accuracy", "val_loss"),
                       '"val_accuracy" or "val_loss"'),
         # Epochs and trials: far beyond any study of this network, low enough that the schedule's
@@ -322,7 +323,7 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
     dist.setdefault("lease_s", 600)
     data["search"].setdefault("max_retries_per_trial", 0)
     data["search"].setdefault("tuner", "hyperband")
-    if data["search"]["tuner"] != "hyperband" and "max_trials" not in data["search"]:
+    if data["search"]["tuner"] not in BRACKETED and "max_trials" not in data["search"]:
         # An equal budget: as many full-length trials as Hyperband's schedule spends epochs.
         from .schedule import hyperband_schedule
 

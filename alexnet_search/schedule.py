@@ -8,6 +8,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+# The tuners whose trials follow Hyperband's brackets (max_epochs, factor, hyperband_iterations); the
+# others train max_trials configurations for max_epochs each.
+BRACKETED = ("hyperband", "bohb")
+
 
 @dataclass(frozen=True)
 class Round:
@@ -78,7 +82,7 @@ def hyperband_schedule(max_epochs: int, factor: int, iterations: int = 1) -> Sch
 def search_schedule(s: dict) -> Schedule:
     """A preset's [search] as rounds: Hyperband's schedule, or for RandomSearch and Bayesian
     optimisation one round of max_trials configurations trained max_epochs each."""
-    if s["tuner"] == "hyperband":
+    if s["tuner"] in BRACKETED:
         return hyperband_schedule(s["max_epochs"], s["factor"], s["hyperband_iterations"])
     n, epochs = s["max_trials"], s["max_epochs"]
     return Schedule((Round(bracket=0, round=0, trials=n, epochs=epochs, new_configs=n, epochs_spent=n * epochs),), 1)
@@ -107,13 +111,14 @@ def finalist_epochs(config) -> int:
     return finalist_runs(config) * config["retrain"]["epochs"]
 
 
-TUNER_NAMES = {"hyperband": "Hyperband", "random": "Random search", "bayesian": "Bayesian optimisation"}
+TUNER_NAMES = {"hyperband": "Hyperband", "bohb": "BOHB", "random": "Random search", "bayesian": "Bayesian optimisation"}
 
 
 def describe_search(s: dict) -> str:
     """A preset's [search] in one line, its tuner and budget: what `plan` and the report say."""
-    if s["tuner"] == "hyperband":
-        return (f"Hyperband, max_epochs {s['max_epochs']}, factor {s['factor']}, hyperband_iterations "
+    if s["tuner"] in BRACKETED:
+        drawn = " (each new configuration drawn by TPE from the trials so far)" if s["tuner"] == "bohb" else ""
+        return (f"{TUNER_NAMES[s['tuner']]}{drawn}, max_epochs {s['max_epochs']}, factor {s['factor']}, hyperband_iterations "
                 f"{s['hyperband_iterations']}")
     return (f"{TUNER_NAMES[s['tuner']]} (Keras Tuner's {s['tuner']} oracle), {s['max_trials']} trials of "
             f"{s['max_epochs']} epochs")

@@ -1,5 +1,5 @@
-"""The search: Keras Tuner's Hyperband (or its random or Bayesian search, by the preset's [search]
-tuner) over the preset's space, on the engine every phase shares (`engine`).
+"""The search: Keras Tuner's Hyperband (or BOHB on its brackets, or its random or Bayesian search,
+by the preset's [search] tuner) over the preset's space, on the engine every phase shares (`engine`).
 
 Resuming is Keras Tuner's `overwrite=False`: running the same command again reloads
 `tuner/oracle.json` and the trial records, skips finished trials and re-runs the one that was
@@ -21,6 +21,7 @@ import keras_tuner
 from keras_tuner.oracles import BayesianOptimizationOracle, HyperbandOracle, RandomSearchOracle
 
 from . import backend, cluster, locks
+from .bohb import BOHBOracle
 from .config import Config
 from .console import columns, format_duration, short
 from .engine.oracle import StudyOracle
@@ -31,7 +32,7 @@ from .files import read_json, write_json_atomic
 from .hypermodel import AlexNetHyperModel
 from .plan import estimate_seconds, time_training_steps
 from .progress import Progress, TrialReporter
-from .schedule import finalist_epochs, search_schedule
+from .schedule import BRACKETED, finalist_epochs, search_schedule
 from .study import Study, prepare_search
 from .tboard import write_experiment
 from .training import Training
@@ -39,6 +40,10 @@ from .trials import ENDED, FAILED, direction, model_epochs, searched_values
 
 
 class _Hyperband(StudyOracle, HyperbandOracle):
+    pass
+
+
+class _BOHB(StudyOracle, BOHBOracle):
     pass
 
 
@@ -60,9 +65,10 @@ def make_oracle(config: Config):
         max_retries_per_trial=s["max_retries_per_trial"],
         max_consecutive_failed_trials=s["max_consecutive_failed_trials"],
     )
-    if s["tuner"] == "hyperband":
-        return _Hyperband(max_epochs=s["max_epochs"], factor=s["factor"],
-                                      hyperband_iterations=s["hyperband_iterations"], **common)
+    if s["tuner"] in BRACKETED:
+        oracle = _Hyperband if s["tuner"] == "hyperband" else _BOHB
+        return oracle(max_epochs=s["max_epochs"], factor=s["factor"], hyperband_iterations=s["hyperband_iterations"],
+                      **common)
     if s["tuner"] == "random":
         return _RandomSearch(max_trials=s["max_trials"], **common)
     try:
@@ -87,7 +93,7 @@ class AlexNetTuner(StudyTuner):
         oracle = make_oracle(config)
         super().__init__(hypermodel, oracle, study, study.tuner_dir.name, config["distributed"]["lease_s"],
                          overwrite=overwrite, distribution_strategy=distribution_strategy)
-        if s["tuner"] == "hyperband":
+        if s["tuner"] in BRACKETED:
             # A reloaded oracle takes its iteration count from oracle.json; a study extended
             # (prepare_search allowed more iterations) runs to the preset's.
             oracle.hyperband_iterations = s["hyperband_iterations"]

@@ -130,7 +130,7 @@ def test_tuner_choice_and_an_equal_budget_by_default(tmp_path):
     assert random["search"]["max_trials"] == 75 // 9  # Hyperband's 75 epochs, in 9-epoch trials
     bayes = load_config(_write(tmp_path, '[search]\ntuner = "bayesian"\nmax_trials = 5'))
     assert bayes["search"]["max_trials"] == 5
-    with pytest.raises(UserError, match='search.tuner = \'grid\' is invalid: it must be "hyperband", "random"'):
+    with pytest.raises(UserError, match='search.tuner = \'grid\' is invalid: it must be "hyperband", "bohb", "random"'):
         load_config(_write(tmp_path, '[search]\ntuner = "grid"'))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..console import format_duration
-from ..schedule import Schedule
+from ..schedule import BRACKETED, Schedule
 from ..space import BOUNDS
 from ..trials import ENDED
 from .load import Trial, fit_seconds
@@ -67,7 +67,7 @@ def warnings(config, trials, best, schedule: Schedule, summary, tuned, baselines
                    f"trials); fix the cause before trusting the ranking.")
     planned = schedule.iterations * sum(r.trials for r in schedule.rounds if r.bracket == 0)
     full = sum(t.bracket == 0 and t.status == "COMPLETED" for t in trials)
-    if s["tuner"] == "hyperband" and full < planned:
+    if s["tuner"] in BRACKETED and full < planned:
         out.append(f"**Too few trials in the last bracket:** bracket 0, whose trials all train {s['max_epochs']} "
                    f"epochs from scratch, completed {full} of the {planned} trials Hyperband planned: few "
                    f"configurations were compared at the full budget.")
