@@ -31,7 +31,8 @@ class Bounds:
 
     def problem(self, value: Any) -> str | None:
         """Why `value` is not allowed, or None."""
-        if self.names:  # by type too: 1 is not true, nor true 1
+        if self.names:  # by type too: true is not 1, nor 2.0 true
+            value = self.typed(value)
             allowed = any(type(value) is type(n) and value == n for n in self.names)
             return None if allowed else f"is not one of {', '.join(map(_as_toml, self.names))}"
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -43,6 +44,13 @@ class Bounds:
         if self.whole and not float(value).is_integer():
             return "must be a whole number"
         return None
+
+    def typed(self, value: Any) -> Any:
+        """`value` as this hyperparameter's type: Keras Tuner keeps a choice of booleans as the
+        integers 0 and 1 (to it a bool is an int), in its trials and in what they record."""
+        if type(value) is int and value in (0, 1) and self.names and all(type(n) is bool for n in self.names):
+            return bool(value)
+        return value
 
     def describe(self) -> str:
         parts = []
@@ -102,7 +110,7 @@ class Hyperparameters:
     def of(cls, values: dict[str, Any]) -> "Hyperparameters":
         """From a name -> value dict (a trial's, a JSON file's); missing names keep the seed's
         value, and anything else (Keras Tuner's tuner/* bookkeeping) is ignored."""
-        return cls(**{k: v for k, v in values.items() if k in NAMES})
+        return cls(**{k: BOUNDS[k].typed(v) for k, v in values.items() if k in NAMES})
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

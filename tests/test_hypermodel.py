@@ -146,6 +146,15 @@ def test_with_ema_keras_tuners_checkpoint_callback_sees_the_averaged_weights():
         np.testing.assert_array_equal(kept, final)
 
 
+def test_a_searched_choice_of_booleans_reaches_the_optimiser_as_a_boolean():
+    space = {**PAPER.space, "nesterov": {"type": "choice", "values": [True], "default": True}}
+    hypermodel = AlexNetHyperModel(space, image_size=32, width_multiplier=0.125)
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    assert hp.values["nesterov"] == 1  # how Keras Tuner keeps it
+    assert hypermodel.hyperparameters(hp).nesterov is True and model.optimizer.nesterov is True
+
+
 def test_fit_builds_the_augmented_pipeline_from_hp():
     from alexnet_search.data import TrainingSet
 

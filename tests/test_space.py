@@ -31,6 +31,9 @@ def test_of_keeps_the_seed_value_for_missing_names_and_ignores_keras_tuners_own(
     ("weight_decay", float("nan"), "is not a finite number"),
     ("translate", True, "is not a finite number"),
     ("lr_schedule", "linear", "is not one of constant, plateau, cosine"),
+    ("nesterov", 2, "is not one of false, true"),
+    ("nesterov", 1.0, "is not one of false, true"),
+    ("nesterov", "true", "is not one of false, true"),
 ])
 def test_bounds_say_what_is_wrong(name, value, problem):
     assert problem in BOUNDS[name].problem(value)
@@ -40,3 +43,10 @@ def test_bounds_say_what_is_wrong(name, value, problem):
                                          ("lr_schedule", "cosine"), ("weight_decay", 1.0)])
 def test_bounds_admit_their_edges(name, value):
     assert BOUNDS[name].problem(value) is None
+
+
+def test_keras_tuners_zero_and_one_are_a_boolean_hyperparameters_false_and_true():
+    # A Choice of booleans comes back from Keras Tuner (and its trial records) as 0 and 1.
+    assert BOUNDS["nesterov"].problem(1) is None and BOUNDS["nesterov"].problem(0) is None
+    assert Hyperparameters.of({"nesterov": 1}).nesterov is True
+    assert Hyperparameters.of({"nesterov": 0}).nesterov is False
