@@ -32,7 +32,10 @@ def format_duration(seconds: float) -> str:
 
 
 def short(value: Any) -> str:
-    """A value as the progress lines and tables show it: floats to 3 significant digits."""
+    """A value as the progress lines and tables show it: floats to 3 significant digits, booleans
+    as the presets spell them."""
+    if isinstance(value, bool):
+        return str(value).lower()
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .space import BOUNDS
+
 
 # Bookkeeping in a trial's hyperparameter values (Hyperband's tuner/epochs, tuner/trial_id, ...; a
 # finalist's finalist/seed, ...): never searched, never shown as a hyperparameter. Hyperparameter
@@ -33,8 +35,11 @@ def clean_value(value: Any) -> Any:
 
 
 def searched_values(values: dict[str, Any]) -> dict[str, Any]:
-    """A trial's hyperparameter values without the bookkeeping entries (`is_bookkeeping`)."""
-    return {k: clean_value(v) for k, v in values.items() if not is_bookkeeping(k)}
+    """A trial's hyperparameter values without the bookkeeping entries (`is_bookkeeping`), each as
+    its own type: Keras Tuner hands a boolean back as 0 or 1, and what is shown and written
+    (best_hyperparameters.json, finalists.json, the HParams dashboard) says false or true."""
+    return {k: clean_value(BOUNDS[k].typed(v) if k in BOUNDS else v)
+            for k, v in values.items() if not is_bookkeeping(k)}
 
 
 def model_epochs(values: dict[str, Any], max_epochs: int) -> int:

@@ -9,6 +9,15 @@ def test_hyperband_bookkeeping_is_kept_out_of_results():
     assert searched_values(values) == {"lr": 0.01, "dropout": 0.6}
 
 
+def test_a_boolean_keras_tuner_kept_as_0_or_1_is_written_back_as_a_boolean():
+    # Keras Tuner stores a Choice of booleans as ints; best_hyperparameters.json and the trial lines
+    # must still say false/true, and a width of 1 must stay the number it is.
+    values = searched_values({"nesterov": 1, "dense_units": 1, "ema": 0, "tuner/epochs": 3})
+    assert values == {"nesterov": True, "dense_units": 1, "ema": 0}
+    assert type(values["nesterov"]) is bool and type(values["dense_units"]) is int and type(values["ema"]) is int
+    assert type(searched_values({"nesterov": 0})["nesterov"]) is bool
+
+
 
 def test_failure_reason_is_the_last_traceback_line_without_the_class():
     message = "Traceback (most recent call last):\n  ...\nkeras_tuner.src.errors.FailedTrialError: out of memory: OOM"
