@@ -409,7 +409,8 @@ def train_baseline(config: Config, study: Study, source: Source, seeds: int = 1,
     jobs = []
     for name in require_baselines(config, names):
         values = baselines[name]
-        shown = ", ".join(f"{k}={v}" for k, v in values.items()) or "every hyperparameter at the seed's value"
+        shown = (", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in values.items())
+                 or "every hyperparameter at the seed's value")
         print(f"baseline {name}: {shown}", file=out, flush=True)
         jobs.append(Job(f"baselines/{name}", hyperparameters_with(config, values), study.root / "baselines" / name,
                         export=False, extra={"baseline": name}))
