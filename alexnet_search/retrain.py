@@ -51,7 +51,7 @@ from .files import read_json, replace_dir_atomic, restore_dir, write_json_atomic
 from .hypermodel import AlexNetHyperModel
 from .model import for_export
 from .progress import Progress
-from .space import SEED_SCRIPT, problems
+from .space import SEED_SCRIPT, as_toml, problems
 from .study import Study, require_same_network, require_study, write_provenance
 from .training import Training
 from .trials import ENDED, contender_name, failure_reason, mean_spread
@@ -409,8 +409,7 @@ def train_baseline(config: Config, study: Study, source: Source, seeds: int = 1,
     jobs = []
     for name in require_baselines(config, names):
         values = baselines[name]
-        shown = (", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in values.items())
-                 or "every hyperparameter at the seed's value")
+        shown = ", ".join(f"{k}={as_toml(v)}" for k, v in values.items()) or "every hyperparameter at the seed's value"
         print(f"baseline {name}: {shown}", file=out, flush=True)
         jobs.append(Job(f"baselines/{name}", hyperparameters_with(config, values), study.root / "baselines" / name,
                         export=False, extra={"baseline": name}))

@@ -34,7 +34,7 @@ class Bounds:
         if self.names:  # by type too: true is not 1, nor 2.0 true
             value = self.typed(value)
             allowed = any(type(value) is type(n) and value == n for n in self.names)
-            return None if allowed else f"is not one of {', '.join(map(_as_toml, self.names))}"
+            return None if allowed else f"is not one of {', '.join(map(as_toml, self.names))}"
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return "is not a finite number"
         below = self.low is not None and (value <= self.low if self.low_open else value < self.low)
@@ -61,7 +61,8 @@ class Bounds:
         return " and ".join(parts) or "any number"
 
 
-def _as_toml(value: Any) -> str:
+def as_toml(value: Any) -> str:
+    """A value as a preset spells it: true/false for a boolean."""
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
