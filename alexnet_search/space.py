@@ -62,7 +62,8 @@ class Bounds:
 
 
 def as_toml(value: Any) -> str:
-    """A value as a preset spells it: true/false for a boolean."""
+    """A value for a person to read: a boolean as a preset spells it (true/false), a string bare
+    (no TOML quotes), so not for writing a preset back."""
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
