@@ -1,5 +1,5 @@
 """What a training process trains on: several GPUs in one trial (TensorFlow's MirroredStrategy,
-Keras' DataParallel on JAX), the GPU speed options (mixed precision, XLA) for this machine, and the
+Keras' DataParallel on JAX), the speed options (mixed precision, XLA) for this machine, and the
 GPUs nvidia-smi lists (read without importing a backend, for the launcher).
 """
 
@@ -46,20 +46,44 @@ def replicas(strategy_) -> int:
     return int(dist.device_mesh.devices.size) if dist is not None else 1
 
 
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU has bfloat16 instructions TensorFlow's oneDNN kernels use (x86's avx512_bf16
+    or amx_bf16, as Linux lists them in /proc/cpuinfo). False where that cannot be read: ARM's bf16
+    and other systems are not measured."""
+    try:
+        text = open(cpuinfo, encoding="utf-8", errors="replace").read()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return bool({"avx512_bf16", "amx_bf16"} & set(line.partition(":")[2].split()))
+    return False
+
+
 def precision_and_xla_options(precision: str, jit_compile: bool, has_gpu: bool,
-                  backend: str = "tensorflow") -> tuple[str, bool, str | None]:
+                              backend: str = "tensorflow", cpu_bf16: bool = False) -> tuple[str, bool, str | None]:
     """The precision and XLA settings to use here, and a note when the preset's were changed.
 
-    Mixed precision and XLA pay on GPUs; on a CPU float16 has no fast kernels and XLA compiled
+    Mixed precision and XLA pay on GPUs. On a CPU float16 has no fast kernels, and XLA compiled
     this model slower than TensorFlow's default kernels (measured on 2 AVX2 cores), so both are
-    switched off where no GPU is visible. On JAX, XLA is always on: compiling is JAX's only fast
-    path, and without it Keras runs every layer op by op.
+    switched off where no GPU is visible; mixed_bfloat16 stays on for TensorFlow where the CPU has
+    bfloat16 instructions (`cpu_bf16`), where a training step took 0.65x float32's time (2
+    AVX-512 cores with avx512_bf16). On JAX, XLA is always on: compiling is JAX's only fast path,
+    and without it Keras runs every layer op by op.
     """
     notes = []
-    if not has_gpu and (precision != "float32" or (jit_compile and backend != "jax")):
-        notes.append(f"no GPU: running in float32{' without XLA' if backend != 'jax' else ''} (the preset asks "
-                     f"for {precision}{', jit_compile' if jit_compile else ''}, which only pay on a GPU)")
-        precision, jit_compile = "float32", False
+    if not has_gpu:
+        if precision == "mixed_bfloat16" and not (cpu_bf16 and backend == "tensorflow"):
+            why = ("this CPU has no bfloat16 instructions (avx512_bf16, amx_bf16)" if backend == "tensorflow"
+                   else f"bfloat16 on a CPU is only used on TensorFlow, not {backend}")
+            notes.append(f"no GPU: running in float32 (the preset asks for mixed_bfloat16; {why})")
+            precision = "float32"
+        elif precision == "mixed_float16":
+            notes.append("no GPU: running in float32 (the preset asks for mixed_float16, which has no fast CPU kernels)")
+            precision = "float32"
+        if jit_compile and backend != "jax":
+            notes.append("no GPU: running without XLA (the preset asks for jit_compile, which only pays on a GPU)")
+            jit_compile = False
     if backend == "jax" and not jit_compile:
         notes.append("JAX compiles every model with XLA (the preset's jit_compile = false applies to TensorFlow)")
         jit_compile = True
@@ -71,7 +95,9 @@ def precision_and_xla(config) -> tuple[str, bool, str | None]:
     from . import backend
 
     m = config["model"]
-    return precision_and_xla_options(m["precision"], m["jit_compile"], gpu_count() > 0, backend.name())
+    has_gpu = gpu_count() > 0
+    return precision_and_xla_options(m["precision"], m["jit_compile"], has_gpu, backend.name(),
+                                     cpu_bf16=not has_gpu and cpu_has_bf16())
 
 
 class Gpu(NamedTuple):

@@ -324,7 +324,8 @@ def _write_job(config: Config, tuner: RetrainTuner, job: Job, ended: list, stagi
     metrics["wall_time_s"] = round(earlier + elapsed + time.monotonic() - started, 1)
     write_json_atomic(staging / "hyperparameters.json", values)
     write_json_atomic(staging / "metrics.json", metrics)
-    write_provenance(staging, config, extra={"data_source": source.describe()})
+    write_provenance(staging, config, extra={"data_source": source.describe(),
+                                             "trained_with": tuner.training.trained_with()})
     replace_dir_atomic(staging, job.target)
 
     spread = f" +- {metrics['test_accuracy_std']:.4f} over {len(runs)} seeds" if len(runs) > 1 else ""

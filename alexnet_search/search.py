@@ -189,7 +189,8 @@ class SearchPhase(Phase):
                 for other in ("retrain-best", "baselines"):
                     held.enter_context(locks.held(study.root, other))
             prepared = prepare_search(study, config, self.overwrite, provenance={
-                "data_source": self.training.source.describe(), "split": self.training.splits.note})
+                "data_source": self.training.source.describe(), "split": self.training.splits.note,
+                "trained_with": self.training.trained_with()})
         if prepared.extended:
             say(f"extending study {study.name}: {', '.join(prepared.extended)}; its finished trials are kept")
         self.describe(trains=not serving)

@@ -47,6 +47,8 @@ class Training:
     def describe(self) -> list[str]:
         """Lines saying what this setup changed or uses: speed note, GPUs, data."""
         lines = [f"note: {self.note}"] if self.note else []
+        if self.precision != "float32":
+            lines.append(f"precision: {self.precision} (layers compute in 16 bits, weights and scores stay float32)")
         if self.strategy is not None:
             lines.append(f"{self.strategy.num_replicas_in_sync} GPUs per model (MirroredStrategy): "
                          f"global batch {self.batch_size}")
@@ -54,6 +56,11 @@ class Training:
             lines.append(f"{count} devices per model (Keras DataParallel on JAX): global batch {self.batch_size}")
         lines.append(f"data: {self.source.describe()}: {self.splits.note}")
         return lines
+
+    def trained_with(self) -> dict[str, Any]:
+        """The speed options runs here actually use (the preset's, after `devices.precision_and_xla`),
+        for the provenance beside a result: the preset alone does not say them."""
+        return {"precision": self.precision, "jit_compile": self.jit_compile}
 
     def hypermodel(self, horizon: int | None = None) -> AlexNetHyperModel:
         """The preset's hypermodel with this machine's speed options; `horizon`: the epochs a

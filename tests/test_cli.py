@@ -101,6 +101,7 @@ def test_search_runs_hyperband_with_progress_and_tensorboard(searched):
     assert [t["status"] for t in trials] == ["COMPLETED"] * 5
     for name in ("study.json", "config.json", "versions.json", "best_hyperparameters.json"):
         assert (study / name).is_file(), name
+    assert json.loads((study / "config.json").read_text())["trained_with"]["precision"] == "float32"
     best = json.loads((study / "best_hyperparameters.json").read_text())
     assert set(best["hyperparameters"]) >= {"dropout", "conv3_filters", "lr"}
     assert not any("/" in k for k in best["hyperparameters"])  # no tuner/ or finalist/ bookkeeping
@@ -477,6 +478,9 @@ def test_retrain_best_exports_models_that_load_and_predict(searched, tmp_path):
     assert hps == {**SEED_SCRIPT, **adopted["hyperparameters"]}
     assert metrics["trial_id"] == adopted["trial_id"] and metrics["confirmed_mean"] == adopted["confirmed"]["mean"]
     assert (best / "config.json").is_file() and (best / "versions.json").is_file()
+    # What the runs trained in, after this machine's speed gate, not only what the preset asked.
+    assert json.loads((best / "config.json").read_text())["trained_with"] == {"precision": "float32",
+                                                                             "jit_compile": False}
 
     import keras
 

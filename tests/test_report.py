@@ -470,6 +470,16 @@ def test_other_studies_of_the_space_are_set_beside_with_their_best_values(tmp_pa
     assert "- model: width multiplier 0.25, conv1 3x3, batch-norm momentum 0.9;" in write_report(a).read_text()
 
 
+def test_the_study_section_says_what_precision_the_runs_trained_in(tmp_path):
+    # The preset's precision is a request the machine may turn down (devices.precision_and_xla).
+    study = make_study(tmp_path / "a", events=False)
+    assert "trained in" not in write_report(study).read_text()  # a study from before it was recorded
+    config = json.loads((study.root / "config.json").read_text())
+    config["trained_with"] = {"precision": "mixed_bfloat16", "jit_compile": False}
+    (study.root / "config.json").write_text(json.dumps(config))
+    assert re.search(r"^- model: .*retrain \d+ epochs; trained in mixed_bfloat16$", write_report(study).read_text(), re.M)
+
+
 def test_without_optuna_the_importance_section_says_so(tmp_path, monkeypatch):
     def missing(*args, **kwargs):
         raise ImportError("No module named 'optuna'", name="optuna")

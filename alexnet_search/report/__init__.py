@@ -218,7 +218,8 @@ def _study_section(config, preset, trials, schedule, summary, versions, commands
              + (f"; {config['split']}" if config.get("split") else ""),
              f"- model: width multiplier {config['model']['width_multiplier']}, conv1 "
              f"{config['model']['conv1_kernel']}x{config['model']['conv1_kernel']}, batch-norm momentum "
-             f"{config['model']['bn_momentum']}; retrain {config['retrain']['epochs']} epochs",
+             f"{config['model']['bn_momentum']}; retrain {config['retrain']['epochs']} epochs"
+             + (f"; trained in {config['trained_with']['precision']}" if config.get("trained_with") else ""),
              f"- {describe_search(s)}, objective {s['objective']}, max_consecutive_failed_trials "
              f"{s['max_consecutive_failed_trials']}, "
              f"max_retries_per_trial {s.get('max_retries_per_trial', 0)}; planned {schedule.trials} trials, "
