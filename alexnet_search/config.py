@@ -86,6 +86,7 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
         "finalists": _ints(0, 100),
         "seeds": _ints(1, 100),
         "leader_seeds": _ints(1, 100),
+        "epochs": _ints(1, 10_000),
         "baselines": ((list,), lambda v: all(isinstance(n, str) for n in v) and len(set(v)) == len(v),
                       'a list of [baselines.NAME] names, each once, e.g. ["paper"]'),
     },
@@ -337,6 +338,8 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
     # One more than the others: the adopted contender's mean is never two lucky draws (confirm.py).
     confirm.setdefault("leader_seeds", confirm["seeds"] + 1)
     confirm.setdefault("baselines", [])
+    # The race only has to rank contenders; the retrain may train the winner longer than that.
+    confirm.setdefault("epochs", data["retrain"]["epochs"])
     data["data"].setdefault("parallel_map", True)
     data["data"].setdefault("prefetch", True)
     # Without named baselines a preset still has the seed's: every hyperparameter at its default.

@@ -39,7 +39,7 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
     `width_multiplier` scales every conv and dense width after the hyperparameters are read, so
     a CPU preset can search the paper's space (in the paper's units) on a narrower network.
     `horizon` is the epoch count a learning-rate schedule spans: Hyperband's max_epochs in a
-    search, the retrain's epochs in retrain-best.
+    search, the confirmation's or the retrain's epochs in theirs.
     """
 
     def __init__(self, space: dict[str, dict[str, Any]], image_size: int = 128,

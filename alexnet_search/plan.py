@@ -86,14 +86,14 @@ def estimate_seconds(config: Config, timing: StepTiming, schedule: Schedule | No
 
 def confirmation_rounds(config: Config, workers: int = 1) -> int:
     """Runs of the finalists' confirmation one worker trains, when the first leader holds: each
-    run's length is the retrain's, so `workers` train them in rounds."""
+    run's length is [confirm] epochs, so `workers` train them in rounds."""
     return math.ceil(finalist_runs(config) / workers)
 
 
 def estimate_finalists_seconds(config: Config, timing: StepTiming, workers: int = 1) -> float:
-    """The finalists' confirmation: each run the retrain's epochs of training and validation, in
+    """The finalists' confirmation: each run [confirm] epochs of training and validation, in
     `confirmation_rounds`."""
-    return confirmation_rounds(config, workers) * config["retrain"]["epochs"] * _epoch_seconds(config, timing)
+    return confirmation_rounds(config, workers) * config["confirm"]["epochs"] * _epoch_seconds(config, timing)
 
 
 def estimate_retrain_seconds(config: Config, timing: StepTiming, test_images: int = 10_000) -> float:
@@ -118,7 +118,7 @@ def print_plan(config: Config, workers: int | str = 0, estimate: bool = True, st
         f"validation images at {d['image_size']}x{d['image_size']}, batch {d['batch_size']}; "
         f"width x{m['width_multiplier']}, conv1 {m['conv1_kernel']}x{m['conv1_kernel']}")
     say(format_schedule(schedule))
-    c, epochs = config["confirm"], config["retrain"]["epochs"]
+    c, epochs = config["confirm"], config["confirm"]["epochs"]
     if c["finalists"]:
         against = f" and baseline {', '.join(c['baselines'])}" if c["baselines"] else ""
         race = race_runs(config)
@@ -128,7 +128,7 @@ def print_plan(config: Config, workers: int | str = 0, estimate: bool = True, st
             + f": {finalist_epochs(config)} epochs" + (" or more" if race else ""))
     else:
         say("then no confirmation ([confirm] finalists = 0): the search's best trial is adopted")
-    say(f"then retrain-best: {epochs} epochs per seed")
+    say(f"then retrain-best: {config['retrain']['epochs']} epochs per seed")
     if estimate:
         start_keras()
         _print_estimates(config, schedule, workers, say)

@@ -97,7 +97,8 @@ class RetrainTuner(RunTuner):
     def __init__(self, training: Training, config: Config, study: Study, project: str, test, seeds: int,
                  progress: Progress | None, overwrite: bool = False):
         oracle = RetrainOracle(config["search"]["objective"], config["study"]["seed"])
-        super().__init__(training, config, study, oracle, project, progress, overwrite=overwrite)
+        super().__init__(training, config, study, oracle, project, config["retrain"]["epochs"], progress,
+                         overwrite=overwrite)
         self.training, self.test, self.seeds = training, test, seeds
         self.first_seed = config["study"]["seed"]
         self._model = None  # the running seed's model, kept to evaluate once it has trained

@@ -107,8 +107,8 @@ def finalist_runs(config) -> int:
 
 
 def finalist_epochs(config) -> int:
-    """Epochs of `finalist_runs`, each the retrain's."""
-    return finalist_runs(config) * config["retrain"]["epochs"]
+    """Epochs of `finalist_runs`, each [confirm] epochs."""
+    return finalist_runs(config) * config["confirm"]["epochs"]
 
 
 TUNER_NAMES = {"hyperband": "Hyperband", "bohb": "BOHB", "random": "Random search", "bayesian": "Bayesian optimisation"}

@@ -49,7 +49,8 @@ def searched(tmp_path_factory):
     """One finished tiny study (5 Hyperband trials: 4 configurations, 1 promotion), shared by the
     tests that read it or add to it (retrain-best), so the module runs one search, not six."""
     root = tmp_path_factory.mktemp("searched")
-    cifar, config = make_cifar_dir(root), make_tiny_config(root, finalists=2)
+    # Confirmed for 1 epoch, retrained for 2: the race ranks, the retrain trains longer.
+    cifar, config = make_cifar_dir(root), make_tiny_config(root, finalists=2, confirm_epochs=1)
     result = run_cli("search", "--config", config, "--data-dir", cifar, "--results-dir", root / "results", cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     return SimpleNamespace(root=root, study=root / "results" / "tiny", result=result, cifar=cifar, config=config)
@@ -74,18 +75,18 @@ def test_search_runs_hyperband_with_progress_and_tensorboard(searched):
     else:
         assert "programs in" not in out
     # Then its 2 best configurations (a promoted trial repeats its parent's: counted once) again,
-    # and the paper's recipe ([confirm] baselines), with 2 seeds each, for the retrain's 2 epochs;
-    # then the best mean a third seed (cpu.toml's leader_seeds), the lead passing on if it falls;
-    # the best mean is adopted.
-    assert "confirming 2 finalists against baseline paper: each trained again with seeds 1001, 1002 for 2 epochs " \
+    # and the paper's recipe ([confirm] baselines), with 2 seeds each, for [confirm] epochs (1, the
+    # retrain's 2 elsewhere); then the best mean a third seed (cpu.toml's leader_seeds), the lead
+    # passing on if it falls; the best mean is adopted.
+    assert "confirming 2 finalists against baseline paper: each trained again with seeds 1001, 1002 for 1 epoch " \
         "and scored on validation, then the best mean again with seed 1003" in out
     for k in (1, 2):
         assert f"--- finalist {k} seed 1001 (run" in out and f"--- finalist {k} seed 1002 (run" in out
     assert "--- baseline paper seed 1001 (run 5/7; the preset's [baselines.paper])" in out
     assert re.search(r"--- \S+ \S+ seed 1003 \(run 7/7; .*an extra seed, racing for the lead\)", out)
-    assert "[baseline paper seed 1002] epoch 2/2" in out and "finalists confirmed in" in out
+    assert "[baseline paper seed 1002] epoch 1/1" in out and "finalists confirmed in" in out
     confirmed = json.loads((study / "finalists.json").read_text())
-    assert confirmed["finished"] and confirmed["seeds"] == [1001, 1002] and confirmed["epochs"] == 2
+    assert confirmed["finished"] and confirmed["seeds"] == [1001, 1002] and confirmed["epochs"] == 1
     finalists = confirmed["finalists"]
     assert sorted(f["rank"] for f in finalists) == [0, 1, 2]
     assert len({json.dumps(f["hyperparameters"], sort_keys=True) for f in finalists}) == 3

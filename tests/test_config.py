@@ -123,6 +123,15 @@ def test_a_range_without_default_starts_from_the_seed_value_and_must_hold_it(tmp
     assert load_config(_write(tmp_path, '[space.lr]\ntype = "float"\nmin = 0.01\nmax = 0.1\ndefault = 0.01'))
 
 
+def test_the_confirmation_trains_the_retrains_epochs_unless_the_preset_says_fewer(tmp_path):
+    assert load_config(REPO / "tuning" / "paper.toml")["confirm"]["epochs"] == 64  # the retrain's
+    assert load_config(_write(tmp_path, "[retrain]\nepochs = 12"))["confirm"]["epochs"] == 12
+    config = load_config(_write(tmp_path, "[retrain]\nepochs = 60\n[confirm]\nepochs = 30"))
+    assert (config["confirm"]["epochs"], config["retrain"]["epochs"]) == (30, 60)
+    with pytest.raises(UserError, match=re.escape("confirm.epochs = 0 is invalid: it must be an integer from 1")):
+        load_config(_write(tmp_path, "[confirm]\nepochs = 0"))
+
+
 def test_tuner_choice_and_an_equal_budget_by_default(tmp_path):
     cpu = load_config(REPO / "tuning" / "cpu.toml")
     assert cpu["search"]["tuner"] == "hyperband" and "max_trials" not in cpu["search"]

@@ -183,9 +183,9 @@ def test_a_larger_plan_adds_runs_and_another_epoch_count_is_refused(confirming):
     tuner = confirming.tuner()
     _run(tuner.oracle, 0.6)
     more = finalist_units([_trial("0003", 0.62, lr=0.2, dropout=0.0)], 1, 3, 27)  # a third seed for the first
-    tuner.oracle.plan(more, confirming.config["retrain"]["epochs"])
+    tuner.oracle.plan(more, confirming.config["confirm"]["epochs"])
     assert len(tuner.oracle.units) == 7 and tuner.oracle.units[-1]["finalist/seed"] == CONFIRM_SEED + 3
-    with pytest.raises(UserError, match="confirmed at 30 epochs and \\[retrain\\] epochs is now 40"):
+    with pytest.raises(UserError, match="confirmed at 30 epochs and \\[confirm\\] epochs \\(the retrain's unless set\\) is now 40"):
         tuner.oracle.plan(more, 40)
 
 

@@ -2,7 +2,8 @@
 
 A search ranks configurations by one short run each, with one seed, and its winner is often a
 lucky draw. So when the search ends, its best `[confirm] finalists` configurations are trained
-again from scratch with `[confirm] seeds` seeds each, for the retrain's epochs, and scored on
+again from scratch with `[confirm] seeds` seeds each, for `[confirm] epochs` (the retrain's
+unless a preset shortens them: the race ranks, the retrain trains the winner), and scored on
 validation at their best epoch, as the search and retrain-best score; never on test. The preset's
 `[confirm] baselines` (the AlexNet paper's recipe) are trained beside them with the same seeds and
 epochs and may be adopted too: the search must beat the hand recipe on equal terms before its

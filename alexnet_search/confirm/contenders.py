@@ -88,7 +88,7 @@ def reusable_baseline_runs(study: Study, config: Config, data_source: str) -> di
             continue
         if (identity is None or training_differences(mine, identity) or theirs != backend.version()
                 or source != data_source
-                or summary.get("epochs") != config["retrain"]["epochs"]
+                or summary.get("epochs") != config["confirm"]["epochs"]
                 or summary.get("objective") != config["search"]["objective"]):
             continue
         for f in summary.get("finalists", []):

@@ -56,9 +56,9 @@ class FinalistsOracle(PlannedRunsOracle):
 
     def plan(self, units: list[dict[str, Any]], epochs: int, leader_seeds: int = 0) -> None:
         if self.epochs is not None and self.epochs != epochs and self.trials:
-            raise UserError(f"this study's finalists were confirmed at {self.epochs} epochs and [retrain] epochs is "
-                            f"now {epochs}: their scores would not compare. Set it back to {self.epochs}, or delete "
-                            f"{self._project_dir} to confirm again at {epochs}")
+            raise UserError(f"this study's finalists were confirmed at {self.epochs} epochs and [confirm] epochs (the "
+                            f"retrain's unless set) is now {epochs}: their scores would not compare. Set it back to "
+                            f"{self.epochs}, or delete {self._project_dir} to confirm again at {epochs}")
         known = {self.key(u): u for u in self.units}
         for unit in units:
             if self.key(unit) in known and searched_values(known[self.key(unit)]) != searched_values(unit):

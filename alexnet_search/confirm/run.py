@@ -41,7 +41,8 @@ class FinalistTuner(RunTuner):
 
     def __init__(self, training: Training, config: Config, study: Study, progress: Progress | None = None):
         oracle = FinalistsOracle(config["search"]["objective"], config["study"]["seed"])
-        super().__init__(training, config, study, oracle, study.finalists_dir.name, progress)
+        super().__init__(training, config, study, oracle, study.finalists_dir.name, config["confirm"]["epochs"],
+                         progress)
         self.seeds = config["confirm"]["seeds"]
         self.names = list(config.space)  # the preset's order: values come back from JSON sorted
 
@@ -79,6 +80,7 @@ class ConfirmPhase(Phase):
     def __init__(self, config: Config, study: Study, training: Training, ranked: list, out: TextIO = sys.stdout):
         super().__init__(config, study, training, out)
         c = config["confirm"]
+        self.epochs = c["epochs"]
         self.units_planned = finalist_units(ranked, c["finalists"], c["seeds"], config["search"]["max_epochs"])
         self.units_planned += baseline_units(config, c["seeds"])
         self.reusable = reusable_baseline_runs(study, config, training.source.describe())
@@ -131,8 +133,8 @@ class ConfirmPhase(Phase):
         finalists = len({u[CONTENDER] for u in oracle.units if not u.get(BASELINE)})
         baselines = list(dict.fromkeys(u[CONTENDER] for u in oracle.units if u.get(BASELINE)))
         return (f"\nconfirming {finalists} finalists" + (f" against baseline {', '.join(baselines)}" if baselines else "")
-                + f": each trained again with {_seeds_text(confirm_seeds(c['seeds']))} for {epochs} epochs and scored "
-                f"on validation"
+                + f": each trained again with {_seeds_text(confirm_seeds(c['seeds']))} for {epochs} "
+                f"epoch{'s' * (epochs != 1)} and scored on validation"
                 + (f", then the best mean again with {_seeds_text(confirm_seeds(c['leader_seeds'])[c['seeds']:])} "
                    f"(a leader that falls behind hands the lead on)" if race_runs(self.config) else "")
                 + (f"; {done} of {self.progress.total_units} runs done" if done else "")

@@ -4,7 +4,7 @@ session, the NaN/divergence/OOM guard, a crash record, a worker's heartbeat, pro
 the loop that runs a phase's trials to the end in any role.
 
 `StudyTuner` runs the search's trials (`search.AlexNetTuner`); `RunTuner` the planned runs of the
-confirmation and of the retrains, each trained from scratch for the retrain's epochs.
+confirmation and of the retrains, each trained from scratch for its phase's epochs.
 """
 
 from __future__ import annotations
@@ -242,17 +242,18 @@ def run_folder(tuner: StudyTuner, trial) -> Path:
 
 
 class RunTuner(StudyTuner):
-    """Trains a phase's planned runs (`engine.planned.PlannedRunsOracle`): each from scratch for the
-    retrain's epochs, with the retrain's schedule horizon, seeded by its run's seed (the oracle's
-    KEY[1]): its initial weights, and its data order and augmentation draws, as retrain-best's
-    run of that seed has them."""
+    """Trains a phase's planned runs (`engine.planned.PlannedRunsOracle`): each from scratch for
+    `epochs` (the confirmation's or the retrain's), the schedule spanning them, seeded by its run's
+    seed (the oracle's KEY[1]): its initial weights, and its data order and augmentation draws, as
+    retrain-best's run of that seed has them."""
 
-    def __init__(self, training, config, study: Study, oracle, project: str, progress=None, overwrite: bool = False):
+    def __init__(self, training, config, study: Study, oracle, project: str, epochs: int, progress=None,
+                 overwrite: bool = False):
         self.key = oracle.KEY  # a worker's oracle is then Keras Tuner's client of the chief's, which has none
-        super().__init__(training.hypermodel(horizon=config["retrain"]["epochs"]), oracle, study, project,
+        super().__init__(training.hypermodel(horizon=epochs), oracle, study, project,
                          config["distributed"]["lease_s"], overwrite=overwrite,
                          distribution_strategy=training.strategy)
-        self.epochs = config["retrain"]["epochs"]
+        self.epochs = epochs
         self.progress = progress
 
     def trial_seed(self, trial) -> int:
