@@ -364,6 +364,11 @@ def load_config(path: str | Path) -> Config:
         raise UserError(f"{path}: confirm.leader_seeds = {c['leader_seeds']} is below confirm.seeds = {c['seeds']}: "
                         f"the adopted contender runs at least as many seeds as every other; raise it to "
                         f"{c['seeds']} or more")
+    if c["epochs"] > (retrain := config["retrain"]["epochs"]):
+        # Inherited, typically: a preset that shortens the retrain of one that races at a set length.
+        raise UserError(f"{path}: confirm.epochs = {c['epochs']} is more than retrain.epochs = {retrain}: the race "
+                        f"would train its contenders longer than the winner's retrain; set [confirm] epochs to "
+                        f"{retrain} or less")
     return config
 
 

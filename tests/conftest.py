@@ -120,16 +120,18 @@ epochs = 2
 # races from 1 seed: test_cluster's study and test_confirm's oracle tests run that)
 finalists = {finalists}
 seeds = 2
-{confirm_epochs}"""
+# Set here: cpu.toml's own would outlast this preset's retrain.
+epochs = {confirm_epochs}
+"""
 
 
-def make_tiny_config(parent: Path, finalists: int = 0, confirm_epochs: int | None = None) -> Path:
+def make_tiny_config(parent: Path, finalists: int = 0, confirm_epochs: int = 2) -> Path:
     """cpu.toml's search space on a tiny budget: 32x32, 256 images, 2-epoch Hyperband; with
     `finalists`, its finalists confirmed with 2 seeds each (4 more runs for 2), for
     `confirm_epochs` (default: the retrain's 2)."""
     path = parent / "tiny.toml"
     path.write_text(TINY_PRESET.format(base=REPO / "tuning" / "cpu.toml", finalists=finalists,
-                                       confirm_epochs=f"epochs = {confirm_epochs}\n" if confirm_epochs else ""))
+                                       confirm_epochs=confirm_epochs))
     return path
 
 

@@ -125,9 +125,13 @@ def test_a_range_without_default_starts_from_the_seed_value_and_must_hold_it(tmp
 
 def test_the_confirmation_trains_the_retrains_epochs_unless_the_preset_says_fewer(tmp_path):
     assert load_config(REPO / "tuning" / "paper.toml")["confirm"]["epochs"] == 64  # the retrain's
-    assert load_config(_write(tmp_path, "[retrain]\nepochs = 12"))["confirm"]["epochs"] == 12
     config = load_config(_write(tmp_path, "[retrain]\nepochs = 60\n[confirm]\nepochs = 30"))
     assert (config["confirm"]["epochs"], config["retrain"]["epochs"]) == (30, 60)
+    # A preset shortening the retrain of one that races at a set length must say how long to race.
+    with pytest.raises(UserError, match=re.escape("confirm.epochs = 30 is more than retrain.epochs = 12: the race "
+                                                  "would train its contenders longer than the winner's retrain; set "
+                                                  "[confirm] epochs to 12 or less")):
+        load_config(_write(tmp_path, "[retrain]\nepochs = 12\n[confirm]\nepochs = 30"))
     with pytest.raises(UserError, match=re.escape("confirm.epochs = 0 is invalid: it must be an integer from 1")):
         load_config(_write(tmp_path, "[confirm]\nepochs = 0"))
 
