@@ -121,17 +121,15 @@ epochs = 2
 finalists = {finalists}
 seeds = 2
 # Set here: cpu.toml's own would outlast this preset's retrain.
-epochs = {confirm_epochs}
+epochs = 2
 """
 
 
-def make_tiny_config(parent: Path, finalists: int = 0, confirm_epochs: int = 2) -> Path:
+def make_tiny_config(parent: Path, finalists: int = 0) -> Path:
     """cpu.toml's search space on a tiny budget: 32x32, 256 images, 2-epoch Hyperband; with
-    `finalists`, its finalists confirmed with 2 seeds each (4 more runs for 2), for
-    `confirm_epochs` (default: the retrain's 2)."""
+    `finalists`, its finalists confirmed with 2 seeds each (4 more runs for 2)."""
     path = parent / "tiny.toml"
-    path.write_text(TINY_PRESET.format(base=REPO / "tuning" / "cpu.toml", finalists=finalists,
-                                       confirm_epochs=confirm_epochs))
+    path.write_text(TINY_PRESET.format(base=REPO / "tuning" / "cpu.toml", finalists=finalists))
     return path
 
 

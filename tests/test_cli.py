@@ -49,8 +49,7 @@ def searched(tmp_path_factory):
     """One finished tiny study (5 Hyperband trials: 4 configurations, 1 promotion), shared by the
     tests that read it or add to it (retrain-best), so the module runs one search, not six."""
     root = tmp_path_factory.mktemp("searched")
-    # Confirmed for 1 epoch, retrained for 2: the race ranks, the retrain trains longer.
-    cifar, config = make_cifar_dir(root), make_tiny_config(root, finalists=2, confirm_epochs=1)
+    cifar, config = make_cifar_dir(root), make_tiny_config(root, finalists=2)
     result = run_cli("search", "--config", config, "--data-dir", cifar, "--results-dir", root / "results", cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     return SimpleNamespace(root=root, study=root / "results" / "tiny", result=result, cifar=cifar, config=config)
@@ -75,18 +74,18 @@ def test_search_runs_hyperband_with_progress_and_tensorboard(searched):
     else:
         assert "programs in" not in out
     # Then its 2 best configurations (a promoted trial repeats its parent's: counted once) again,
-    # and the paper's recipe ([confirm] baselines), with 2 seeds each, for [confirm] epochs (1, the
-    # retrain's 2 elsewhere); then the best mean a third seed (cpu.toml's leader_seeds), the lead
-    # passing on if it falls; the best mean is adopted.
-    assert "confirming 2 finalists against baseline paper: each trained again with seeds 1001, 1002 for 1 epoch " \
+    # and the paper's recipe ([confirm] baselines), with 2 seeds each, for [confirm] epochs (2);
+    # then the best mean a third seed (cpu.toml's leader_seeds), the lead passing on if it falls;
+    # the best mean is adopted.
+    assert "confirming 2 finalists against baseline paper: each trained again with seeds 1001, 1002 for 2 epochs " \
         "and scored on validation, then the best mean again with seed 1003" in out
     for k in (1, 2):
         assert f"--- finalist {k} seed 1001 (run" in out and f"--- finalist {k} seed 1002 (run" in out
     assert "--- baseline paper seed 1001 (run 5/7; the preset's [baselines.paper])" in out
     assert re.search(r"--- \S+ \S+ seed 1003 \(run 7/7; .*an extra seed, racing for the lead\)", out)
-    assert "[baseline paper seed 1002] epoch 1/1" in out and "finalists confirmed in" in out
+    assert "[baseline paper seed 1002] epoch 2/2" in out and "finalists confirmed in" in out
     confirmed = json.loads((study / "finalists.json").read_text())
-    assert confirmed["finished"] and confirmed["seeds"] == [1001, 1002] and confirmed["epochs"] == 1
+    assert confirmed["finished"] and confirmed["seeds"] == [1001, 1002] and confirmed["epochs"] == 2
     finalists = confirmed["finalists"]
     assert sorted(f["rank"] for f in finalists) == [0, 1, 2]
     assert len({json.dumps(f["hyperparameters"], sort_keys=True) for f in finalists}) == 3
@@ -102,7 +101,13 @@ def test_search_runs_hyperband_with_progress_and_tensorboard(searched):
     assert [t["status"] for t in trials] == ["COMPLETED"] * 5
     for name in ("study.json", "config.json", "versions.json", "best_hyperparameters.json"):
         assert (study / name).is_file(), name
-    assert json.loads((study / "config.json").read_text())["trained_with"]["precision"] == "float32"
+    # What the runs trained in, after this machine's gate (cpu.toml asks for mixed_bfloat16).
+    from alexnet_search.config import load_config
+    from alexnet_search.devices import precision_and_xla
+
+    precision, jit, _ = precision_and_xla(load_config(searched.config))
+    assert json.loads((study / "config.json").read_text())["trained_with"] == {"precision": precision,
+                                                                              "jit_compile": jit}
     best = json.loads((study / "best_hyperparameters.json").read_text())
     assert set(best["hyperparameters"]) >= {"dropout", "conv3_filters", "lr"}
     assert not any("/" in k for k in best["hyperparameters"])  # no tuner/ or finalist/ bookkeeping
@@ -480,8 +485,12 @@ def test_retrain_best_exports_models_that_load_and_predict(searched, tmp_path):
     assert metrics["trial_id"] == adopted["trial_id"] and metrics["confirmed_mean"] == adopted["confirmed"]["mean"]
     assert (best / "config.json").is_file() and (best / "versions.json").is_file()
     # What the runs trained in, after this machine's speed gate, not only what the preset asked.
-    assert json.loads((best / "config.json").read_text())["trained_with"] == {"precision": "float32",
-                                                                             "jit_compile": False}
+    from alexnet_search.config import load_config
+    from alexnet_search.devices import precision_and_xla
+
+    precision, jit, _ = precision_and_xla(load_config(searched.config))
+    assert json.loads((best / "config.json").read_text())["trained_with"] == {"precision": precision,
+                                                                             "jit_compile": jit}
 
     import keras
 

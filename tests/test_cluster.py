@@ -126,12 +126,13 @@ def test_failures_in_a_row_stop_a_distributed_study_in_one_line_with_their_reaso
                      "--workers", 1, "--oracle-port", free_port(), cwd=tmp_path)
     out = result.stdout
     assert result.returncode == 2, out[-4000:]
-    assert "[chief] error: 2 trials in a row failed (search.max_consecutive_failed_trials), the last with: " \
-           "training loss became non-finite" in out
+    # NaN in float32; in bfloat16 (cpu.toml's, on CPUs with it) a finite loss far past the guard.
+    assert re.search(r"\[chief\] error: 2 trials in a row failed \(search.max_consecutive_failed_trials\), the last "
+                     r"with: training loss (became non-finite|diverged)", out)
     assert "[launcher] the chief exited with status 2" in out and "died" not in out and "Traceback" not in out
     assert out.count("[chief] trial ") >= 2 and "no reason recorded" not in out
     failed = [t for t in trial_records(tmp_path / "results" / "tiny").values() if t["status"] == "FAILED"]
-    assert len(failed) >= 2 and all(t["message"].startswith("training loss became non-finite") for t in failed)
+    assert len(failed) >= 2 and all(re.match("training loss (became non-finite|diverged)", t["message"]) for t in failed)
 
 
 def test_what_the_user_typed_wins_over_an_inherited_oracle_address(clean_env):

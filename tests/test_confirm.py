@@ -61,11 +61,24 @@ def confirming(tmp_path, cifar_dir):
     def tuner(planned=units):
         t = FinalistTuner(training, config, study)
         t.oracle.verbose = 0
-        t.oracle.plan(planned, config["retrain"]["epochs"])
+        t.oracle.plan(planned, config["confirm"]["epochs"])
         t.save()  # as run_finalists does: reloadable from here on
         return t
 
-    return SimpleNamespace(config=config, study=study, tuner=tuner, units=units, search=search)
+    return SimpleNamespace(config=config, study=study, tuner=tuner, units=units, search=search, training=training)
+
+
+def test_the_race_trains_confirm_epochs_and_the_retrain_its_own(confirming):
+    # cpu.toml races for 30 epochs and retrains for 60: each run's length, and the span of its
+    # learning-rate schedule, are its phase's.
+    from alexnet_search.retrain import RetrainTuner
+
+    config = confirming.config
+    assert (config["confirm"]["epochs"], config["retrain"]["epochs"]) == (30, 60)
+    race = FinalistTuner(confirming.training, config, confirming.study)
+    retrain = RetrainTuner(confirming.training, config, confirming.study, "runs/retrain-best", None, 1, None)
+    assert (race.epochs, race.hypermodel.horizon) == (30, 30)
+    assert (retrain.epochs, retrain.hypermodel.horizon) == (60, 60)
 
 
 def _run(oracle, score=None):
@@ -405,7 +418,7 @@ def _sibling_with_baseline(confirming, name="first", scores=None, source=SOURCE,
     runs = [{"seed": seed, "run": f"000{i}", "status": "COMPLETED", "score": score, "best_epoch": 30}
             for i, (seed, score) in enumerate((scores or {1001: 0.7055, 1002: 0.6390}).items())]
     sibling.finalists_file.write_text(json.dumps({
-        "objective": "val_accuracy", "epochs": config["retrain"]["epochs"], "seeds": [1001], "finished": True,
+        "objective": "val_accuracy", "epochs": config["confirm"]["epochs"], "seeds": [1001], "finished": True,
         "finalists": [{"study": name, "trial_id": "paper", "baseline": "paper", "rank": 0, "search_score": None,
                        "hyperparameters": values, "complete": True, "mean": 0.7, "std": None, "runs": runs}]}))
     return sibling
@@ -432,7 +445,7 @@ def test_a_baselines_runs_in_a_sibling_study_of_the_same_training_are_reused_not
 
 
 def test_only_the_same_training_is_reused_and_the_race_reuses_a_leading_baselines_extra_seed(confirming):
-    _sibling_with_baseline(confirming, "longer", retrain={"epochs": 40})
+    _sibling_with_baseline(confirming, "longer", confirm={"epochs": 40})
     _sibling_with_baseline(confirming, "smaller", data={"train_size": 128})
     _sibling_with_baseline(confirming, "elsewhere", source="/other/cifar-10-batches-py")
     changed = _sibling_with_baseline(confirming, "other", {1001: 0.5})
