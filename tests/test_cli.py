@@ -55,6 +55,15 @@ def searched(tmp_path_factory):
     return SimpleNamespace(root=root, study=root / "results" / "tiny", result=result, cifar=cifar, config=config)
 
 
+def _gated(preset) -> dict:
+    """The speed options a run of `preset` trains with on this machine (`devices.precision_and_xla`)."""
+    from alexnet_search.config import load_config
+    from alexnet_search.devices import precision_and_xla
+
+    precision, jit, _ = precision_and_xla(load_config(preset))
+    return {"precision": precision, "jit_compile": jit}
+
+
 @slow
 @backends
 def test_search_runs_hyperband_with_progress_and_tensorboard(searched):
@@ -102,12 +111,7 @@ def test_search_runs_hyperband_with_progress_and_tensorboard(searched):
     for name in ("study.json", "config.json", "versions.json", "best_hyperparameters.json"):
         assert (study / name).is_file(), name
     # What the runs trained in, after this machine's gate (cpu.toml asks for mixed_bfloat16).
-    from alexnet_search.config import load_config
-    from alexnet_search.devices import precision_and_xla
-
-    precision, jit, _ = precision_and_xla(load_config(searched.config))
-    assert json.loads((study / "config.json").read_text())["trained_with"] == {"precision": precision,
-                                                                              "jit_compile": jit}
+    assert json.loads((study / "config.json").read_text())["trained_with"] == _gated(searched.config)
     best = json.loads((study / "best_hyperparameters.json").read_text())
     assert set(best["hyperparameters"]) >= {"dropout", "conv3_filters", "lr"}
     assert not any("/" in k for k in best["hyperparameters"])  # no tuner/ or finalist/ bookkeeping
@@ -485,12 +489,7 @@ def test_retrain_best_exports_models_that_load_and_predict(searched, tmp_path):
     assert metrics["trial_id"] == adopted["trial_id"] and metrics["confirmed_mean"] == adopted["confirmed"]["mean"]
     assert (best / "config.json").is_file() and (best / "versions.json").is_file()
     # What the runs trained in, after this machine's speed gate, not only what the preset asked.
-    from alexnet_search.config import load_config
-    from alexnet_search.devices import precision_and_xla
-
-    precision, jit, _ = precision_and_xla(load_config(searched.config))
-    assert json.loads((best / "config.json").read_text())["trained_with"] == {"precision": precision,
-                                                                             "jit_compile": jit}
+    assert json.loads((best / "config.json").read_text())["trained_with"] == _gated(searched.config)
 
     import keras
 
