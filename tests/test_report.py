@@ -375,7 +375,7 @@ def test_edge_means_the_end_of_a_range_the_preset_could_widen():
     assert edge("lr", space["lr"], space["lr"]["default"]) is None
     assert edge("conv3_filters", space["conv3_filters"], space["conv3_filters"]["min"]) == "lowest"
     assert edge("dense_units", space["dense_units"], max(space["dense_units"]["values"])) == "highest"
-    assert edge("weight_decay", space["weight_decay"], min(space["weight_decay"]["values"])) == "lowest"
+    assert edge("weight_decay", {"type": "choice", "values": [5e-4, 5e-3, 2e-2]}, 5e-4) == "lowest"
     # A range starting at its hard bound (no weight decay, no translation) cannot widen below it.
     assert edge("weight_decay", {"type": "choice", "values": [0.0, 5e-4, 5e-3]}, 0.0) is None
     assert edge("translate", {"type": "float", "min": 0.0, "max": 0.2, "step": 0.05}, 0.0) is None
