@@ -280,7 +280,10 @@ def test_a_confirmation_killed_mid_run_resumes_losing_only_that_run(searched, tm
     assert again.returncode == 0, again.stderr[-3000:]
     out = again.stdout
     assert "2 of 7 runs done" in out and "--- trial" not in out
-    assert "--- finalist 1 seed" not in out  # finished runs are not trained again
+    for f in confirmed["finalists"]:  # finished runs are not trained again
+        for seed in (seed for trial_id, seed in done if trial_id == f["trial_id"]):
+            who = f"baseline {f['baseline']}" if f.get("baseline") else f"finalist {f['rank']}"
+            assert f"--- {who} seed {seed}" not in out
     assert "--- finalist 2 seed 1001" in out and "--- finalist 2 seed 1002" in out
     assert "--- baseline paper seed 1002" in out
     assert {p.name: p.read_bytes() for p in (study / "tuner").glob("trial_*/trial.json")} == search_before
@@ -347,10 +350,14 @@ def test_a_second_study_of_the_preset_reuses_the_recipes_runs_and_trains_its_own
 def test_retrain_best_pools_the_finalists_of_studies_of_one_space(searched, tmp_path):
     results = tmp_path / "results"
     results.mkdir()
-    _copy_study(searched, results, "tiny", scores={0: 0.10, 1: 0.30, 2: 0.20})
-    # Another study seed whose second finalist was confirmed best of all: it wins the pool.
-    other = _copy_study(searched, results, "tiny-s2", seed=2, scores={0: 0.10, 1: 0.25, 2: 0.40})
-    winner = next(f for f in json.loads((other / "finalists.json").read_text())["finalists"] if f["rank"] == 2)
+    # Only a finalist raced to the leader's seeds may be adopted, in a pool too: the one the study raced.
+    raced = next(f["rank"] for f in json.loads((searched.study / "finalists.json").read_text())["finalists"]
+                 if len(f["runs"]) >= 3)
+    low, lower = (rank for rank in (0, 1, 2) if rank != raced)
+    _copy_study(searched, results, "tiny", scores={raced: 0.30, low: 0.20, lower: 0.10})
+    # Another study seed whose raced finalist was confirmed best of all: it wins the pool.
+    other = _copy_study(searched, results, "tiny-s2", seed=2, scores={raced: 0.40, low: 0.25, lower: 0.10})
+    winner = next(f for f in json.loads((other / "finalists.json").read_text())["finalists"] if f["rank"] == raced)
     base = ["--config", searched.config, "--data-dir", searched.cifar, "--results-dir", results]
     result = run_cli("retrain-best", *base, "--pool", "tiny-s2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
