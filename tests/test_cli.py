@@ -351,8 +351,8 @@ def test_retrain_best_pools_the_finalists_of_studies_of_one_space(searched, tmp_
     results = tmp_path / "results"
     results.mkdir()
     # Only a finalist raced to the leader's seeds may be adopted, in a pool too: the one the study raced.
-    raced = next(f["rank"] for f in json.loads((searched.study / "finalists.json").read_text())["finalists"]
-                 if len(f["runs"]) >= 3)
+    confirmed = json.loads((searched.study / "finalists.json").read_text())
+    raced = next(f["rank"] for f in confirmed["finalists"] if len(f["runs"]) >= confirmed["leader_seeds"])
     low, lower = (rank for rank in (0, 1, 2) if rank != raced)
     _copy_study(searched, results, "tiny", scores={raced: 0.30, low: 0.20, lower: 0.10})
     # Another study seed whose raced finalist was confirmed best of all: it wins the pool.
