@@ -25,6 +25,9 @@ from .space import BOUNDS, SEED_BN_MOMENTUM, SEED_CONV1_KERNEL, SEED_SCRIPT, pro
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # Keras Tuner's tuners a preset may choose ([search] tuner), and BOHB (`bohb`).
 TUNERS = ("hyperband", "bohb", "random", "bayesian")
+# What a retrain's runs train on ([retrain] train_on): the training split alone, validated on the
+# validation split (the epoch that validated best kept), or both splits, kept at their last epoch.
+TRAIN_ON = ("train", "train+val")
 # section -> key -> (types, check, what a valid value looks like)
 
 
@@ -93,6 +96,7 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
     "retrain": {
         "epochs": _ints(1, 10_000),
         "tta": ((bool,), lambda v: True, "true or false"),
+        "train_on": ((str,), lambda v: v in TRAIN_ON, '"train" or "train+val"'),
     },
 }
 
@@ -284,7 +288,8 @@ def validate(data: dict[str, Any], where: str) -> None:
                 if section in ("model", "distributed", "confirm"):
                     continue  # all optional, defaults below
                 if (section, key) in (("search", "max_retries_per_trial"), ("search", "tuner"),
-                                      ("search", "max_trials"), ("search", "initial_points"), ("retrain", "tta")):
+                                      ("search", "max_trials"), ("search", "initial_points"), ("retrain", "tta"),
+                                      ("retrain", "train_on")):
                     continue
                 raise UserError(f"{where}: missing key '{section}.{key}' ({spec[2]})")
             _check_value(f"{where}: {section}.{key}", table[key], spec)
@@ -332,6 +337,7 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
         epochs = hyperband_schedule(s["max_epochs"], s["factor"], s["hyperband_iterations"]).epochs
         s["max_trials"] = max(1, epochs // s["max_epochs"])
     data["retrain"].setdefault("tta", True)
+    data["retrain"].setdefault("train_on", "train")
     confirm = data.setdefault("confirm", {})
     confirm.setdefault("finalists", 3)
     confirm.setdefault("seeds", 2)

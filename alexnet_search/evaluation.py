@@ -25,13 +25,17 @@ def kept_epoch(history: dict[str, list], objective: str) -> int | None:
     return max(values, key=lambda vi: (sign * vi[0], -vi[1]))[1] + 1
 
 
-def evaluate(training: Training, model: keras.Model, test) -> dict[str, float]:
+def evaluate(training: Training, model: keras.Model, test, with_val: bool = False) -> dict[str, float]:
     """Accuracy and loss on each split, without augmentation or dropout (the test set read here,
-    once per run), and test-time augmentation beside: each test image and its mirror averaged."""
+    once per run), and test-time augmentation beside: each test image and its mirror averaged.
+    `with_val`: the run trained on the validation split too, so "train" covers both and there is
+    no "val" (a score on trained images would pass for a held-out one)."""
     result = {}
     splits = training.splits
-    for split, (x, y) in {"train": (splits.x_train, splits.y_train), "val": (splits.x_val, splits.y_val),
-                          "test": test}.items():
+    held = {"train": (splits.x_train, splits.y_train), "val": (splits.x_val, splits.y_val)}
+    if with_val:
+        held = {"train": (np.concatenate([splits.x_train, splits.x_val]), np.concatenate([splits.y_train, splits.y_val]))}
+    for split, (x, y) in {**held, "test": test}.items():
         loss, accuracy = model.evaluate(training.batches(x, y), verbose=0)
         result[f"{split}_loss"], result[f"{split}_accuracy"] = float(loss), float(accuracy)
     x, y = test

@@ -105,6 +105,8 @@ class AlexNetHyperModel(keras_tuner.HyperModel):
             x = x.batches(params)
             kwargs.setdefault("shuffle", False)  # the batches reshuffle each epoch themselves
         # The average's swap first: Keras Tuner's checkpoint, among kwargs' callbacks, must see it.
+        # Without validation data (a retrain on train+val) a plateau schedule watches the training loss.
+        monitor = "val_loss" if kwargs.get("validation_data") is not None else "loss"
         kwargs["callbacks"] = [*ema_callbacks(params), *kwargs.get("callbacks", []),
-                               *lr_schedule_callbacks(params, self.horizon)]
+                               *lr_schedule_callbacks(params, self.horizon, monitor=monitor)]
         return model.fit(x, *args, **kwargs)

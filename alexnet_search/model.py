@@ -231,11 +231,12 @@ def ema_callbacks(hp: Hyperparameters) -> list[keras.callbacks.Callback]:
     return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if hp.ema else []
 
 
-def lr_schedule_callbacks(hp: Hyperparameters, horizon: int) -> list[keras.callbacks.Callback]:
+def lr_schedule_callbacks(hp: Hyperparameters, horizon: int,
+                          monitor: str = "val_loss") -> list[keras.callbacks.Callback]:
     """`hp.lr_schedule` and `hp.warmup_epochs` as callbacks (none for the seed's constant rate).
 
-    "plateau": divide by 10 when validation loss has not improved for about a tenth of the run,
-    as the paper did by hand. "cosine": anneal from `hp.lr` towards 0 over `horizon` epochs. A
+    "plateau": divide by 10 when validation loss (`monitor`) has not improved for about a tenth of
+    the run, as the paper did by hand. "cosine": anneal from `hp.lr` towards 0 over `horizon` epochs. A
     warmup sets the rate itself in its first epochs (`Warmup`), over whatever the schedule set.
     All key on the epoch index, so a Hyperband trial continuing from epoch k picks up where its
     parent left off.
@@ -245,7 +246,7 @@ def lr_schedule_callbacks(hp: Hyperparameters, horizon: int) -> list[keras.callb
         schedule = []
     elif kind == "plateau":
         schedule = [keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.1, patience=max(2, horizon // 10), min_lr=lr * 1e-3, verbose=0
+            monitor=monitor, factor=0.1, patience=max(2, horizon // 10), min_lr=lr * 1e-3, verbose=0
         )]
     elif kind == "cosine":
         schedule = [keras.callbacks.LearningRateScheduler(

@@ -8,17 +8,21 @@ and standard deviation over N weight-initialisation and shuffling seeds).
 Models are rebuilt through the same HyperModel (the searched architecture, not a checkpoint
 trained for a trial's short budget), trained from scratch for the full epochs, and the weights of
 the epoch that validated best kept (as the search scored its trials), then evaluated once on the
-test set. Each seed is a trial of a Keras Tuner oracle (`RetrainOracle`, the confirmation's way),
+test set. With `[retrain] train_on = "train+val"` they train on the validation images too (the
+search and the confirmation have chosen by then), with nothing to validate on: the last epoch's
+weights are kept, a plateau schedule watches the training loss, and the exported run is the
+first seed's. Each seed is a trial of a Keras Tuner oracle (`RetrainOracle`, the confirmation's way),
 in `results/<study>/runs/retrain-best/` or `runs/baselines/`: a kill loses the seed in flight, the
 same command resumes with the seeds trained (asked for more seeds, it trains only the new ones),
 and with `--workers N` Keras Tuner's workers train the seeds side by side.
-retrain-best exports the run that validated best to `results/<study>/best/` (export.py):
+retrain-best exports the run that validated best (or the first seed's) to `results/<study>/best/`
+(export.py):
 
     model.keras               Keras model; `keras.models.load_model(...).predict(uint8 images)`
     serving/                  TensorFlow SavedModel, inference-only endpoint `serve`
     hyperparameters.json      every hyperparameter trained
     metrics.json              train/val/test accuracy and loss per seed (test also with mirror
-                              TTA), mean and std, wall time
+                              TTA; no val with train+val), mean and std, wall time
 
 With `[retrain] tta` both exports average each image with its mirror. Both are loaded back and
 must predict like the model in memory before they replace an earlier `best/`; baseline writes the
@@ -41,6 +45,7 @@ from .adoption import hyperparameters_from, pooled_best, read_adopted
 from .config import Config, require_baselines
 from .console import format_duration
 from .cifar import Source
+from .engine.callbacks import LastEpochAtEnd
 from .engine.phase import Phase
 from .engine.planned import PlannedRunsOracle
 from .engine.tuner import RunTuner
@@ -92,13 +97,18 @@ class RetrainTuner(RunTuner):
     """Trains a retrain's seeds, each as a confirmation run trains (from scratch for [retrain]
     epochs, the weights of its best validation epoch kept), then evaluates it once on every split,
     the test set included, into evaluation.json beside its checkpoint. `project`: runs/retrain-best,
-    or runs/baselines for every baseline's seeds (one oracle, so workers go from one to the next)."""
+    or runs/baselines for every baseline's seeds (one oracle, so workers go from one to the next).
+    On train+val (`with_val`) a run keeps its last epoch, and its oracle score is its training
+    accuracy: there is no held-out one, and nothing ranks a retrain's runs by it."""
 
     def __init__(self, training: Training, config: Config, study: Study, project: str, test, seeds: int,
                  progress: Progress | None, overwrite: bool = False):
-        oracle = RetrainOracle(config["search"]["objective"], config["study"]["seed"])
+        self.with_val = trains_on_val(config)
+        oracle = RetrainOracle("accuracy" if self.with_val else config["search"]["objective"], config["study"]["seed"])
         super().__init__(training, config, study, oracle, project, config["retrain"]["epochs"], progress,
                          overwrite=overwrite)
+        if self.with_val:
+            self.checkpoint = LastEpochAtEnd
         self.training, self.test, self.seeds = training, test, seeds
         self.first_seed = config["study"]["seed"]
         self._model = None  # the running seed's model, kept to evaluate once it has trained
@@ -117,8 +127,10 @@ class RetrainTuner(RunTuner):
         if trial.status != "COMPLETED":
             return f"{trial.status.lower()}: {failure_reason(trial.message)}"
         r = read_json(self.evaluation_file(trial.trial_id))
-        return (f"test accuracy {r['test_accuracy']:.4f} ({r['test_accuracy_tta']:.4f} with its mirror; val "
-                f"{r['val_accuracy']:.4f}, weights of epoch {r['kept_epoch']}) in {format_duration(r['train_wall_s'])}")
+        kept = (f"val {r['val_accuracy']:.4f}, weights of epoch {r['kept_epoch']}" if "val_accuracy" in r else
+                f"trained on train+val, last epoch's weights")
+        return (f"test accuracy {r['test_accuracy']:.4f} ({r['test_accuracy_tta']:.4f} with its mirror; {kept}) "
+                f"in {format_duration(r['train_wall_s'])}")
 
     def _try_build(self, hp):
         self._model = super()._try_build(hp)
@@ -131,10 +143,12 @@ class RetrainTuner(RunTuner):
             model = self._model
         finally:
             self._model = None  # a failed seed's model is not kept until the next one's
+        history = histories[0].history
         result = {"seed": self.trial_seed(trial), "epochs": self.epochs,
                   "train_wall_s": round(time.monotonic() - started, 1),
-                  "kept_epoch": kept_epoch(histories[0].history, self.oracle.objective.name)}
-        result.update(evaluate(self.training, model, self.test))
+                  "kept_epoch": len(history.get("loss", [])) if self.with_val else
+                  kept_epoch(history, self.oracle.objective.name)}
+        result.update(evaluate(self.training, model, self.test, with_val=self.with_val))
         result["wall_s"] = round(time.monotonic() - started, 1)
         write_json_atomic(self.evaluation_file(trial.trial_id), result)
         return histories
@@ -159,16 +173,24 @@ class Job:
     extra: dict[str, Any]
 
 
+def trains_on_val(config: Config) -> bool:
+    """Whether the preset's retrains train on the validation images too (`[retrain] train_on`)."""
+    return config["retrain"]["train_on"] == "train+val"
+
+
 def _setup(config: Config, jobs: list[Job], epochs: int) -> dict[str, Any]:
     """What a retrain's runs train, as JSON reads it back: runs are resumed only under an equal
     one (a name's values may be new, not different)."""
     return json.loads(json.dumps({"runs": {j.name: dict(j.hp.values) for j in jobs}, "epochs": epochs,
-                                  "data": config["data"], "model": config["model"]}, sort_keys=True, default=str))
+                                  "data": config["data"], "model": config["model"],
+                                  "train_on": config["retrain"]["train_on"]}, sort_keys=True, default=str))
 
 
 def _other_training(saved: dict, setup: dict) -> bool:
-    """Whether runs planned under `saved` trained another budget or network than `setup`'s."""
-    return any(saved.get(k) != setup[k] for k in ("epochs", "data", "model"))
+    """Whether runs planned under `saved` trained another budget, data or network than `setup`'s
+    (runs planned before `train_on` was recorded trained on "train")."""
+    return any(saved.get(k, "train" if k == "train_on" else None) != setup[k]
+               for k in ("epochs", "data", "model", "train_on"))
 
 
 def _differs(saved: dict, setup: dict) -> bool:
@@ -237,7 +259,9 @@ class RetrainPhase(Phase):
         self.staging = {job.name: _stage(study, job.target) for job in jobs}
         for line in self.training.describe():
             if self.role == "single" or line.startswith("data:"):
-                say(line + (f"; test set {len(self.test[0])} images" if line.startswith("data:") else ""))
+                say(line + (f"; test set {len(self.test[0])} images" if line.startswith("data:") else "")
+                    + ("; these runs train on both ([retrain] train_on)" if line.startswith("data:")
+                       and trains_on_val(config) else ""))
         epochs = self.epochs
         self.started = time.monotonic()
         self.progress = Progress(seeds * len(jobs), seeds * len(jobs) * epochs, out=self.out)
@@ -254,6 +278,11 @@ class RetrainPhase(Phase):
             host, port = os.environ[cluster.ORACLE_IP], os.environ[cluster.ORACLE_PORT]
             say(f"serving {len(wanted) - len(self.done)} seeds on {host}:{port} to the workers")
         return tuner
+
+    def data(self):
+        if trains_on_val(self.config):
+            return self.training.train_set(self.config["study"]["seed"], with_val=True), None
+        return super().data()
 
     def chief_line(self, tuner: RetrainTuner, trial) -> str:
         v = trial.hyperparameters.values
@@ -308,13 +337,17 @@ def _write_job(config: Config, tuner: RetrainTuner, job: Job, ended: list, stagi
     runs = [read_json(tuner.evaluation_file(t.trial_id)) for t in completed]
     epochs = config["retrain"]["epochs"]
     values = tuner.hypermodel.hyperparameters(job.hp).as_dict()  # everything trained, searched or not
+    on_val = trains_on_val(config)
+    data = tuner.training.splits.note + ("; retrained on both, nothing held out but the test set" if on_val else "")
     metrics = {**job.extra, "epochs": epochs, "seeds": [r["seed"] for r in runs], "runs": runs, **summarize(runs),
-               **({"failed_seeds": failed} if failed else {}), "data": tuner.training.splits.note}
+               **({"failed_seeds": failed} if failed else {}), "train_on": config["retrain"]["train_on"],
+               "data": data}
     if failed:
         say(f"{job.name}: seed(s) {', '.join(map(str, failed))} failed; the summary is over the other {len(runs)}")
     started = time.monotonic()
     if job.export:
-        best = max(range(len(runs)), key=lambda i: (runs[i]["val_accuracy"], -i))  # on validation, never test
+        # On validation, never test; with nothing held out, no seed is better known than the first.
+        best = 0 if on_val else max(range(len(runs)), key=lambda i: (runs[i]["val_accuracy"], -i))
         kept = for_export(tuner.load_model(completed[best]), tta=config["retrain"]["tta"])
         if not export_model(kept, staging):
             say("note: TensorFlow is not installed, so no serving/ SavedModel was exported (model.keras was); "
@@ -332,7 +365,8 @@ def _write_job(config: Config, tuner: RetrainTuner, job: Job, ended: list, stagi
     spread = f" +- {metrics['test_accuracy_std']:.4f} over {len(runs)} seeds" if len(runs) > 1 else ""
     say(f"\n{job.name}: test accuracy {metrics['test_accuracy_mean']:.4f}{spread}, "
         f"{metrics['test_accuracy_tta_mean']:.4f} with test-time mirroring (train "
-        f"{metrics['train_accuracy_mean']:.4f}, val {metrics['val_accuracy_mean']:.4f}) in "
+        f"{metrics['train_accuracy_mean']:.4f}"
+        + (f", val {metrics['val_accuracy_mean']:.4f}" if "val_accuracy_mean" in metrics else " on train+val") + ") in "
         f"{format_duration(metrics['wall_time_s'])}")
     return metrics
 
@@ -340,7 +374,7 @@ def _write_job(config: Config, tuner: RetrainTuner, job: Job, ended: list, stagi
 def retrain_best(config: Config, study: Study, source: Source, seeds: int = 1, out: TextIO = sys.stdout,
                  origin: str | None = None, pool: list[Study] = ()) -> dict[str, Any]:
     """Retrain the study's adopted hyperparameters (best_hyperparameters.json: its best confirmed
-    finalist) `seeds` times; export the best-validating run to best/.
+    finalist) `seeds` times; export the best-validating run (on train+val, the first) to best/.
 
     `origin` (`--from`): take the hyperparameters from another study or a JSON file instead (see
     `hyperparameters_from`); `pool` (`--pool`): the best confirmed finalist of this study and the

@@ -135,9 +135,18 @@ class BestEpochAtEnd(kt.SaveBestEpoch):
             self._save_model()
 
 
-def checkpoint_at_end():
-    """Within it, Keras Tuner's trials write their checkpoint with `BestEpochAtEnd`."""
-    return kt.checkpoint_callback(BestEpochAtEnd)
+class LastEpochAtEnd(BestEpochAtEnd):
+    """The last epoch's weights, whatever the objective says: a run with no held-out images to
+    choose an epoch by (a retrain on train+val) keeps where its schedule ended."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.params.get("epochs"):
+            self._save_model()
+
+
+def checkpoint_at_end(cls: type = BestEpochAtEnd):
+    """Within it, Keras Tuner's trials write their checkpoint with `cls` (`BestEpochAtEnd`)."""
+    return kt.checkpoint_callback(cls)
 
 
 class CtrlC(keras.callbacks.Callback):

@@ -31,7 +31,7 @@ from ..study import STUDY_ID, Study
 from ..tboard import TensorBoardLogger
 from ..trials import ENDED, failure_reason, rank_key, searched_values, trial_epochs
 from . import kt
-from .callbacks import CtrlC, Heartbeat, TrialGuard, checkpoint_at_end
+from .callbacks import BestEpochAtEnd, CtrlC, Heartbeat, TrialGuard, checkpoint_at_end
 
 _TRIAL_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 # A folder name a run's path may hold: no separator, no "." or "..".
@@ -48,6 +48,8 @@ class StudyTuner(keras_tuner.Hyperband):
     other oracle runs as Keras Tuner's plain `Tuner` runs it. `Hyperband.__init__` only builds its
     own oracle, so the subclasses pass theirs to `keras_tuner.Tuner.__init__` directly.
     """
+
+    checkpoint = BestEpochAtEnd  # how a trial's checkpoint picks its epoch
 
     def __init__(self, hypermodel: AlexNetHyperModel, oracle, study: Study, project: str, lease_s: float,
                  overwrite: bool = False, distribution_strategy=None):
@@ -157,7 +159,7 @@ class StudyTuner(keras_tuner.Hyperband):
                                    session=run.removesuffix("/execution0"))
         kwargs["callbacks"] = [*kwargs.get("callbacks", []), logger, self._guard, self._heartbeat]
         try:
-            with checkpoint_at_end():
+            with checkpoint_at_end(self.checkpoint):
                 histories = super().run_trial(trial, *args, **kwargs)
         except Exception as exc:
             if full := disk_full(exc):  # not the trial's doing: it is not counted as a crash either

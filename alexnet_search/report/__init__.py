@@ -45,7 +45,8 @@ def _comparison(tuned: dict | None, baselines: dict[str, dict], planned: list[st
                         "train accuracy"],
                        [[label, ", ".join(map(str, m["seeds"])), m["epochs"], mean_std(m, "test_accuracy"),
                          mean_std(m, "test_accuracy_tta") if "test_accuracy_tta_mean" in m else "not measured",
-                         mean_std(m, "val_accuracy"), mean_std(m, "train_accuracy")] for label, m in runs])
+                         mean_std(m, "val_accuracy") if "val_accuracy_mean" in m else "none: trained on train+val",
+                         mean_std(m, "train_accuracy")] for label, m in runs])
         lines += ["", "Accuracies are mean ± std over each run's seeds; the test set is evaluated once per seed. "
                       "Mirror TTA: each test image's class probabilities averaged with its mirror image's "
                       "(`[retrain] tta` puts it in the exports). A baseline's hyperparameters are its "

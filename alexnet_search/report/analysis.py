@@ -84,6 +84,13 @@ def warnings(config, trials, best, schedule: Schedule, summary, tuned, baselines
         out.append(f"**Different budgets:** retrain-best trained {tuned['epochs']} epochs, baseline "
                    + ", ".join(f"{name} {epochs}" for name, epochs in budgets.items())
                    + ": their test accuracies are not comparable.")
+    # Results written before `train_on` existed trained on the training split alone.
+    data = {name: m.get("train_on", "train") for name, m in baselines.items()
+            if tuned and m.get("train_on", "train") != tuned.get("train_on", "train")}
+    if data:
+        out.append(f"**Different training data:** retrain-best trained on {tuned.get('train_on', 'train')}, baseline "
+                   + ", ".join(f"{name} on {on}" for name, on in data.items())
+                   + " ([retrain] train_on): their test accuracies are not comparable.")
     return out
 
 
