@@ -97,10 +97,12 @@ def estimate_finalists_seconds(config: Config, timing: StepTiming, workers: int 
 
 
 def estimate_retrain_seconds(config: Config, timing: StepTiming, test_images: int = 10_000) -> float:
-    """One retrain seed: the preset's epochs of training and validation, then train, val and the
-    test set evaluated once each."""
+    """One retrain seed: the preset's epochs of training and validation (on train+val, training
+    on both and validating nothing), then train, val and the test set evaluated once each."""
     d = config["data"]
-    return (config["retrain"]["epochs"] * _epoch_seconds(config, timing)
+    epoch_s = ((d["train_size"] + d["val_size"]) * timing.train_s_per_image
+               if config["retrain"]["train_on"] == "train+val" else _epoch_seconds(config, timing))
+    return (config["retrain"]["epochs"] * epoch_s
             + (d["train_size"] + d["val_size"] + test_images) * timing.eval_s_per_image)
 
 
@@ -128,7 +130,8 @@ def print_plan(config: Config, workers: int | str = 0, estimate: bool = True, st
             + f": {finalist_epochs(config)} epochs" + (" or more" if race else ""))
     else:
         say("then no confirmation ([confirm] finalists = 0): the search's best trial is adopted")
-    say(f"then retrain-best: {config['retrain']['epochs']} epochs per seed")
+    say(f"then retrain-best: {config['retrain']['epochs']} epochs per seed"
+        + (" on the training and validation images" if config["retrain"]["train_on"] == "train+val" else ""))
     if estimate:
         start_keras()
         _print_estimates(config, schedule, workers, say)

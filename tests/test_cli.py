@@ -483,12 +483,14 @@ def test_retrain_best_exports_models_that_load_and_predict(searched, tmp_path):
     assert "retrain-best 1/1" in result.stdout and "test accuracy" in result.stdout
     best = study / "best"
     metrics = json.loads((best / "metrics.json").read_text())
-    for key in ("train_accuracy", "val_accuracy", "test_accuracy"):
+    for key in ("train_accuracy", "test_accuracy"):
         assert 0 <= metrics["runs"][0][key] <= 1
-    for key in ("train_loss", "val_loss", "test_loss"):
+    for key in ("train_loss", "test_loss"):
         assert 0 < metrics["runs"][0][key] < 100  # finite: a 10-class cross-entropy starts near 2.3
     assert metrics["epochs"] == 2 and metrics["wall_time_s"] > 0 and metrics["exports_verified_on_images"] > 0
-    assert metrics["runs"][0]["kept_epoch"] in (1, 2)  # the best-validating epoch's weights
+    # cpu.toml retrains on train+val: nothing held out to score or choose an epoch by.
+    assert metrics["train_on"] == "train+val" and "val_accuracy" not in metrics["runs"][0]
+    assert metrics["runs"][0]["kept_epoch"] == 2 and metrics["exported_seed"] == 1
     assert 0 <= metrics["test_accuracy_tta_mean"] <= 1 and metrics["exported_tta"] is True  # by default
     hps = json.loads((best / "hyperparameters.json").read_text())  # every hyperparameter trained
     adopted = json.loads((study / "best_hyperparameters.json").read_text())
@@ -551,6 +553,31 @@ def test_retrain_best_from_another_study_trains_its_values_at_this_presets_size(
 
     exported = keras.models.load_model(best / "model.keras", safe_mode=True)
     assert exported.get_layer("tta_mean") is not None
+
+
+@slow
+def test_retrain_best_on_the_training_split_alone_keeps_and_exports_what_validated_best(searched, tmp_path):
+    """`train_on = "train"`: each run keeps its best-validating epoch, and the export is the seed
+    that validated best; neither chosen on train+val, where nothing is held out (the default's
+    test above)."""
+    from alexnet_search.report import read_scalars
+
+    preset = tmp_path / "on-train.toml"
+    preset.write_text(f'extends = "{searched.config}"\n[retrain]\ntrain_on = "train"\n')
+    results = searched.root / "results"
+    result = run_cli("retrain-best", "--config", preset, "--study", "on-train", "--from", "tiny", "--seeds", "2",
+                     "--data-dir", searched.cifar, "--results-dir", results, cwd=searched.root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "these runs train on both" not in result.stdout and "trained on train+val" not in result.stdout
+    metrics = json.loads((results / "on-train" / "best" / "metrics.json").read_text())
+    runs = {r["seed"]: r for r in metrics["runs"]}
+    assert metrics["train_on"] == "train" and 0 <= metrics["val_accuracy_mean"] <= 1
+    events = results / "on-train" / "tensorboard" / "retrain-best"
+    for seed, run in runs.items():
+        curve = [v for _, v in sorted(read_scalars(events / f"seed{seed}" / "validation", "epoch_accuracy").items())]
+        assert len(curve) == 2 and run["kept_epoch"] == 1 + max(range(2), key=lambda i: (curve[i], -i))
+    best = max(runs.values(), key=lambda r: (r["val_accuracy"], -r["seed"]))
+    assert metrics["exported_seed"] == best["seed"]
 
 
 @slow

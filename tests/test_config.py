@@ -69,6 +69,7 @@ def _write(tmp_path, text, name="bad.toml"):
     ("[data]\nbatch_size = 1.5", "data.batch_size = 1.5 is invalid"),
     ("[retrain]\nepochs = 0", "retrain.epochs = 0 is invalid: it must be an integer from 1 to 10000"),
     ("[search]\nmax_epochs = 0", "search.max_epochs = 0 is invalid"),
+    ('[retrain]\ntrain_on = "all"', "retrain.train_on = 'all' is invalid: it must be \"train\" or \"train\\+val\""),
     ("[search]\nfactor = 1", "search.factor = 1 is invalid: it must be an integer from 2 to 100"),
     ("[study]\nseed = 0", "study.seed = 0 is invalid: it must be an integer from 1 to 40000"),
     ("[data]\nimage_size = 16", "image_size >= "),

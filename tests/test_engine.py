@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from alexnet_search.engine import kt
-from alexnet_search.engine.callbacks import BestEpochAtEnd, Heartbeat
+from alexnet_search.engine.callbacks import BestEpochAtEnd, Heartbeat, LastEpochAtEnd
 
 
 def test_a_workers_heartbeat_needs_progress_and_stops_a_trial_another_worker_finished():
@@ -65,6 +65,22 @@ def test_a_trials_checkpoint_holds_its_best_epochs_weights_once_it_ends(tmp_path
     model.set_weights([np.zeros(w.shape) for w in model.get_weights()])
     model.load_weights(path)
     assert all((w == best).all() for w in model.get_weights())
+
+
+def test_a_run_with_nothing_held_out_keeps_its_last_epoch_whatever_scored_best(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    path = tmp_path / "checkpoint.weights.h5"
+    saved = LastEpochAtEnd(keras_tuner.Objective("accuracy", "max"), str(path))
+    saved.set_model(model)
+    saved.set_params({"epochs": 3})
+    saved.on_train_begin()
+    for epoch, score in enumerate([0.2, 0.9, 0.5]):
+        model.set_weights([np.full(w.shape, epoch + 1.0) for w in model.get_weights()])
+        saved.on_epoch_end(epoch, {"accuracy": score})
+    saved.on_train_end()
+    model.set_weights([np.zeros(w.shape) for w in model.get_weights()])
+    model.load_weights(path)
+    assert all((w == 3.0).all() for w in model.get_weights())
 
 
 def test_keras_tuners_trials_checkpoint_with_the_callback_the_engine_names():

@@ -205,6 +205,26 @@ def test_fit_applies_the_learning_rate_schedule_over_the_horizon():
     assert float(model.optimizer.learning_rate) == pytest.approx(0.005, rel=1e-5)
 
 
+@pytest.mark.parametrize("validated, monitor", [(True, "val_loss"), (False, "loss")])
+def test_a_plateau_schedule_watches_the_validation_loss_or_without_one_the_training_loss(validated, monitor):
+    hypermodel = AlexNetHyperModel(PAPER.space, image_size=32, width_multiplier=0.125, horizon=4)
+    hp = keras_tuner.HyperParameters()
+    hp.values.update({"lr_schedule": "plateau", "lr": 0.01})
+    model = hypermodel.build(hp)
+    x, y = np.zeros((4, 32, 32, 3), np.uint8), np.arange(4)
+    seen = []
+
+    fit = model.fit
+
+    def spy(*args, callbacks=(), **kwargs):
+        seen.extend(c.monitor for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau))
+        return fit(*args, callbacks=callbacks, **kwargs)
+
+    model.fit = spy
+    hypermodel.fit(hp, model, x, y, epochs=1, verbose=0, validation_data=(x, y) if validated else None)
+    assert seen == [monitor]
+
+
 def test_stepped_floats_are_clean():
     hp = keras_tuner.HyperParameters()
     hypermodel = AlexNetHyperModel(PAPER.space, image_size=32)

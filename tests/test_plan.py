@@ -17,7 +17,7 @@ def test_estimates_count_every_epoch_and_the_final_evaluations():
     # at 4 epochs, the leader raced to 3.
     config = load_config(REPO / "tuning" / "cpu.toml").with_overrides({
         "data": {"train_size": 800, "val_size": 200}, "search": {"max_epochs": 2, "factor": 2},
-        "retrain": {"epochs": 10},
+        "retrain": {"epochs": 10, "train_on": "train"},
         "confirm": {"finalists": 2, "seeds": 2, "leader_seeds": 3, "baselines": ["paper"], "epochs": 4}})
     epochs = search_schedule(config["search"]).epochs
     timing = StepTiming(train_s_per_image=0.001, eval_s_per_image=0.0001)
@@ -25,6 +25,9 @@ def test_estimates_count_every_epoch_and_the_final_evaluations():
     assert estimate_seconds(config, timing) == pytest.approx(epochs * epoch_s)
     # 10 epochs of training and validation, then train + val + the 10,000 test images once
     assert estimate_retrain_seconds(config, timing) == pytest.approx(10 * epoch_s + (1000 + 10_000) * 0.0001)
+    # On train+val: 10 epochs of training on all 1,000 images, none validated, then the same evaluations
+    both = config.with_overrides({"retrain": {"train_on": "train+val"}})
+    assert estimate_retrain_seconds(both, timing) == pytest.approx(10 * 1.0 + (1000 + 10_000) * 0.0001)
     # The confirmation: (2 finalists + 1 baseline) x 2 seeds, then the leader's third, each 4
     # epochs ([confirm] epochs, not the retrain's) validated every epoch, none tested.
     runs = 3 * 2 + 1

@@ -28,7 +28,7 @@ from conftest import REPO, disk_full_at
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 WARNINGS = {"Best value at the edge of its range", "Best trial had a short budget", "Most trials failed",
             "Too few trials in the last bracket", "Search not finished", "Retrained configuration is not the adopted one",
-            "Different budgets"}
+            "Different budgets", "Different training data"}
 
 
 def _config() -> dict:
@@ -290,6 +290,18 @@ def test_retrain_of_an_older_best_and_unequal_budgets_are_flagged(tmp_path):
     (study.best_dir / "metrics.json").write_text(json.dumps(tuned))
     assert _warnings(write_report(study).read_text()) == {"Retrained configuration is not the adopted one",
                                                           "Different budgets"}
+
+
+def test_a_retrain_on_train_and_val_shows_no_validation_score_and_is_not_compared_with_one_on_train(tmp_path):
+    study = make_study(tmp_path / "s", events=False)
+    tuned = json.loads((study.best_dir / "metrics.json").read_text())
+    for key in ("val_accuracy_mean", "val_accuracy_std"):
+        del tuned[key]
+    (study.best_dir / "metrics.json").write_text(json.dumps({**tuned, "train_on": "train+val"}))
+    text = write_report(study).read_text()
+    assert _warnings(text) == {"Different training data"}  # the baseline's results predate train_on: "train"
+    assert "retrain-best trained on train+val, baseline seed on train" in text
+    assert "| none: trained on train+val |" in _section(text, "Tuned vs the baselines")
 
 
 def test_the_report_shows_the_finalists_and_which_was_adopted(clean_report):

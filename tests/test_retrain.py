@@ -57,6 +57,44 @@ def test_a_retrain_resumes_the_runs_of_its_own_setup_only(tmp_path, tiny_config,
     assert not other.oracle.trials and [u["dropout"] for u in other.oracle.units] == [0.4, 0.4]
 
 
+def test_a_retrain_on_train_and_val_fits_on_both_validates_on_nothing_and_does_not_resume_runs_on_train(
+        tmp_path, tiny_config, cifar_dir):
+    import io
+
+    from alexnet_search.config import load_config
+    from alexnet_search.cifar import source_from
+    from alexnet_search.progress import Progress
+    from alexnet_search.retrain import Job, RetrainPhase, _runs_tuner, hyperparameters_with
+    from alexnet_search.study import study_for
+    from alexnet_search.training import Training
+
+    on_train, on_val = tmp_path / "on-train.toml", tmp_path / "on-val.toml"
+    for path, on in ((on_train, "train"), (on_val, "train+val")):
+        path.write_text(f'extends = "{tiny_config}"\n[retrain]\ntrain_on = "{on}"\n')
+    study, source, said = study_for(tmp_path / "results", "tiny"), source_from(cifar_dir), []
+    tuners = {}
+    for path in (on_train, on_val):
+        config = load_config(path)
+        training = Training.prepare(config, source)
+        train, val = RetrainPhase(config, study, training, [], 1, "runs/baselines").data()
+        split = training.splits
+        if path == on_val:
+            assert val is None and len(train.x) == len(split.x_train) + len(split.x_val) == 256 + 96
+            assert (train.x[256:] == split.x_val).all() and (train.y[256:] == split.y_val).all()
+        else:
+            assert len(train.x) == 256 and len(val.x) == 96
+        job = Job("baselines/paper", hyperparameters_with(config, {"dropout": 0.3}), tmp_path / "paper", False, {})
+        tuners[path] = _runs_tuner(config, study, training, "runs/baselines", None, [job], 1,
+                                   Progress(1, None, out=io.StringIO()), said.append)
+        if path == on_train:
+            tuners[path].oracle.create_trial("tuner0")  # a run on the training split alone starts
+    assert said == [f"the runs in {study.root / 'runs' / 'baselines'}/ trained other values, epochs, data or "
+                    f"network; starting over"]
+    assert not tuners[on_val].oracle.trials
+    # Nothing held out to score a run by: its record keeps its training accuracy instead.
+    assert tuners[on_val].oracle.objective.name == "accuracy"
+
+
 def _study_with_best(tmp_path, values, name="cpu"):
     import json
 
