@@ -10,8 +10,11 @@ trained for a trial's short budget), trained from scratch for the full epochs, a
 the epoch that validated best kept (as the search scored its trials), then evaluated once on the
 test set. With `[retrain] train_on = "train+val"` they train on the validation images too (the
 search and the confirmation have chosen by then), with nothing to validate on: the last epoch's
-weights are kept, a plateau schedule watches the training loss, and the exported run is the
-first seed's. Each seed is a trial of a Keras Tuner oracle (`RetrainOracle`, the confirmation's way),
+weights are kept and the exported run is the first seed's. A configuration whose schedule is
+driven by validation (`plateau`: the paper's recipe) still trains on the training split and
+validates, and says so: without it the schedule would never act.
+
+Each seed is a trial of a Keras Tuner oracle (`RetrainOracle`, the confirmation's way),
 in `results/<study>/runs/retrain-best/` or `runs/baselines/`: a kill loses the seed in flight, the
 same command resumes with the seeds trained (asked for more seeds, it trains only the new ones),
 and with `--workers N` Keras Tuner's workers train the seeds side by side.
@@ -40,12 +43,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import keras_tuner
+
 from . import cluster
 from .adoption import hyperparameters_from, pooled_best, read_adopted
 from .config import Config, require_baselines
 from .console import format_duration
 from .cifar import Source
-from .engine.callbacks import LastEpochAtEnd
+from .engine.callbacks import BestEpochAtEnd, LastEpochAtEnd
 from .engine.phase import Phase
 from .engine.planned import PlannedRunsOracle
 from .engine.tuner import RunTuner
@@ -59,7 +64,7 @@ from .progress import Progress
 from .space import SEED_SCRIPT, as_toml, problems
 from .study import Study, require_same_network, require_study, write_provenance
 from .training import Training
-from .trials import ENDED, contender_name, failure_reason, mean_spread
+from .trials import ENDED, contender_name, direction, failure_reason, mean_spread
 
 # A retrain's bookkeeping in its runs' values (trials.is_bookkeeping): which retrain, which seed.
 RUN, RUN_SEED = "retrain/name", "retrain/seed"
@@ -98,20 +103,25 @@ class RetrainTuner(RunTuner):
     epochs, the weights of its best validation epoch kept), then evaluates it once on every split,
     the test set included, into evaluation.json beside its checkpoint. `project`: runs/retrain-best,
     or runs/baselines for every baseline's seeds (one oracle, so workers go from one to the next).
-    On train+val (`with_val`) a run keeps its last epoch, and its oracle score is its training
-    accuracy: there is no held-out one, and nothing ranks a retrain's runs by it."""
+    A run on train+val (`on_val`) keeps its last epoch. Under a preset on train+val the oracle's
+    score of a run is its training accuracy (nothing ranks a retrain's runs by it, and a run on
+    train+val has no other), so a run that validates keeps its epoch by the preset's objective."""
 
     def __init__(self, training: Training, config: Config, study: Study, project: str, test, seeds: int,
                  progress: Progress | None, overwrite: bool = False):
-        self.with_val = trains_on_val(config)
-        oracle = RetrainOracle("accuracy" if self.with_val else config["search"]["objective"], config["study"]["seed"])
+        self.with_val, self.objective = trains_on_val(config), config["search"]["objective"]
+        oracle = RetrainOracle("accuracy" if self.with_val else self.objective, config["study"]["seed"])
         super().__init__(training, config, study, oracle, project, config["retrain"]["epochs"], progress,
                          overwrite=overwrite)
-        if self.with_val:
-            self.checkpoint = LastEpochAtEnd
         self.training, self.test, self.seeds = training, test, seeds
         self.first_seed = config["study"]["seed"]
         self._model = None  # the running seed's model, kept to evaluate once it has trained
+        self._both = None  # the training and validation images, made for the first run on both
+
+    def on_val(self, hp) -> bool:
+        """Whether the runs of `hp` train on train+val: the preset says so, and their schedule
+        does not need the validation loss."""
+        return self.with_val and self.hypermodel.hyperparameters(hp).lr_schedule != "plateau"
 
     def run_name(self, trial) -> str:
         return f"{trial.hyperparameters.values[RUN]}/seed{self.trial_seed(trial)}"
@@ -136,19 +146,24 @@ class RetrainTuner(RunTuner):
         self._model = super()._try_build(hp)
         return self._model
 
-    def run_trial(self, trial, *args, **kwargs):
+    def run_trial(self, trial, train, *args, **kwargs):
         started = time.monotonic()
+        on_val = self.on_val(trial.hyperparameters)
+        if on_val:  # RunTuner seeds it as it seeds `train`
+            if self._both is None:
+                self._both = self.training.train_set(0, with_val=True)
+            train, kwargs["validation_data"] = self._both, None
+        self.checkpoint = LastEpochAtEnd if on_val else _best_epoch_by(self.objective)
         try:
-            histories = super().run_trial(trial, *args, **kwargs)
+            histories = super().run_trial(trial, train, *args, **kwargs)
             model = self._model
         finally:
             self._model = None  # a failed seed's model is not kept until the next one's
         history = histories[0].history
-        result = {"seed": self.trial_seed(trial), "epochs": self.epochs,
+        result = {"seed": self.trial_seed(trial), "epochs": self.epochs, "train_on": "train+val" if on_val else "train",
                   "train_wall_s": round(time.monotonic() - started, 1),
-                  "kept_epoch": len(history.get("loss", [])) if self.with_val else
-                  kept_epoch(history, self.oracle.objective.name)}
-        result.update(evaluate(self.training, model, self.test, with_val=self.with_val))
+                  "kept_epoch": len(history.get("loss", [])) if on_val else kept_epoch(history, self.objective)}
+        result.update(evaluate(self.training, model, self.test, with_val=on_val))
         result["wall_s"] = round(time.monotonic() - started, 1)
         write_json_atomic(self.evaluation_file(trial.trial_id), result)
         return histories
@@ -171,6 +186,17 @@ class Job:
     target: Path
     export: bool
     extra: dict[str, Any]
+
+
+def _best_epoch_by(name: str) -> type:
+    """`BestEpochAtEnd` keeping the epoch best by the objective `name`, whatever the oracle's is
+    (Keras Tuner makes it with the oracle's)."""
+
+    class ByObjective(BestEpochAtEnd):
+        def __init__(self, objective, filepath):
+            super().__init__(keras_tuner.Objective(name, direction(name)), filepath)
+
+    return ByObjective
 
 
 def trains_on_val(config: Config) -> bool:
@@ -260,12 +286,16 @@ class RetrainPhase(Phase):
         for line in self.training.describe():
             if self.role == "single" or line.startswith("data:"):
                 say(line + (f"; test set {len(self.test[0])} images" if line.startswith("data:") else "")
-                    + ("; these runs train on both ([retrain] train_on)" if line.startswith("data:")
+                    + ("; the retrain trains on both ([retrain] train_on)" if line.startswith("data:")
                        and trains_on_val(config) else ""))
         epochs = self.epochs
         self.started = time.monotonic()
         self.progress = Progress(seeds * len(jobs), seeds * len(jobs) * epochs, out=self.out)
         tuner = _runs_tuner(config, study, self.training, self.project, self.test, jobs, seeds, self.progress, say)
+        for job in jobs:
+            if tuner.with_val and not tuner.on_val(job.hp):
+                say(f"{job.name}: its plateau schedule acts on the validation loss, so it trains on the training "
+                    f"split and validates, whatever [retrain] train_on says")
         wanted = [tuner.oracle.key(u) for u in tuner.oracle.units[:seeds * len(jobs)]]
         trials = {tuner.oracle.key(t.hyperparameters.values): t for t in tuner.oracle.trials.values()}
         self.done = {k for k in wanted if k in trials and trials[k].status in ENDED}
@@ -278,11 +308,6 @@ class RetrainPhase(Phase):
             host, port = os.environ[cluster.ORACLE_IP], os.environ[cluster.ORACLE_PORT]
             say(f"serving {len(wanted) - len(self.done)} seeds on {host}:{port} to the workers")
         return tuner
-
-    def data(self):
-        if trains_on_val(self.config):
-            return self.training.train_set(self.config["study"]["seed"], with_val=True), None
-        return super().data()
 
     def chief_line(self, tuner: RetrainTuner, trial) -> str:
         v = trial.hyperparameters.values
@@ -337,10 +362,10 @@ def _write_job(config: Config, tuner: RetrainTuner, job: Job, ended: list, stagi
     runs = [read_json(tuner.evaluation_file(t.trial_id)) for t in completed]
     epochs = config["retrain"]["epochs"]
     values = tuner.hypermodel.hyperparameters(job.hp).as_dict()  # everything trained, searched or not
-    on_val = trains_on_val(config)
+    on_val = tuner.on_val(job.hp)
     data = tuner.training.splits.note + ("; retrained on both, nothing held out but the test set" if on_val else "")
     metrics = {**job.extra, "epochs": epochs, "seeds": [r["seed"] for r in runs], "runs": runs, **summarize(runs),
-               **({"failed_seeds": failed} if failed else {}), "train_on": config["retrain"]["train_on"],
+               **({"failed_seeds": failed} if failed else {}), "train_on": "train+val" if on_val else "train",
                "data": data}
     if failed:
         say(f"{job.name}: seed(s) {', '.join(map(str, failed))} failed; the summary is over the other {len(runs)}")

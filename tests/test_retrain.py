@@ -1,6 +1,7 @@
 """retrain.py: the epoch a retrain keeps, and its runs' plan. The full retrain-best/baseline runs
 are in test_cli.py."""
 
+import json
 import math
 
 import pytest
@@ -57,42 +58,89 @@ def test_a_retrain_resumes_the_runs_of_its_own_setup_only(tmp_path, tiny_config,
     assert not other.oracle.trials and [u["dropout"] for u in other.oracle.units] == [0.4, 0.4]
 
 
-def test_a_retrain_on_train_and_val_fits_on_both_validates_on_nothing_and_does_not_resume_runs_on_train(
-        tmp_path, tiny_config, cifar_dir):
+def test_on_train_and_val_a_run_fits_on_both_and_keeps_its_last_epoch_unless_its_schedule_needs_validation(
+        tmp_path, tiny_config, cifar_dir, monkeypatch):
+    """What each run hands Keras Tuner's fit (the data, the validation data, the checkpoint's
+    choice of epoch), read where RetrainTuner passes it on; a setup of the other train_on is not
+    resumed."""
+    import io
+
+    import keras
+
+    from alexnet_search.config import load_config
+    from alexnet_search.cifar import source_from
+    from alexnet_search.engine.callbacks import BestEpochAtEnd, LastEpochAtEnd
+    from alexnet_search.engine.tuner import RunTuner
+    from alexnet_search.progress import Progress
+    from alexnet_search.retrain import Job, _runs_tuner, hyperparameters_with
+    from alexnet_search.study import study_for
+    from alexnet_search.training import Training
+
+    fits = []
+
+    def fit(tuner, trial, train, *args, **kwargs):  # in place of training: what it was handed
+        checkpoint = tuner.checkpoint(objective=tuner.oracle.objective, filepath=str(tmp_path / "w.weights.h5"))
+        kind = "last" if isinstance(checkpoint, LastEpochAtEnd) else "best" if isinstance(checkpoint, BestEpochAtEnd) else "?"
+        fits.append((len(train.x), kwargs.get("validation_data"), kind, checkpoint.objective.name))
+        tuner._model = None
+        return [keras.callbacks.History()]
+
+    monkeypatch.setattr(RunTuner, "run_trial", fit)
+    monkeypatch.setattr("alexnet_search.retrain.evaluate", lambda *args, **kwargs: {})
+    study, source, said = study_for(tmp_path / "results", "tiny"), source_from(cifar_dir), []
+    expected = {"train": [(256, "val", "best", "val_accuracy")] * 2,
+                # the plateau run still validates: its schedule acts on the validation loss
+                "train+val": [(256 + 96, None, "last", "accuracy"), (256, "val", "best", "val_accuracy")]}
+    for on, runs in expected.items():
+        path = tmp_path / f"{on}.toml"
+        path.write_text(f'extends = "{tiny_config}"\n[retrain]\ntrain_on = "{on}"\n')
+        config = load_config(path)
+        training = Training.prepare(config, source)
+        jobs = [Job(f"baselines/{name}", hyperparameters_with(config, values), tmp_path / name, False, {})
+                for name, values in (("pick", {"lr_schedule": "cosine"}), ("paper", {"lr_schedule": "plateau"}))]
+        tuner = _runs_tuner(config, study, training, "runs/baselines", None, jobs, 1,
+                            Progress(2, None, out=io.StringIO()), said.append)
+        fits.clear()
+        val = training.val_set()
+        for i, _ in enumerate(jobs):  # one tuner id each: an id's running trial is handed to it again
+            tuner.run_trial(tuner.oracle.create_trial(f"tuner{i}"), training.train_set(7), validation_data=val)
+        assert [(n, "val" if v is val else v, kind, name) for n, v, kind, name in fits] == runs
+        evaluations = sorted(study.root.glob("runs/baselines/trial_*/evaluation.json"))
+        assert [json.loads(p.read_text())["train_on"] for p in evaluations] == \
+            (["train", "train"] if on == "train" else ["train+val", "train"])
+    # The second preset's plan did not resume the first's runs.
+    assert said == [f"the runs in {study.root / 'runs' / 'baselines'}/ trained other values, epochs, data or "
+                    f"network; starting over"]
+
+
+def test_runs_planned_before_train_on_was_recorded_resume_as_runs_on_the_training_split(tmp_path, tiny_config,
+                                                                                      cifar_dir):
     import io
 
     from alexnet_search.config import load_config
     from alexnet_search.cifar import source_from
     from alexnet_search.progress import Progress
-    from alexnet_search.retrain import Job, RetrainPhase, _runs_tuner, hyperparameters_with
+    from alexnet_search.retrain import Job, _runs_tuner, hyperparameters_with
     from alexnet_search.study import study_for
     from alexnet_search.training import Training
 
-    on_train, on_val = tmp_path / "on-train.toml", tmp_path / "on-val.toml"
-    for path, on in ((on_train, "train"), (on_val, "train+val")):
-        path.write_text(f'extends = "{tiny_config}"\n[retrain]\ntrain_on = "{on}"\n')
     study, source, said = study_for(tmp_path / "results", "tiny"), source_from(cifar_dir), []
-    tuners = {}
-    for path in (on_train, on_val):
+
+    def tuner(on):
+        path = tmp_path / f"{on}.toml"
+        path.write_text(f'extends = "{tiny_config}"\n[retrain]\ntrain_on = "{on}"\n')
         config = load_config(path)
-        training = Training.prepare(config, source)
-        train, val = RetrainPhase(config, study, training, [], 1, "runs/baselines").data()
-        split = training.splits
-        if path == on_val:
-            assert val is None and len(train.x) == len(split.x_train) + len(split.x_val) == 256 + 96
-            assert (train.x[256:] == split.x_val).all() and (train.y[256:] == split.y_val).all()
-        else:
-            assert len(train.x) == 256 and len(val.x) == 96
         job = Job("baselines/paper", hyperparameters_with(config, {"dropout": 0.3}), tmp_path / "paper", False, {})
-        tuners[path] = _runs_tuner(config, study, training, "runs/baselines", None, [job], 1,
-                                   Progress(1, None, out=io.StringIO()), said.append)
-        if path == on_train:
-            tuners[path].oracle.create_trial("tuner0")  # a run on the training split alone starts
-    assert said == [f"the runs in {study.root / 'runs' / 'baselines'}/ trained other values, epochs, data or "
-                    f"network; starting over"]
-    assert not tuners[on_val].oracle.trials
-    # Nothing held out to score a run by: its record keeps its training accuracy instead.
-    assert tuners[on_val].oracle.objective.name == "accuracy"
+        return _runs_tuner(config, study, Training.prepare(config, source), "runs/baselines", None, [job], 1,
+                           Progress(1, None, out=io.StringIO()), said.append)
+
+    tuner("train").oracle.create_trial("tuner0")
+    state = study.root / "runs" / "baselines" / "oracle.json"
+    saved = json.loads(state.read_text())
+    del saved["setup"]["train_on"]  # as an older version wrote it
+    state.write_text(json.dumps(saved))
+    assert len(tuner("train").oracle.trials) == 1 and not said
+    assert not tuner("train+val").oracle.trials and len(said) == 1 and "starting over" in said[0]
 
 
 def _study_with_best(tmp_path, values, name="cpu"):

@@ -87,12 +87,8 @@ class Phase:
         if self.role == "chief":
             tuner.oracle.verbose = 0  # Keras Tuner's own per-trial table: the phase's lines say it in one each
 
-    def data(self) -> tuple[Any, Any]:
-        """What each trial fits on and validates on (None: no validation)."""
-        return self.training.train_set(self.config["study"]["seed"]), self.training.val_set()
-
     def train(self, tuner: StudyTuner) -> None:
-        search_to_the_end(tuner, *self.data(),
+        search_to_the_end(tuner, self.training.train_set(self.config["study"]["seed"]), self.training.val_set(),
                           [EpochReporter(self.progress), *self.callbacks], self.epochs, self.out,
                           failure_limit=self.failure_limit)
 

@@ -196,13 +196,19 @@ def _plots(study: Study, trials: list[Trial], order: list[Trial], space: dict, o
     runs = [("tuned", tb / "retrain-best")]
     runs += [(f"baseline {p.name}", p) for p in sorted((tb / "baselines").glob("*")) if p.is_dir()]
     colours = dict(zip(dict(runs), ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown")))
-    retrains = [(label, read_scalars(run / "validation", tag), colours.get(label))
+
+    def retrain_curve(label: str, run: Path) -> tuple[str, dict[int, float]]:
+        # A run on train+val validated nothing: its training curve stands in, named so.
+        curve = read_scalars(run / "validation", tag)
+        return (label, curve) if curve else (f"{label} (training)", read_scalars(run / "train", tag))
+
+    retrains = [(*retrain_curve(label, run), colours.get(label))
                 for label, folder in runs for run in sorted(folder.glob("seed*"))]
     if any(c for _, c, _ in retrains):
         figures.plot_lines(plt, folder / "retrain_curves.png", [r for r in retrains if r[1]], objective,
                            "retrain runs")
-        lines += ["retrain-best and baseline runs, one line per seed:", "",
-                  "![retrain curves](report/retrain_curves.png)", ""]
+        lines += ["retrain-best and baseline runs, one line per seed (a run on train+val, which validates "
+                  "nothing, by its training curve):", "", "![retrain curves](report/retrain_curves.png)", ""]
     return lines
 
 

@@ -90,7 +90,8 @@ def warnings(config, trials, best, schedule: Schedule, summary, tuned, baselines
     if data:
         out.append(f"**Different training data:** retrain-best trained on {tuned.get('train_on', 'train')}, baseline "
                    + ", ".join(f"{name} on {on}" for name, on in data.items())
-                   + " ([retrain] train_on): their test accuracies are not comparable.")
+                   + " ([retrain] train_on; a plateau schedule always trains on the training split): the "
+                     "differences below are of the data as well as the hyperparameters.")
     return out
 
 
