@@ -388,10 +388,10 @@ def _write_job(config: Config, tuner: RetrainTuner, job: Job, ended: list, stagi
     replace_dir_atomic(staging, job.target)
 
     spread = f" +- {metrics['test_accuracy_std']:.4f} over {len(runs)} seeds" if len(runs) > 1 else ""
+    fit = f"train {metrics['train_accuracy_mean']:.4f}" + (
+        f", val {metrics['val_accuracy_mean']:.4f}" if "val_accuracy_mean" in metrics else " on train+val")
     say(f"\n{job.name}: test accuracy {metrics['test_accuracy_mean']:.4f}{spread}, "
-        f"{metrics['test_accuracy_tta_mean']:.4f} with test-time mirroring (train "
-        f"{metrics['train_accuracy_mean']:.4f}"
-        + (f", val {metrics['val_accuracy_mean']:.4f}" if "val_accuracy_mean" in metrics else " on train+val") + ") in "
+        f"{metrics['test_accuracy_tta_mean']:.4f} with test-time mirroring ({fit}) in "
         f"{format_duration(metrics['wall_time_s'])}")
     return metrics
 
