@@ -28,6 +28,11 @@ TUNERS = ("hyperband", "bohb", "random", "bayesian")
 # What a retrain's runs train on ([retrain] train_on): the training split alone, validated on the
 # validation split (the epoch that validated best kept), or both splits, kept at their last epoch.
 TRAIN_ON = ("train", "train+val")
+
+
+def trains_on_val(config: Config) -> bool:
+    """Whether the preset's retrains train on the validation images too (`[retrain] train_on`)."""
+    return config["retrain"]["train_on"] == "train+val"
 # section -> key -> (types, check, what a valid value looks like)
 
 

@@ -32,9 +32,7 @@ def evaluate(training: Training, model: keras.Model, test, with_val: bool = Fals
     no "val" (a score on trained images would pass for a held-out one)."""
     result = {}
     splits = training.splits
-    held = {"train": (splits.x_train, splits.y_train), "val": (splits.x_val, splits.y_val)}
-    if with_val:
-        held = {"train": (np.concatenate([splits.x_train, splits.x_val]), np.concatenate([splits.y_train, splits.y_val]))}
+    held = {"train": training.train_images(with_val)} | ({} if with_val else {"val": (splits.x_val, splits.y_val)})
     for split, (x, y) in {**held, "test": test}.items():
         loss, accuracy = model.evaluate(training.batches(x, y), verbose=0)
         result[f"{split}_loss"], result[f"{split}_accuracy"] = float(loss), float(accuracy)

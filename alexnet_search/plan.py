@@ -15,7 +15,7 @@ from typing import Callable, TextIO
 
 import numpy as np
 
-from .config import Config
+from .config import Config, trains_on_val
 from .console import format_duration, printer
 from .schedule import Schedule, describe_search, finalist_epochs, finalist_runs, format_schedule, race_runs, search_schedule
 
@@ -101,7 +101,7 @@ def estimate_retrain_seconds(config: Config, timing: StepTiming, test_images: in
     on both and validating nothing), then train, val and the test set evaluated once each."""
     d = config["data"]
     epoch_s = ((d["train_size"] + d["val_size"]) * timing.train_s_per_image
-               if config["retrain"]["train_on"] == "train+val" else _epoch_seconds(config, timing))
+               if trains_on_val(config) else _epoch_seconds(config, timing))
     return (config["retrain"]["epochs"] * epoch_s
             + (d["train_size"] + d["val_size"] + test_images) * timing.eval_s_per_image)
 
@@ -131,7 +131,7 @@ def print_plan(config: Config, workers: int | str = 0, estimate: bool = True, st
     else:
         say("then no confirmation ([confirm] finalists = 0): the search's best trial is adopted")
     say(f"then retrain-best: {config['retrain']['epochs']} epochs per seed"
-        + (" on the training and validation images" if config["retrain"]["train_on"] == "train+val" else ""))
+        + (" on the training and validation images" if trains_on_val(config) else ""))
     if estimate:
         start_keras()
         _print_estimates(config, schedule, workers, say)

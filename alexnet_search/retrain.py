@@ -47,7 +47,7 @@ import keras_tuner
 
 from . import cluster
 from .adoption import hyperparameters_from, pooled_best, read_adopted
-from .config import Config, require_baselines
+from .config import Config, require_baselines, trains_on_val
 from .console import format_duration
 from .cifar import Source
 from .engine.callbacks import BestEpochAtEnd, LastEpochAtEnd
@@ -197,11 +197,6 @@ def _best_epoch_by(name: str) -> type:
             super().__init__(keras_tuner.Objective(name, direction(name)), filepath)
 
     return ByObjective
-
-
-def trains_on_val(config: Config) -> bool:
-    """Whether the preset's retrains train on the validation images too (`[retrain] train_on`)."""
-    return config["retrain"]["train_on"] == "train+val"
 
 
 def _setup(config: Config, jobs: list[Job], epochs: int) -> dict[str, Any]:

@@ -75,13 +75,17 @@ class Training:
         with self.strategy.scope():
             return hypermodel.build(hp)
 
-    def train_set(self, seed: int, with_val: bool = False) -> TrainingSet:
-        """The training split, for `HyperModel.fit` to augment as each trial's values say;
-        `with_val`: the validation split's images too (a retrain with `train_on = "train+val"`)."""
+    def train_images(self, with_val: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The training split's images and labels; `with_val`: the validation split's after them
+        (a retrain with `train_on = "train+val"`)."""
         x, y = self.splits.x_train, self.splits.y_train
         if with_val:
             x, y = np.concatenate([x, self.splits.x_val]), np.concatenate([y, self.splits.y_val])
-        return TrainingSet(x, y, self.batch_size, seed=seed, **pipeline_options(self.config))
+        return x, y
+
+    def train_set(self, seed: int, with_val: bool = False) -> TrainingSet:
+        """`train_images`, for `HyperModel.fit` to augment as each trial's values say."""
+        return TrainingSet(*self.train_images(with_val), self.batch_size, seed=seed, **pipeline_options(self.config))
 
     def batches(self, x: np.ndarray, y: np.ndarray) -> Batches:
         """Plain batches (no shuffling, no augmentation): validation and evaluation."""
